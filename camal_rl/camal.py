@@ -1,0 +1,213 @@
+"""The CAMAL loss core (paper sections 3.1-3.2, Eq. 1-4, Proposition 1).
+
+Pure torch: nothing here knows about Doom, PPO or data sets.
+
+Attention is extracted for a whole batch with ONE ``torch.autograd.grad`` of the
+summed scalar targets. Because every sample's target depends only on its own
+features (no batch mixing; BatchNorm must be in eval mode or the batch statistics
+must be detached), the gradient of the sum w.r.t. sample b's features is exactly
+the gradient of sample b's own target (Proposition 1), so the maps equal those of
+B separate backward passes at the cost of one.
+
+Defined results at the edges (all documented, none produce NaN in the loss):
+
+* empty mask  -> alpha = 0 (there is nothing inside), beta = mean attention:
+  the sample's CAMAL term is beta, i.e. every attended pixel is spurious.
+* full mask   -> beta = 0 (there is nothing outside), the term is -alpha.
+* mask of another spatial size than the attention -> the attention is resized
+  bilinearly to the mask (the mask is ground truth and stays binary).
+* non-binary mask -> ``ValueError``; NaN/inf in the scores -> ``ValueError``.
+* an all-zero map stays all zero after ``normalize``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+
+# A weighting turns (features A, gradients G), both [B, K, h, w], into the
+# unnormalised map [B, h, w]. Each method only says how to weight; the gradient
+# itself always comes from one batch-level backward (see ``attention``).
+Weighting = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _gradcam_weighting(features: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    # Eq. 3: w_k = spatial mean of dy/dA^k; map = ReLU(1/K sum_k w_k A^k).
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    return F.relu((weights * features).mean(dim=1))
+
+
+def _gradcam_plus_plus_weighting(features: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    # Chattopadhay et al. 2018, closed form with the exponential-score
+    # simplification: a = g^2 / (2 g^2 + sum_ij A g^3), w_k = sum_ij a ReLU(g).
+    grads_2 = grads.pow(2)
+    grads_3 = grads_2 * grads
+    sum_activations = features.sum(dim=(2, 3), keepdim=True)
+    denominator = 2 * grads_2 + sum_activations * grads_3
+    denominator = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
+    alphas = grads_2 / denominator
+    weights = (alphas * F.relu(grads)).sum(dim=(2, 3), keepdim=True)
+    return F.relu((weights * features).mean(dim=1))
+
+
+def _layercam_weighting(features: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    # Jiang et al. 2021: element-wise positive gradients weight each location.
+    return F.relu((F.relu(grads) * features).mean(dim=1))
+
+
+ATTENTION_METHODS: dict[str, Weighting] = {
+    "gradcam": _gradcam_weighting,
+    "gradcam++": _gradcam_plus_plus_weighting,
+    "layercam": _layercam_weighting,
+}
+
+
+def _check_inputs(features: torch.Tensor, scores: torch.Tensor) -> None:
+    if features.dim() != 4:
+        raise ValueError(
+            f"features must be [B, K, h, w] (channels-first), got shape {tuple(features.shape)}"
+        )
+    if scores.dim() != 1 or scores.shape[0] != features.shape[0]:
+        raise ValueError(
+            f"scores must be [B] with B={features.shape[0]} (one scalar target per sample), "
+            f"got shape {tuple(scores.shape)}"
+        )
+    if not torch.isfinite(scores).all():
+        raise ValueError("scores contain NaN or inf; attention targets must be finite")
+
+
+def attention(
+    features: torch.Tensor,
+    scores: torch.Tensor,
+    *,
+    method: str = "gradcam",
+    create_graph: bool = True,
+) -> torch.Tensor:
+    """Unnormalised batch-level attention map ``[B, h, w]`` by name.
+
+    ``features`` ``[B, K, h, w]`` must lie on the graph that produced ``scores``
+    ``[B]``. One ``autograd.grad`` of ``scores.sum()`` gives every sample's
+    gradient (Proposition 1). The forward graph is kept so the caller can still
+    backpropagate its task loss.
+
+    ``create_graph=True``: the gradients are themselves differentiable, so a loss
+    on the map reaches the parameters below the feature layer (through A) and
+    the head above it (through the channel weights). ``create_graph=False``: the
+    weights are constants; a loss on the map then only reaches the layers below
+    the features, and costs no double backward.
+    """
+    try:
+        weighting = ATTENTION_METHODS[method]
+    except KeyError:
+        raise ValueError(
+            f"unknown attention method {method!r}; choose one of {sorted(ATTENTION_METHODS)}"
+        ) from None
+    _check_inputs(features, scores)
+    (grads,) = torch.autograd.grad(
+        scores.sum(), features, create_graph=create_graph, retain_graph=True
+    )
+    return weighting(features, grads)
+
+
+def gradcam(features: torch.Tensor, scores: torch.Tensor, *, create_graph: bool = True) -> torch.Tensor:
+    """Batch-level Grad-CAM (Eq. 3-4): ``ReLU(mean_k w_k A^k)``, unnormalised, ``[B, h, w]``.
+
+    See :func:`attention` for the meaning of ``create_graph``.
+    """
+    return attention(features, scores, method="gradcam", create_graph=create_graph)
+
+
+def normalize(cam: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise each sample's map to [0, 1]; an all-zero (or constant) map becomes 0.
+
+    No additive epsilon: Grad-CAM magnitudes of an untrained network can be ~1e-9,
+    and ``x / (max + eps)`` would then shrink the map and the loss with it.
+    """
+    flat = cam.flatten(1)
+    low = flat.min(dim=1, keepdim=True).values
+    span = flat.max(dim=1, keepdim=True).values - low
+    # Constant maps: divide by 1 (numerator is 0) so backward never sees 0/0.
+    safe_span = torch.where(span > 0, span, torch.ones_like(span))
+    return ((flat - low) / safe_span).view_as(cam)
+
+
+def resize(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly resize ``[B, h, w]`` maps to ``size``; a no-op when already that size."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+
+
+def attention_map(
+    features: torch.Tensor,
+    scores: torch.Tensor,
+    size: tuple[int, int],
+    *,
+    method: str = "gradcam",
+    create_graph: bool = True,
+) -> torch.Tensor:
+    """Attention -> per-sample min-max normalise -> bilinear resize to ``size``: ``[B, *size]`` in [0, 1]."""
+    cam = attention(features, scores, method=method, create_graph=create_graph)
+    return resize(normalize(cam), size)
+
+
+def _check_mask(attention: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if mask.dim() != 3 or attention.dim() != 3 or mask.shape[0] != attention.shape[0]:
+        raise ValueError(
+            f"attention and mask must both be [B, H, W] with the same B, got "
+            f"{tuple(attention.shape)} and {tuple(mask.shape)}"
+        )
+    mask = mask.to(attention.dtype)
+    if ((mask != 0) & (mask != 1)).any():
+        raise ValueError("mask must be binary (values 0 and 1 only); threshold it first")
+    return resize(attention, tuple(mask.shape[-2:])), mask
+
+
+def alpha_beta(attention: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 1: mean attention inside (alpha) and outside (beta) the mask, each ``[B]``.
+
+    An empty mask gives alpha = 0, a full mask beta = 0 (never NaN). An attention
+    map of another size than the mask is resized to the mask's size.
+    """
+    attention, mask = _check_mask(attention, mask)
+    inside = mask.flatten(1)
+    outside = 1.0 - inside
+    flat = attention.flatten(1)
+    alpha = (flat * inside).sum(1) / inside.sum(1).clamp_min(1.0)
+    beta = (flat * outside).sum(1) / outside.sum(1).clamp_min(1.0)
+    return alpha, beta
+
+
+def camal_loss(
+    attention: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    mode: Literal["camal", "suppress"] = "camal",
+) -> torch.Tensor:
+    """Eq. 2's regulariser without lambda: ``mean_b(beta_b - alpha_b)``.
+
+    ``mode="suppress"`` is the suppress-only regulariser of prior work, ``mean_b(beta_b)``.
+    """
+    alpha, beta = alpha_beta(attention, mask)
+    if mode == "camal":
+        return (beta - alpha).mean()
+    if mode == "suppress":
+        return beta.mean()
+    raise ValueError(f"unknown regulariser mode {mode!r}; choose 'camal' or 'suppress'")
+
+
+@torch.no_grad()
+def attention_iou(attention: torch.Tensor, mask: torch.Tensor, tau: float = 0.7) -> torch.Tensor:
+    """Eq. 8: IoU of ``attention > tau`` with the mask, ``[B]``; NaN where the mask is empty.
+
+    Callers average with ``nanmean`` and report how many samples were skipped.
+    """
+    attention, mask = _check_mask(attention, mask)
+    predicted = (attention > tau).flatten(1)
+    truth = mask.flatten(1).bool()
+    intersection = (predicted & truth).sum(1).to(attention.dtype)
+    union = (predicted | truth).sum(1).to(attention.dtype)
+    iou = intersection / union.clamp_min(1.0)
+    return torch.where(truth.any(1), iou, torch.full_like(iou, float("nan")))

@@ -1,0 +1,393 @@
+"""ViZDoom scenarios as gymnasium environments whose observations carry a segmentation mask.
+
+Every observation is a Dict: ``image`` (uint8 ``[frame_stack * channels, H, W]``, oldest
+frame first) and ``mask`` (uint8 ``[H, W]``, 0/1), the mask of the NEWEST frame in the stack,
+built from ViZDoom's labels buffer and resized so that mask pixel (i, j) covers observation
+pixel (i, j). Because the mask is part of the observation it cannot fall one step behind
+through vector envs or autoreset.
+
+Which labelled objects form the mask, the .cfg, the action set and the score range used to
+normalise returns are read from a TOML spec (see ``camal_rl/envs/*.toml``). This module never
+imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import gymnasium as gym
+import numpy as np
+import vizdoom as vzd
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+BUNDLED_SPECS = Path(__file__).parent / "envs"
+# Extra folders of user specs, searched before the bundled ones (os.pathsep-separated).
+SPEC_PATH_VARIABLE = "CAMAL_ENVS"
+# Label values that can never be a target: walls, floor/ceiling, the player's own weapon.
+NEVER_MASKED_VALUES = (0, 1, 255)
+
+_SPEC_KEYS = {
+    "name", "description", "config", "mask_categories", "mask_objects", "actions",
+    "frame_skip", "resolution", "episode_timeout", "random_score", "reference_score",
+    "custom_objects",
+}
+# ViZDoom's object categories (state.labels[i].object_category).
+KNOWN_CATEGORIES = {
+    "Self", "Monster", "Ammo", "Armor", "Decoration", "Explosive", "Gibs", "Health",
+    "Powerup", "Weapon", "Key", "Unknown",
+}
+# Actor class names of Doom II / Freedoom and ViZDoom's scenarios. A WAD with its own
+# actors lists them under the spec key 'custom_objects'.
+KNOWN_OBJECTS = {
+    "ZombieMan", "ShotgunGuy", "ChaingunGuy", "WolfensteinSS", "DoomImp", "Demon", "Spectre",
+    "LostSoul", "Cacodemon", "HellKnight", "BaronOfHell", "Arachnotron", "PainElemental",
+    "Revenant", "Fatso", "Archvile", "SpiderMastermind", "Cyberdemon", "MarineChainsawVzd",
+    "DoomImpBall", "CacodemonBall", "BaronBall", "Rocket", "PlasmaBall", "BFGBall",
+    "ArachnotronPlasma", "RevenantTracer", "FatShot", "ArchvileFire", "BulletPuff", "Blood",
+    "Medikit", "Stimpack", "HealthBonus", "ArmorBonus", "GreenArmor", "BlueArmor", "Soulsphere",
+    "Megasphere", "Berserk", "InvulnerabilitySphere", "BlurSphere", "RadSuit", "Infrared",
+    "Allmap", "Clip", "ClipBox", "Shell", "ShellBox", "RocketAmmo", "RocketBox", "Cell",
+    "CellPack", "Backpack", "Pistol", "Shotgun", "SuperShotgun", "Chaingun", "RocketLauncher",
+    "PlasmaRifle", "BFG9000", "Chainsaw", "ExplosiveBarrel", "DoomPlayer", "BlueCard", "RedCard",
+    "YellowCard", "BlueSkull", "RedSkull", "YellowSkull", "Poison", "CustomMedikit",
+}
+
+
+class SpecError(ValueError):
+    """A scenario spec that cannot be used; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class ScenarioSpec:
+    name: str
+    config: Path
+    mask_categories: tuple[str, ...] = ()
+    mask_objects: tuple[str, ...] = ()
+    actions: tuple[tuple[str, ...], ...] = ()
+    frame_skip: int = 4
+    resolution: str = "RES_160X120"
+    episode_timeout: int | None = None
+    random_score: float = 0.0
+    reference_score: float = 1.0
+    description: str = ""
+    source: Path = field(default=Path("."), compare=False)
+
+    def normalize_return(self, episodic_return: float) -> float:
+        """Return on a common scale: 0 = random policy, 1 = reference score."""
+        return (episodic_return - self.random_score) / (self.reference_score - self.random_score)
+
+
+def spec_search_path() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get(SPEC_PATH_VARIABLE, "").split(os.pathsep) if p]
+    return extra + [Path.cwd() / "envs", BUNDLED_SPECS]
+
+
+def available_scenarios() -> list[str]:
+    names = set()
+    for folder in spec_search_path():
+        if folder.is_dir():
+            names.update(p.stem for p in folder.glob("*.toml"))
+    return sorted(names)
+
+
+def _find_spec_file(name_or_path: str | os.PathLike) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or candidate.exists():
+        if not candidate.is_file():
+            raise SpecError(f"scenario spec file {candidate} does not exist")
+        return candidate
+    for folder in spec_search_path():
+        path = folder / f"{candidate}.toml"
+        if path.is_file():
+            return path
+    raise SpecError(
+        f"unknown scenario {str(name_or_path)!r}; available: {', '.join(available_scenarios())} "
+        f"(or pass the path of a .toml spec)"
+    )
+
+
+def _resolve_config(value: str, spec_file: Path) -> Path:
+    relative = (spec_file.parent / value).resolve()
+    if relative.is_file():
+        return relative
+    bundled = Path(vzd.scenarios_path) / (value if value.endswith(".cfg") else f"{value}.cfg")
+    if bundled.is_file():
+        return bundled
+    raise SpecError(f"{spec_file}: key 'config': no .cfg at {relative} nor {bundled}")
+
+
+def load_spec(name_or_path: str | os.PathLike) -> ScenarioSpec:
+    """Load a scenario spec by name (searched in $CAMAL_ENVS, ./envs, the bundled specs) or path."""
+    path = _find_spec_file(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError(f"{path}: not valid TOML ({error})") from None
+    unknown = sorted(set(raw) - _SPEC_KEYS)
+    if unknown:
+        raise SpecError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(_SPEC_KEYS)}")
+    if "config" not in raw:
+        raise SpecError(f"{path}: missing key 'config' (a bundled scenario name or a .cfg path)")
+    if not raw.get("mask_categories") and not raw.get("mask_objects"):
+        raise SpecError(f"{path}: give 'mask_categories' and/or 'mask_objects' (which objects form the mask)")
+    unknown = sorted(set(raw.get("mask_categories", ())) - KNOWN_CATEGORIES)
+    if unknown:
+        raise SpecError(f"{path}: key 'mask_categories': unknown {unknown}; known: {sorted(KNOWN_CATEGORIES)}")
+    unknown = sorted(set(raw.get("mask_objects", ())) - KNOWN_OBJECTS - set(raw.get("custom_objects", ())))
+    if unknown:
+        raise SpecError(
+            f"{path}: key 'mask_objects': unknown object name(s) {unknown}; use Doom actor class "
+            f"names (e.g. Cacodemon, DoomImpBall) or list your WAD's own under 'custom_objects'"
+        )
+    resolution = raw.get("resolution", "RES_160X120")
+    if not hasattr(vzd.ScreenResolution, resolution):
+        raise SpecError(f"{path}: key 'resolution': unknown {resolution!r}, e.g. RES_160X120 or RES_320X240")
+    for key in ("random_score", "reference_score"):
+        if key in raw and not isinstance(raw[key], (int, float)):
+            raise SpecError(f"{path}: key {key!r} must be a number")
+    if raw.get("reference_score", 1.0) == raw.get("random_score", 0.0):
+        raise SpecError(f"{path}: 'reference_score' must differ from 'random_score'")
+    return ScenarioSpec(
+        name=raw.get("name", path.stem),
+        config=_resolve_config(raw["config"], path),
+        mask_categories=tuple(raw.get("mask_categories", ())),
+        mask_objects=tuple(raw.get("mask_objects", ())),
+        actions=tuple(tuple(a) for a in raw.get("actions", ())),
+        frame_skip=int(raw.get("frame_skip", 4)),
+        resolution=resolution,
+        episode_timeout=raw.get("episode_timeout"),
+        random_score=float(raw.get("random_score", 0.0)),
+        reference_score=float(raw.get("reference_score", 1.0)),
+        description=raw.get("description", ""),
+        source=path,
+    )
+
+
+def labels_to_mask(labels_buffer: np.ndarray, labels: list, spec: ScenarioSpec) -> np.ndarray:
+    """Binary mask (uint8, screen size) of the labelled objects the spec names."""
+    values = [
+        label.value
+        for label in labels
+        if (label.object_category in spec.mask_categories or label.object_name in spec.mask_objects)
+        and label.value not in NEVER_MASKED_VALUES
+    ]
+    if not values:
+        return np.zeros(labels_buffer.shape, dtype=np.uint8)
+    return np.isin(labels_buffer, values).astype(np.uint8)
+
+
+def resize_mask(mask: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """Observation-sized mask: a pixel is on when any part of the screen area it covers is on.
+
+    Area averaging keeps objects smaller than one observation pixel (distant enemies)."""
+    if mask.shape == tuple(size_hw):
+        return mask
+    coverage = cv2.resize(mask.astype(np.float32), (size_hw[1], size_hw[0]), interpolation=cv2.INTER_AREA)
+    return (coverage > 0).astype(np.uint8)
+
+
+class DoomEnv(gym.Env):
+    """One ViZDoom game. See the module docstring for the observation layout."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 35}
+
+    def __init__(
+        self,
+        spec: ScenarioSpec,
+        *,
+        frame_skip: int | None = None,
+        frame_stack: int = 4,
+        obs_size: tuple[int, int] = (84, 84),
+        grayscale: bool = True,
+        clip_reward: bool = True,
+        resolution: str | None = None,
+        render_mode: str | None = None,
+        seed: int | None = None,
+    ):
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.scenario = spec
+        self.frame_skip = frame_skip or spec.frame_skip
+        self.frame_stack = frame_stack
+        self.obs_size = tuple(obs_size)
+        self.grayscale = grayscale
+        self.clip_reward = clip_reward
+        self.render_mode = render_mode
+        self._seed = seed
+
+        game = vzd.DoomGame()
+        game.load_config(str(spec.config))
+        game.set_window_visible(False)
+        game.set_mode(vzd.Mode.PLAYER)
+        game.set_screen_format(vzd.ScreenFormat.RGB24)
+        game.set_screen_resolution(getattr(vzd.ScreenResolution, resolution or spec.resolution))
+        game.set_labels_buffer_enabled(True)  # the .cfg files ship with labels off
+        game.set_depth_buffer_enabled(False)
+        game.set_automap_buffer_enabled(False)
+        if spec.episode_timeout is not None:
+            game.set_episode_timeout(int(spec.episode_timeout))
+        if seed is not None:
+            game.set_seed(int(seed) % (2**31))
+        game.init()
+        self.game = game
+
+        buttons = [str(b).split(".")[-1] for b in game.get_available_buttons()]
+        action_sets = spec.actions or tuple((b,) for b in buttons)
+        unknown = sorted({b for a in action_sets for b in a} - set(buttons))
+        if unknown:
+            game.close()
+            raise SpecError(f"{spec.source}: key 'actions': buttons {unknown} are not in {spec.config.name} ({buttons})")
+        self._actions = [[float(b in chosen) for b in buttons] for chosen in action_sets]
+        self.action_names = [" + ".join(a) or "NOOP" for a in action_sets]
+
+        channels = 1 if grayscale else 3
+        height, width = self.obs_size
+        self.observation_space = gym.spaces.Dict(
+            {
+                "image": gym.spaces.Box(0, 255, (frame_stack * channels, height, width), np.uint8),
+                "mask": gym.spaces.Box(0, 1, (height, width), np.uint8),
+            }
+        )
+        self.action_space = gym.spaces.Discrete(len(self._actions))
+        self._frames = np.zeros(self.observation_space["image"].shape, np.uint8)
+        self._mask = np.zeros((height, width), np.uint8)
+        self.screen: np.ndarray | None = None  # native-resolution RGB of the current step
+        self.screen_mask: np.ndarray | None = None  # its native-resolution mask
+        self.episode_return = 0.0  # unclipped
+
+    # -- frames ---------------------------------------------------------------------------
+    def _process(self, state) -> tuple[np.ndarray, np.ndarray]:
+        screen = state.screen_buffer
+        full_mask = labels_to_mask(state.labels_buffer, state.labels, self.scenario)
+        self.screen, self.screen_mask = screen, full_mask
+        height, width = self.obs_size
+        frame = cv2.cvtColor(screen, cv2.COLOR_RGB2GRAY) if self.grayscale else screen
+        if frame.shape[:2] != (height, width):
+            frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+        frame = frame[None] if self.grayscale else frame.transpose(2, 0, 1)
+        return frame, resize_mask(full_mask, (height, width))
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        return {"image": self._frames.copy(), "mask": self._mask.copy()}
+
+    def _push(self, frame: np.ndarray) -> None:
+        channels = frame.shape[0]
+        self._frames = np.roll(self._frames, -channels, axis=0)
+        self._frames[-channels:] = frame
+
+    # -- gymnasium API ----------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.game.set_seed(int(seed) % (2**31))
+        self.game.new_episode()
+        frame, self._mask = self._process(self.game.get_state())
+        self._frames = np.repeat(frame, self.frame_stack, axis=0)  # stack starts as copies
+        self.episode_return = 0.0
+        self._length = 0
+        return self._observation(), {}
+
+    def step(self, action):
+        reward = self.game.make_action(self._actions[int(action)], self.frame_skip)
+        self.episode_return += reward
+        self._length += 1
+        finished = self.game.is_episode_finished()
+        info: dict[str, Any] = {"raw_reward": reward}
+        if finished:
+            # No state after the end: the last frame and its mask stay as they were.
+            timeout = self.game.get_episode_timeout()
+            truncated = bool(timeout and self.game.get_episode_time() >= timeout and not self.game.is_player_dead())
+            terminated = not truncated
+            info["episode"] = {"r": self.episode_return, "l": self._length}
+        else:
+            terminated = truncated = False
+            frame, self._mask = self._process(self.game.get_state())
+            self._push(frame)
+        if self.clip_reward:
+            reward = float(np.clip(reward, -1.0, 1.0))
+        return self._observation(), float(reward), terminated, truncated, info
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            return None if self.screen is None else self.screen.copy()
+        return None
+
+    def close(self):
+        if getattr(self, "game", None) is not None:
+            self.game.close()
+            self.game = None
+
+
+def make_env(
+    name_or_path: str | os.PathLike,
+    *,
+    seed: int | None = None,
+    frame_skip: int | None = None,
+    frame_stack: int = 4,
+    obs_size: tuple[int, int] = (84, 84),
+    grayscale: bool = True,
+    clip_reward: bool = True,
+    resolution: str | None = None,
+    render_mode: str | None = None,
+) -> DoomEnv:
+    """A ViZDoom scenario (spec name or .toml path) as a gymnasium env with masks."""
+    return DoomEnv(
+        load_spec(name_or_path),
+        frame_skip=frame_skip,
+        frame_stack=frame_stack,
+        obs_size=obs_size,
+        grayscale=grayscale,
+        clip_reward=clip_reward,
+        resolution=resolution,
+        render_mode=render_mode,
+        seed=seed,
+    )
+
+
+def make_vector_env(
+    name_or_path: str | os.PathLike,
+    *,
+    num_envs: int,
+    seed: int = 0,
+    asynchronous: bool = False,
+    **env_kwargs,
+) -> gym.vector.VectorEnv:
+    """``num_envs`` copies with seeds ``seed + i``; autoreset in the same step (CleanRL's convention).
+
+    The spec is loaded here first so that a bad name fails in this process with its message.
+    """
+    load_spec(name_or_path)
+    factories = [
+        (lambda i=i: make_env(name_or_path, seed=seed + i, **env_kwargs)) for i in range(num_envs)
+    ]
+    mode = gym.vector.AutoresetMode.SAME_STEP
+    if asynchronous:
+        return gym.vector.AsyncVectorEnv(factories, autoreset_mode=mode, context="spawn")
+    return gym.vector.SyncVectorEnv(factories, autoreset_mode=mode)
+
+
+def random_policy_score(name_or_path: str | os.PathLike, *, episodes: int = 20, seed: int = 0) -> float:
+    """Mean unclipped return of a uniform random policy (the spec's ``random_score``)."""
+    env = make_env(name_or_path, seed=seed, clip_reward=False, obs_size=(30, 40), frame_stack=1)
+    rng = np.random.default_rng(seed)
+    returns = []
+    try:
+        for episode in range(episodes):
+            env.reset(seed=seed + episode)
+            done = False
+            while not done:
+                _, _, terminated, truncated, info = env.step(int(rng.integers(env.action_space.n)))
+                done = terminated or truncated
+            returns.append(info["episode"]["r"])
+    finally:
+        env.close()
+    return float(np.mean(returns))

@@ -1,0 +1,245 @@
+"""The loss core: Proposition 1, agreement with pytorch-grad-cam, gradients, edge cases, behaviour."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from camal_rl import camal
+
+
+class SmallCNN(nn.Module):
+    """Conv trunk with BatchNorm whose last conv keeps the input's spatial size."""
+
+    def __init__(self, in_channels=3, num_classes=4, stride=1):
+        super().__init__()
+        self.trunk = nn.Sequential(
+            nn.Conv2d(in_channels, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=stride, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+        )
+        self.last = nn.Conv2d(16, 16, 3, padding=1)
+        self.head = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes))
+
+    def forward(self, x):
+        features = self.last(self.trunk(x))
+        return self.head(features), features
+
+
+def _trained_bn_model(dtype=torch.float64, **kwargs):
+    torch.manual_seed(0)
+    model = SmallCNN(**kwargs).to(dtype)
+    model.train()
+    with torch.no_grad():  # give BatchNorm non-trivial running statistics
+        for _ in range(3):
+            model(torch.randn(16, model.trunk[0].in_channels, 12, 12, dtype=dtype) * 2 + 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("method", sorted(camal.ATTENTION_METHODS))
+def test_proposition1_batch_equals_per_sample(method):
+    model = _trained_bn_model()
+    x = torch.randn(6, 3, 12, 12, dtype=torch.float64)
+    targets = torch.tensor([0, 1, 2, 3, 1, 0])
+    logits, features = model(x)
+    scores = logits.gather(1, targets[:, None]).squeeze(1)
+    batch_maps = camal.attention(features, scores, method=method, create_graph=False)
+    for b in range(x.shape[0]):
+        logits_b, features_b = model(x[b : b + 1])
+        own = camal.attention(features_b, logits_b[:, targets[b]], method=method, create_graph=False)
+        assert (batch_maps[b] - own[0]).abs().max().item() < 1e-5
+    assert batch_maps.abs().sum() > 0  # the comparison is not between two empty maps
+
+
+def test_unknown_method_names_the_choices():
+    model = _trained_bn_model()
+    logits, features = model(torch.randn(2, 3, 12, 12, dtype=torch.float64))
+    with pytest.raises(ValueError, match="gradcam"):
+        camal.attention(features, logits[:, 0], method="scorecam")
+
+
+@pytest.mark.parametrize(
+    "method, reference_name",
+    [("gradcam", "GradCAM"), ("gradcam++", "GradCAMPlusPlus"), ("layercam", "LayerCAM")],
+)
+def test_matches_pytorch_grad_cam(method, reference_name):
+    pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam", reason="the test extra installs grad-cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model = _trained_bn_model(dtype=torch.float32)
+
+    class LogitsOnly(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            # x1000 so that pytorch-grad-cam's additive 1e-7 in its normalisation is negligible
+            return self.inner(x)[0] * 1000.0
+
+    wrapped = LogitsOnly(model).eval()
+    x = torch.randn(4, 3, 12, 12)
+    targets = [0, 3, 1, 2]
+    reference_cls = getattr(pytorch_grad_cam, reference_name)
+    with reference_cls(model=wrapped, target_layers=[model.last]) as cam:
+        reference = cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
+    logits, features = model(x)
+    scores = logits[torch.arange(4), torch.tensor(targets)] * 1000.0
+    ours = camal.normalize(camal.attention(features, scores, method=method, create_graph=False))
+    assert ours.shape == reference.shape
+    assert np.abs(ours.detach().numpy() - reference).max() < 1e-4
+
+
+def test_one_over_k_does_not_change_normalised_map():
+    model = _trained_bn_model()
+    logits, features = model(torch.randn(5, 3, 12, 12, dtype=torch.float64))
+    scores = logits[:, 1]
+    ours = camal.gradcam(features, scores, create_graph=False)
+    (grads,) = torch.autograd.grad(scores.sum(), features, retain_graph=True)
+    summed = F.relu((grads.mean((2, 3), keepdim=True) * features).sum(1))  # Eq. 3 without 1/K
+    assert torch.allclose(ours * features.shape[1], summed)
+    assert (camal.normalize(ours) - camal.normalize(summed)).abs().max() < 1e-6
+
+
+def _grad_norms(module):
+    return {name: (p.grad.abs().sum().item() if p.grad is not None else 0.0) for name, p in module.named_parameters()}
+
+
+def test_create_graph_reaches_trunk_and_head():
+    model = _trained_bn_model(dtype=torch.float32)
+    x = torch.randn(4, 3, 12, 12)
+    mask = torch.zeros(4, 12, 12)
+    mask[:, 3:8, 2:9] = 1
+    logits, features = model(x)
+    maps = camal.attention_map(features, logits[:, 0], (12, 12), create_graph=True)
+    camal.camal_loss(maps, mask).backward()
+    grads = _grad_norms(model)
+    assert grads["trunk.0.weight"] > 0  # below the feature layer
+    assert grads["last.weight"] > 0
+    assert grads["head.3.weight"] > 0  # above it, through the channel weights
+
+
+def test_without_create_graph_weights_are_constants():
+    model = _trained_bn_model(dtype=torch.float32)
+    x = torch.randn(4, 3, 12, 12)
+    mask = torch.zeros(4, 12, 12)
+    mask[:, 3:8, 2:9] = 1
+    logits, features = model(x)
+    maps = camal.attention_map(features, logits[:, 0], (12, 12), create_graph=False)
+    camal.camal_loss(maps, mask).backward()
+    grads = _grad_norms(model)
+    assert grads["trunk.0.weight"] > 0
+    assert grads["head.3.weight"] == 0.0  # the head only entered through the (constant) weights
+
+
+def test_normalize_range_and_zero_map():
+    cam = torch.stack([torch.arange(16.0).view(4, 4), torch.zeros(4, 4)])
+    out = camal.normalize(cam)
+    assert out[0].min() == 0 and abs(out[0].max().item() - 1) < 1e-6
+    assert torch.equal(out[1], torch.zeros(4, 4))
+
+
+def test_alpha_beta_iou_by_hand():
+    attention = torch.tensor([[[1.0, 0.8, 0.0], [0.2, 0.0, 0.5]]])
+    mask = torch.tensor([[[1, 1, 0], [0, 0, 1]]])
+    alpha, beta = camal.alpha_beta(attention, mask)
+    assert math.isclose(alpha.item(), (1.0 + 0.8 + 0.5) / 3, rel_tol=1e-6)
+    assert math.isclose(beta.item(), (0.0 + 0.2 + 0.0) / 3, rel_tol=1e-6)
+    assert math.isclose(camal.camal_loss(attention, mask).item(), beta.item() - alpha.item(), rel_tol=1e-6)
+    assert math.isclose(camal.camal_loss(attention, mask, mode="suppress").item(), beta.item(), rel_tol=1e-6)
+    # attention > 0.7 -> {(0,0), (0,1)}; mask has 3 pixels; intersection 2, union 3
+    assert math.isclose(camal.attention_iou(attention, mask).item(), 2 / 3, rel_tol=1e-6)
+
+
+def test_empty_and_full_masks_are_finite():
+    attention = torch.rand(3, 5, 5, requires_grad=True)
+    mask = torch.stack([torch.zeros(5, 5), torch.ones(5, 5), torch.eye(5)])
+    alpha, beta = camal.alpha_beta(attention, mask)
+    assert alpha[0] == 0 and math.isclose(beta[0].item(), attention[0].mean().item(), rel_tol=1e-6)
+    assert beta[1] == 0 and math.isclose(alpha[1].item(), attention[1].mean().item(), rel_tol=1e-6)
+    loss = camal.camal_loss(attention, mask)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(attention.grad).all()
+    iou = camal.attention_iou(attention, mask)
+    assert torch.isnan(iou[0]) and torch.isfinite(iou[1:]).all()
+
+
+def test_mask_of_other_size_resizes_attention():
+    attention = torch.zeros(1, 4, 4)
+    attention[0, :2, :2] = 1.0
+    mask = torch.zeros(1, 8, 8)
+    mask[0, :4, :4] = 1
+    alpha, beta = camal.alpha_beta(attention, mask)
+    assert alpha.item() > 0.8 and beta.item() < 0.2
+
+
+def test_bad_masks_and_scores_raise():
+    with pytest.raises(ValueError, match="binary"):
+        camal.alpha_beta(torch.rand(1, 3, 3), torch.full((1, 3, 3), 0.5))
+    with pytest.raises(ValueError, match=r"\[B, H, W\]"):
+        camal.alpha_beta(torch.rand(2, 3, 3), torch.ones(3, 3))
+    features = torch.randn(2, 4, 3, 3, requires_grad=True)
+    scores = features.sum((1, 2, 3)) * torch.tensor([1.0, float("nan")])
+    with pytest.raises(ValueError, match="NaN"):
+        camal.gradcam(features, scores)
+
+
+# ---- behaviour: the CAMAL term moves attention from a decoy onto the object ----
+
+
+def _decoy_data(n, generator):
+    """Label = orientation of a bar at a random place; a bright decoy in the corner iff label 1."""
+    images = torch.zeros(n, 1, 24, 24)
+    masks = torch.zeros(n, 24, 24)
+    labels = torch.randint(0, 2, (n,), generator=generator)
+    for i in range(n):
+        row = int(torch.randint(8, 19, (1,), generator=generator))
+        col = int(torch.randint(8, 19, (1,), generator=generator))
+        if labels[i] == 0:
+            images[i, 0, row : row + 2, col - 3 : col + 3] = 1.0
+            masks[i, row : row + 2, col - 3 : col + 3] = 1
+        else:
+            images[i, 0, row - 3 : row + 3, col : col + 2] = 1.0
+            masks[i, row - 3 : row + 3, col : col + 2] = 1
+            images[i, 0, 1:5, 1:5] = 1.0  # the decoy: perfectly label-correlated, easier to learn
+    images += 0.05 * torch.randn(images.shape, generator=generator)
+    return images, masks, labels
+
+
+def _train_and_measure_iou(coef, steps=250):
+    generator = torch.Generator().manual_seed(1)
+    torch.manual_seed(0)
+    model = SmallCNN(in_channels=1, num_classes=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.eval()  # BatchNorm in eval mode keeps samples independent (Proposition 1)
+    for _ in range(steps):
+        images, masks, labels = _decoy_data(32, generator)
+        logits, features = model(images)
+        loss = F.cross_entropy(logits, labels)
+        if coef:
+            scores = logits.gather(1, labels[:, None]).squeeze(1)
+            maps = camal.attention_map(features, scores, (24, 24))
+            loss = loss + coef * camal.camal_loss(maps, masks)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    images, masks, labels = _decoy_data(256, torch.Generator().manual_seed(99))
+    logits, features = model(images)
+    scores = logits.gather(1, labels[:, None]).squeeze(1)
+    maps = camal.attention_map(features, scores, (24, 24), create_graph=False)
+    accuracy = (logits.argmax(1) == labels).float().mean().item()
+    return camal.attention_iou(maps, masks).nanmean().item(), accuracy
+
+
+def test_camal_moves_attention_onto_the_object():
+    iou_vanilla, acc_vanilla = _train_and_measure_iou(0.0)
+    iou_camal, acc_camal = _train_and_measure_iou(0.1)  # lambda=1 also moves attention but slows CE here
+    print(f"IoU vanilla {iou_vanilla:.3f} (acc {acc_vanilla:.2f}) camal {iou_camal:.3f} (acc {acc_camal:.2f})")
+    assert acc_camal > 0.9
+    assert iou_camal > iou_vanilla + 0.15
