@@ -1,0 +1,85 @@
+"""Agent steps/s: raw DoomGame loop vs our env (labels -> mask, resize, stack), and 8 envs sync vs async.
+
+Usage: python scripts/bench_env.py [--env basic] [--steps 3000]
+"""
+import argparse
+import time
+
+import numpy as np
+import vizdoom as vzd
+
+from camal_rl import doom
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--env", default="basic")
+parser.add_argument("--steps", type=int, default=3000)
+parser.add_argument("--num-envs", type=int, default=8)
+args = parser.parse_args()
+spec = doom.load_spec(args.env)
+rng = np.random.default_rng(0)
+
+
+def raw_loop(labels: bool) -> float:
+    game = vzd.DoomGame()
+    game.load_config(str(spec.config))
+    game.set_window_visible(False)
+    game.set_screen_format(vzd.ScreenFormat.GRAY8)  # the format our grey env asks the engine for
+    game.set_screen_resolution(getattr(vzd.ScreenResolution, spec.resolution))
+    game.set_labels_buffer_enabled(labels)
+    game.init()
+    buttons = game.get_available_buttons_size()
+    actions = [[float(i == j) for j in range(buttons)] for i in range(buttons)]
+    game.new_episode()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        if game.is_episode_finished():
+            game.new_episode()
+        state = game.get_state()  # read the buffers as an agent would
+        _ = state.screen_buffer, (state.labels_buffer if labels else None)
+        game.make_action(actions[rng.integers(buttons)], spec.frame_skip)
+    elapsed = time.perf_counter() - start
+    game.close()
+    return args.steps / elapsed
+
+
+def our_env() -> float:
+    env = doom.make_env(args.env, seed=0)
+    env.reset(seed=0)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        _, _, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
+        if terminated or truncated:
+            env.reset()
+    elapsed = time.perf_counter() - start
+    env.close()
+    return args.steps / elapsed
+
+
+def vector(asynchronous: bool) -> float:
+    envs = doom.make_vector_env(args.env, num_envs=args.num_envs, seed=0, asynchronous=asynchronous)
+    envs.reset(seed=0)
+    iterations = max(1, args.steps // args.num_envs)
+    start = time.perf_counter()
+    for _ in range(iterations):
+        envs.step(rng.integers(envs.single_action_space.n, size=args.num_envs))
+    elapsed = time.perf_counter() - start
+    envs.close()
+    return iterations * args.num_envs / elapsed
+
+
+# Interleave raw and ours and keep each one's best of three: this machine's speed drifts.
+raw_labels, ours = 0.0, 0.0
+for _ in range(3):
+    raw_labels = max(raw_labels, raw_loop(labels=True))
+    ours = max(ours, our_env())
+raw_plain = raw_loop(labels=False)
+sync = vector(False)
+asyn = vector(True)
+print(f"scenario {args.env}, {spec.resolution}, frame skip {spec.frame_skip}, {args.steps} agent steps each")
+print(f"{'loop':42s} {'steps/s':>9s} {'vs raw':>7s}")
+print(f"{'raw DoomGame (grey, labels buffer on)':42s} {raw_labels:9.0f} {1.0:7.2f}")
+print(f"{'raw DoomGame (grey, labels buffer off)':42s} {raw_plain:9.0f} {raw_plain / raw_labels:7.2f}")
+print(f"{'ours: mask + 60x80 grey + stack 4':42s} {ours:9.0f} {ours / raw_labels:7.2f}")
+print(f"{f'{args.num_envs} envs SyncVectorEnv':42s} {sync:9.0f} {sync / raw_labels:7.2f}")
+print(f"{f'{args.num_envs} envs AsyncVectorEnv':42s} {asyn:9.0f} {asyn / raw_labels:7.2f}")
+print(f"vector winner on this machine: {'async' if asyn > sync else 'sync'} ({max(asyn, sync) / min(asyn, sync):.2f}x)")

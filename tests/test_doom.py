@@ -1,0 +1,185 @@
+"""ViZDoom environments with label-buffer masks, on the real engine."""
+
+import multiprocessing
+import subprocess
+import time
+
+import cv2
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from camal_rl import doom
+
+PAPER_SCENARIOS = ["basic", "defend_the_line", "defend_the_center", "take_cover"]
+
+
+@pytest.mark.parametrize("name", PAPER_SCENARIOS)
+def test_check_env_passes(name):
+    env = doom.make_env(name, seed=0)
+    try:
+        check_env(env, skip_render_check=True)
+    finally:
+        env.close()
+
+
+def test_all_bundled_specs_load():
+    for name in ["basic", "defend_the_line", "defend_the_center", "take_cover", "health_gathering", "my_way_home"]:
+        spec = doom.load_spec(name)
+        assert spec.config.is_file() and spec.reference_score != spec.random_score
+
+
+def _target_boxes(state, spec):
+    return [
+        (label.x, label.y, label.width, label.height)
+        for label in state.labels
+        if label.object_category in spec.mask_categories or label.object_name in spec.mask_objects
+    ]
+
+
+def test_basic_masks_lie_on_the_cacodemon():
+    env = doom.make_env("basic", seed=3, render_mode="rgb_array")
+    rng = np.random.default_rng(0)
+    env.reset(seed=3)
+    non_empty, frames, contrasts = 0, 0, []
+    done = False
+    while not done and frames < 200:
+        state = env.game.get_state()
+        full_mask = env.screen_mask
+        assert full_mask.shape == env.screen.shape[:2]
+        assert set(np.unique(full_mask)) <= {0, 1}
+        if full_mask.any():
+            non_empty += 1
+            inside_boxes = np.zeros_like(full_mask, dtype=bool)
+            for x, y, w, h in _target_boxes(state, env.scenario):
+                inside_boxes[y : y + h + 1, x : x + w + 1] = True
+            assert not (full_mask.astype(bool) & ~inside_boxes).any(), "mask pixel outside every target box"
+            # the weapon sprite (255), walls (0) and floor (1) are never in the mask
+            assert not np.isin(state.labels_buffer[full_mask.astype(bool)], [0, 1, 255]).any()
+            assert env.render().shape == env.screen.shape and env.screen.ndim == 3  # native RGB for videos
+            gray = env.screen.astype(float).mean(2)
+            contrasts.append(abs(gray[full_mask == 1].mean() - gray[full_mask == 0].mean()))
+        frames += 1
+        # move only (no attack) so the episode lasts
+        _, _, terminated, truncated, _ = env.step(int(rng.integers(2)))
+        done = terminated or truncated
+    env.close()
+    assert non_empty > 0.8 * frames, f"mask empty on {frames - non_empty} of {frames} frames"
+    assert np.mean(contrasts) > 5.0
+
+
+def test_observation_mask_matches_screen_mask():
+    env = doom.make_env("basic", seed=1, obs_size=(60, 80))
+    obs, _ = env.reset(seed=1)
+    for _ in range(5):
+        obs, *_ = env.step(2)
+    expected = doom.resize_mask(env.screen_mask, (60, 80))
+    assert np.array_equal(obs["mask"], expected)
+    assert obs["mask"].sum() > 0
+    newest = cv2.resize(env.screen, (80, 60), interpolation=cv2.INTER_AREA)  # engine gives grey frames
+    assert np.array_equal(obs["image"][-1], newest)
+    env.close()
+
+
+def _rollout(seed, steps=50):
+    env = doom.make_env("defend_the_line", seed=seed)
+    obs, _ = env.reset(seed=seed)
+    images, masks = [obs["image"]], [obs["mask"]]
+    actions = np.random.default_rng(7).integers(env.action_space.n, size=steps)
+    for action in actions:
+        obs, _, terminated, truncated, _ = env.step(int(action))
+        images.append(obs["image"])
+        masks.append(obs["mask"])
+        if terminated or truncated:
+            break
+    env.close()
+    return np.stack(images), np.stack(masks)
+
+
+def test_same_seed_same_observations_and_masks():
+    images_a, masks_a = _rollout(11)
+    images_b, masks_b = _rollout(11)
+    assert images_a.shape[0] == 51
+    assert np.array_equal(images_a, images_b) and np.array_equal(masks_a, masks_b)
+    assert masks_a.any()
+
+
+@pytest.fixture
+def short_basic(tmp_path):
+    spec = tmp_path / "short_basic.toml"
+    spec.write_text(
+        'config = "basic"\nmask_categories = ["Monster"]\nactions = [["MOVE_LEFT"], ["MOVE_RIGHT"]]\n'
+        "episode_timeout = 40\n"  # 10 agent steps at frame skip 4
+    )
+    return str(spec)
+
+
+def test_mask_stays_aligned_across_autoreset(short_basic):
+    envs = doom.make_vector_env(short_basic, num_envs=2, seed=5, asynchronous=False, obs_size=(60, 80))
+    obs, _ = envs.reset(seed=5)
+    resets = 0
+    for _ in range(25):
+        obs, _, terminated, truncated, _ = envs.step(np.array([0, 1]))
+        resets += int((terminated | truncated).sum())
+        for i, sub in enumerate(envs.envs):
+            # the sub-env's current screen is the frame the vector obs must show (reset frame after a reset)
+            assert np.array_equal(obs["mask"][i], doom.resize_mask(sub.screen_mask, (60, 80)))
+            newest = cv2.resize(sub.screen, (80, 60), interpolation=cv2.INTER_AREA)
+            assert np.array_equal(obs["image"][i, -1], newest)
+    envs.close()
+    assert resets >= 4
+
+
+def _engine_pids():
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if "vizdoom/vizdoom -iwad" in line}
+
+
+def test_async_vector_env_closes_its_processes(short_basic):
+    before = _engine_pids()
+    envs = doom.make_vector_env(short_basic, num_envs=2, seed=0, asynchronous=True)
+    envs.reset(seed=0)
+    obs, *_ = envs.step(np.array([0, 1]))
+    assert obs["mask"].shape == (2, 60, 80)
+    assert len(multiprocessing.active_children()) >= 2
+    envs.close()
+    deadline = time.time() + 10
+    while multiprocessing.active_children() and time.time() < deadline:
+        time.sleep(0.1)
+    assert multiprocessing.active_children() == []
+    while (_engine_pids() - before) and time.time() < deadline:
+        time.sleep(0.1)
+    assert _engine_pids() - before == set(), "ViZDoom engine processes left behind"
+
+
+def test_unknown_scenario_lists_available():
+    with pytest.raises(doom.SpecError, match="available: .*basic.*take_cover"):
+        doom.make_env("doom_eternal", seed=0)
+
+
+def test_bad_specs_name_file_and_key(tmp_path):
+    bad_key = tmp_path / "bad_key.toml"
+    bad_key.write_text('config = "basic"\nmask_categories = ["Monster"]\nframeskip = 4\n')
+    with pytest.raises(doom.SpecError, match=r"bad_key\.toml.*frameskip"):
+        doom.load_spec(bad_key)
+    bad_object = tmp_path / "bad_object.toml"
+    bad_object.write_text('config = "basic"\nmask_objects = ["Cacodaemon"]\n')
+    with pytest.raises(doom.SpecError, match=r"bad_object\.toml.*mask_objects.*Cacodaemon"):
+        doom.load_spec(bad_object)
+    missing_cfg = tmp_path / "missing_cfg.toml"
+    missing_cfg.write_text('config = "maps/nowhere.cfg"\nmask_categories = ["Monster"]\n')
+    with pytest.raises(doom.SpecError, match=r"nowhere\.cfg"):
+        doom.load_spec(missing_cfg)
+    bad_button = tmp_path / "bad_button.toml"
+    bad_button.write_text('config = "basic"\nmask_categories = ["Monster"]\nactions = [["JUMP"]]\n')
+    with pytest.raises(doom.SpecError, match=r"actions.*JUMP"):
+        doom.make_env(bad_button, seed=0)
+
+
+def test_user_spec_found_by_name_through_search_path(tmp_path, monkeypatch):
+    (tmp_path / "my_basic.toml").write_text('config = "basic"\nmask_categories = ["Monster"]\n')
+    monkeypatch.setenv(doom.SPEC_PATH_VARIABLE, str(tmp_path))
+    assert "my_basic" in doom.available_scenarios()
+    env = doom.make_env("my_basic", seed=0)
+    assert env.action_space.n == 3  # one action per button of basic.cfg when none are given
+    env.close()
