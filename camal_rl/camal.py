@@ -153,30 +153,59 @@ def attention_map(
     return resize(normalize(cam), size)
 
 
-def _check_mask(attention: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_mask(attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     if mask.dim() != 3 or attention.dim() != 3 or mask.shape[0] != attention.shape[0]:
         raise ValueError(
             f"attention and mask must both be [B, H, W] with the same B, got "
             f"{tuple(attention.shape)} and {tuple(mask.shape)}"
         )
-    mask = mask.to(attention.dtype)
-    if ((mask != 0) & (mask != 1)).any():
+    if mask.dtype == torch.bool:
+        binary = True
+    elif mask.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64):
+        binary = bool((mask.amin() >= 0) & (mask.amax() <= 1))  # two cheap reductions
+    else:
+        binary = not bool(((mask != 0) & (mask != 1)).any())
+    if not binary:
         raise ValueError("mask must be binary (values 0 and 1 only); threshold it first")
-    return resize(attention, tuple(mask.shape[-2:])), mask
+    return mask.to(attention.dtype)
+
+
+_INTERPOLATION_CACHE: dict = {}
+
+
+def _linear_weights(source: int, target: int, like: torch.Tensor) -> torch.Tensor:
+    """``[target, source]`` matrix of 1-D linear interpolation as ``F.interpolate`` does it
+    (align_corners=False); bilinear resizing is ``R_h @ map @ R_w^T``."""
+    key = (source, target, like.device, like.dtype)
+    if key not in _INTERPOLATION_CACHE:
+        basis = torch.eye(source, device=like.device, dtype=like.dtype).unsqueeze(1)
+        weights = F.interpolate(basis, size=target, mode="linear", align_corners=False)
+        _INTERPOLATION_CACHE[key] = weights.squeeze(1).t().contiguous()
+    return _INTERPOLATION_CACHE[key]
 
 
 def alpha_beta(attention: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 1: mean attention inside (alpha) and outside (beta) the mask, each ``[B]``.
 
-    An empty mask gives alpha = 0, a full mask beta = 0 (never NaN). An attention
-    map of another size than the mask is resized to the mask's size.
+    An empty mask gives alpha = 0, a full mask beta = 0 (never NaN). An attention map of
+    another size than the mask is treated as bilinearly resized to the mask's size
+    (``resize``). Since resizing is linear, the sums are taken at the map's own size
+    against the mask pulled back through the interpolation, ``R_h^T M R_w``: the same
+    numbers without building (or backpropagating through) the large resized map.
     """
-    attention, mask = _check_mask(attention, mask)
-    inside = mask.flatten(1)
-    outside = 1.0 - inside
-    flat = attention.flatten(1)
-    alpha = (flat * inside).sum(1) / inside.sum(1).clamp_min(1.0)
-    beta = (flat * outside).sum(1) / outside.sum(1).clamp_min(1.0)
+    mask = _check_mask(attention, mask)
+    height, width = mask.shape[-2:]
+    inside_count = mask.sum(dim=(1, 2))
+    outside_count = height * width - inside_count
+    if tuple(attention.shape[-2:]) == (height, width):
+        inside_weights, outside_weights = mask, 1.0 - mask
+    else:
+        rows = _linear_weights(attention.shape[-2], height, mask)  # [H, h]
+        cols = _linear_weights(attention.shape[-1], width, mask)  # [W, w]
+        inside_weights = rows.t() @ mask @ cols  # [B, h, w]
+        outside_weights = rows.t() @ (1.0 - mask) @ cols
+    alpha = (attention * inside_weights).sum(dim=(1, 2)) / inside_count.clamp_min(1.0)
+    beta = (attention * outside_weights).sum(dim=(1, 2)) / outside_count.clamp_min(1.0)
     return alpha, beta
 
 
@@ -204,7 +233,8 @@ def attention_iou(attention: torch.Tensor, mask: torch.Tensor, tau: float = 0.7)
 
     Callers average with ``nanmean`` and report how many samples were skipped.
     """
-    attention, mask = _check_mask(attention, mask)
+    mask = _check_mask(attention, mask)
+    attention = resize(attention, tuple(mask.shape[-2:]))
     predicted = (attention > tau).flatten(1)
     truth = mask.flatten(1).bool()
     intersection = (predicted & truth).sum(1).to(attention.dtype)

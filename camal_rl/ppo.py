@@ -94,6 +94,7 @@ class Args:
     eval_interval: int = 100_000
     """evaluate every this many agent steps (0: only at the end)"""
     eval_episodes: int = 10
+    """episodes per evaluation (0: no evaluation)"""
     checkpoint_interval: int = 10
     """checkpoint every this many iterations (and at the end)"""
     attention_sample: int = 256
@@ -380,6 +381,7 @@ def train(args: Args, *, on_rollout: Optional[Callable[[int, dict], None]] = Non
 
     start_time = time.time()
     start_step = global_step
+    eval_seconds = 0.0  # excluded from SPS: it measures training speed
     bar = tqdm(total=args.total_timesteps, initial=global_step, unit="step", disable=not args.progress,
                dynamic_ncols=True, desc=f"{Path(args.env).stem}/{args.method}/{args.seed}")
     try:
@@ -473,8 +475,9 @@ def train(args: Args, *, on_rollout: Optional[Callable[[int, dict], None]] = Non
                     loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
                     if args.camal_coef > 0:
                         # Grad-CAM of V(s) from this minibatch's forward pass: one extra backward.
-                        maps = camal.attention_map(
-                            features, newvalue, mask_shape, method=args.attention, create_graph=args.create_graph
+                        # kept at feature size: alpha_beta resizes it to the mask implicitly (cheaper)
+                        maps = camal.normalize(
+                            camal.attention(features, newvalue, method=args.attention, create_graph=args.create_graph)
                         )
                         camal_term = camal.camal_loss(maps, b_masks[mb_inds], mode=args.regularizer)
                         loss = loss + args.camal_coef * camal_term
@@ -493,7 +496,7 @@ def train(args: Args, *, on_rollout: Optional[Callable[[int, dict], None]] = Non
             explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
 
             elapsed = time.time() - start_time
-            sps = int((global_step - start_step) / max(elapsed, 1e-9))
+            sps = int((global_step - start_step) / max(elapsed - eval_seconds, 1e-9))
             writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
             writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
@@ -511,8 +514,10 @@ def train(args: Args, *, on_rollout: Optional[Callable[[int, dict], None]] = Non
             writer.add_scalar("attention/empty_mask_fraction", torch.isnan(rollout_iou).float().mean().item(), global_step)
 
             last_iteration = iteration == args.num_iterations
-            if last_iteration or (next_eval_step is not None and global_step >= next_eval_step):
+            if args.eval_episodes and (last_iteration or (next_eval_step is not None and global_step >= next_eval_step)):
+                eval_start = time.time()
                 last_eval = evaluate(agent, args, device, episodes=args.eval_episodes, seed=args.seed + 10_000)
+                eval_seconds += time.time() - eval_start
                 writer.add_scalar("eval/return_mean", last_eval["return_mean"], global_step)
                 if not np.isnan(last_eval["iou_mean"]):
                     writer.add_scalar("eval/iou_mean", last_eval["iou_mean"], global_step)
@@ -559,7 +564,7 @@ def train(args: Args, *, on_rollout: Optional[Callable[[int, dict], None]] = Non
         "eval_iou_frames": last_eval.get("iou_frames"),
         "eval_iou_skipped_empty_mask": last_eval.get("iou_skipped_empty_mask"),
         "train_return_recent": float(np.mean(recent_returns)) if recent_returns else None,
-        "sps": int((global_step - start_step) / max(time.time() - start_time, 1e-9)),
+        "sps": int((global_step - start_step) / max(time.time() - start_time - eval_seconds, 1e-9)),
         "wall_time_s": elapsed_before + (time.time() - start_time),
         "device": str(device),
         "args": asdict(args),

@@ -179,6 +179,21 @@ def test_mask_of_other_size_resizes_attention():
     assert alpha.item() > 0.8 and beta.item() < 0.2
 
 
+def test_implicit_resize_equals_explicit_resize():
+    torch.manual_seed(0)
+    small = torch.rand(5, 4, 6, requires_grad=True)
+    mask = (torch.rand(5, 60, 80) > 0.8).to(torch.uint8)
+    mask[0] = 0  # empty
+    mask[1] = 1  # full
+    implicit = camal.alpha_beta(small, mask)
+    explicit = camal.alpha_beta(camal.resize(small, (60, 80)), mask)
+    for a, b in zip(implicit, explicit):
+        assert (a - b).abs().max() < 1e-5
+    (grad_implicit,) = torch.autograd.grad(camal.camal_loss(small, mask), small)
+    (grad_explicit,) = torch.autograd.grad(camal.camal_loss(camal.resize(small, (60, 80)), mask), small)
+    assert (grad_implicit - grad_explicit).abs().max() < 1e-6
+
+
 def test_bad_masks_and_scores_raise():
     with pytest.raises(ValueError, match="binary"):
         camal.alpha_beta(torch.rand(1, 3, 3), torch.full((1, 3, 3), 0.5))
