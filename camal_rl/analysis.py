@@ -1,0 +1,435 @@
+"""Compare methods over seeds and tasks with the paper's statistics (section 4, Appendix A).
+
+Reinforcement learning runs (``summary.json`` + TensorBoard events written by ``camal_rl.ppo``):
+rliable stratified bootstrap CIs (mean, IQM, median; 95 %) of normalised return and of eval IoU,
+probability of improvement CAMAL > each baseline with its CI and the paper's verdict
+(significant when P > 0.5 and 0.5 lies outside the CI), sample-efficiency curves.
+
+Classification results (per-fold JSON files written by ``camal_rl.vision.train``): one-tailed
+Wilcoxon signed-rank tests of CAMAL vs each baseline over paired folds, mean +- std tables in
+the shape of the paper's Tables 1/2, bold where significant.
+
+``camal-compare RUNS... --out DIR`` writes PNG plots and ``report.md`` into DIR.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+
+CLASSIFICATION_METRICS = {
+    "test_accuracy": "test accuracy (%)",
+    "test_iou": "test IoU (%)",
+    "deletion_auc": "deletion AUC (lower is better)",
+    "insertion_auc": "insertion AUC",
+}
+# Metrics where smaller is better: the one-tailed test looks the other way.
+LOWER_IS_BETTER = {"deletion_auc"}
+SIGNIFICANCE = 0.05
+
+
+class AnalysisError(ValueError):
+    """Nothing (or nothing comparable) to analyse; the message says what was found."""
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------
+def find_results(paths: Iterable[str | Path]) -> tuple[list[dict], list[dict]]:
+    """(RL run summaries, classification fold results) found under ``paths``."""
+    runs, folds = [], []
+    for root in map(Path, paths):
+        if not root.exists():
+            raise AnalysisError(f"{root} does not exist")
+        files = [root] if root.is_file() else sorted(root.rglob("*.json"))
+        for path in files:
+            try:
+                record = json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if not isinstance(record, dict):
+                continue
+            if record.get("task") == "classification":
+                folds.append({**record, "_path": str(path)})
+            elif path.name == "summary.json" and {"env", "method", "seed"} <= record.keys():
+                runs.append({**record, "_path": str(path.parent)})
+    return runs, folds
+
+
+def read_scalars(run_dir: str | Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) pairs of one TensorBoard scalar; the last value wins for a repeated step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    if tag not in accumulator.Tags().get("scalars", []):
+        return []
+    by_step = {event.step: event.value for event in accumulator.Scalars(tag)}
+    return sorted(by_step.items())
+
+
+def normalized_return(env: str, value: float) -> float:
+    from camal_rl.doom import load_spec
+
+    return load_spec(env).normalize_return(value)
+
+
+# ---------------------------------------------------------------------------------------
+# Reinforcement learning: rliable
+# ---------------------------------------------------------------------------------------
+@dataclass
+class ScoreTable:
+    """Per-method ``[runs, tasks]`` score matrices plus what could not be included."""
+
+    scores: dict[str, np.ndarray]
+    tasks: list[str]
+    notes: list[str]
+
+
+def score_matrices(runs: list[dict], metric: str) -> ScoreTable:
+    """Arrange one final metric as rliable wants it: ``{method: [runs, tasks]}``.
+
+    ``metric`` is ``"return"`` (normalised by each env's spec) or ``"iou"``. Tasks missing for a
+    method, or with unequal seed counts, are reported and trimmed to the common count.
+    """
+    notes: list[str] = []
+    values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run in sorted(runs, key=lambda r: (r["method"], r["env"], r["seed"])):
+        if metric == "return":
+            raw = run.get("eval_return_mean")
+            value = None if raw is None else normalized_return(run["env"], raw)
+        else:
+            value = run.get("eval_iou_mean")
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            notes.append(f"{run['_path']}: no eval {metric}; left out")
+            continue
+        values[run["method"]][run["env"]].append(float(value))
+    if not values:
+        return ScoreTable({}, [], notes)
+    tasks = sorted(set.intersection(*(set(per_env) for per_env in values.values())))
+    all_tasks = sorted(set().union(*(set(per_env) for per_env in values.values())))
+    for task in sorted(set(all_tasks) - set(tasks)):
+        have = sorted(m for m in values if task in values[m])
+        notes.append(f"env {task}: only {', '.join(have)} ran it; left out of the {metric} comparison")
+    scores = {}
+    for method, per_env in values.items():
+        counts = {task: len(per_env[task]) for task in tasks}
+        if tasks and len(set(counts.values())) > 1:
+            notes.append(f"{method}: unequal seed counts per env {counts}; using the first {min(counts.values())}")
+        keep = min(counts.values()) if tasks else 0
+        scores[method] = np.array([[per_env[task][i] for task in tasks] for i in range(keep)]).reshape(keep, len(tasks))
+    return ScoreTable(scores, tasks, notes)
+
+
+def _aggregates(scores: np.ndarray) -> np.ndarray:
+    from rliable import metrics
+
+    return np.array([metrics.aggregate_mean(scores), metrics.aggregate_iqm(scores), metrics.aggregate_median(scores)])
+
+
+AGGREGATE_NAMES = ["Mean", "IQM", "Median"]
+
+
+def interval_estimates(scores: dict[str, np.ndarray], *, reps: int, seed: int):
+    """Stratified bootstrap 95 % CIs of mean, IQM, median per method (reproducible for a seed)."""
+    from rliable import library as rly
+
+    usable = {m: s for m, s in scores.items() if s.shape[0] >= 1 and s.shape[1] >= 1}
+    # rliable's random_state alone does not make its CIs reproducible (facts.md): seed numpy too.
+    np.random.seed(seed)
+    return rly.get_interval_estimates(usable, _aggregates, reps=reps, random_state=np.random.RandomState(seed))
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray, *, reps: int, seed: int) -> tuple[float, tuple[float, float]]:
+    """P(X > Y) (Mann-Whitney, averaged over tasks) with its stratified bootstrap 95 % CI."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    np.random.seed(seed)
+    point, interval = rly.get_interval_estimates(
+        {"pair": (x, y)}, metrics.probability_of_improvement, reps=reps, random_state=np.random.RandomState(seed)
+    )
+    low, high = np.asarray(interval["pair"]).reshape(2)
+    return float(np.asarray(point["pair"]).reshape(())), (float(low), float(high))
+
+
+def verdict(probability: float, ci: tuple[float, float]) -> str:
+    """The paper's Neyman-Pearson criterion: significant when P > 0.5 and 0.5 is outside the CI."""
+    return "significant" if probability > 0.5 and not (ci[0] <= 0.5 <= ci[1]) else "not significant"
+
+
+def sample_efficiency(runs: list[dict], tasks: list[str], points: int = 10):
+    """``{method: [runs, tasks, points]}`` of normalised eval return on a common step grid."""
+    curves: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+    last_steps = []
+    series = []
+    for run in runs:
+        if run["env"] not in tasks:
+            continue
+        pairs = read_scalars(run["_path"], "eval/return_mean")
+        if len(pairs) >= 2:
+            series.append((run, pairs))
+            last_steps.append(pairs[-1][0])
+    if not series:
+        return None, None
+    grid = np.linspace(0, min(last_steps), points + 1)[1:]
+    for run, pairs in series:
+        steps, values = zip(*pairs)
+        normalised = [normalized_return(run["env"], v) for v in values]
+        curves[run["method"]][run["env"]].append(np.interp(grid, steps, normalised))
+    matrices = {}
+    for method, per_env in curves.items():
+        if set(per_env) != set(tasks):
+            continue
+        count = min(len(per_env[t]) for t in tasks)
+        matrices[method] = np.stack([np.stack([per_env[t][i] for t in tasks]) for i in range(count)])
+    return grid, matrices
+
+
+# ---------------------------------------------------------------------------------------
+# Classification: Wilcoxon signed-rank over paired folds
+# ---------------------------------------------------------------------------------------
+def wilcoxon_greater(camal_values: list[float], baseline_values: list[float], lower_is_better: bool = False) -> float:
+    """One-tailed p-value that CAMAL is better than the baseline over paired folds."""
+    from scipy.stats import wilcoxon
+
+    differences = np.asarray(camal_values, float) - np.asarray(baseline_values, float)
+    if lower_is_better:
+        differences = -differences
+    if np.allclose(differences, 0):
+        return 1.0
+    return float(wilcoxon(differences, alternative="greater", zero_method="wilcox").pvalue)
+
+
+def classification_tables(folds: list[dict]) -> tuple[str, list[str]]:
+    """Markdown tables (one per metric and baseline) and notes on what was left out."""
+    notes: list[str] = []
+    by_key: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for record in folds:
+        for metric in CLASSIFICATION_METRICS:
+            if record.get(metric) is not None:
+                by_key[(record["model"], record["dataset"], record["method"], metric)][int(record["fold"])] = float(record[metric])
+    models = sorted({r["model"] for r in folds})
+    datasets = sorted({r["dataset"] for r in folds})
+    methods = sorted({r["method"] for r in folds})
+    baselines = [m for m in methods if m != "camal"]
+    if "camal" not in methods or not baselines:
+        notes.append(f"classification: methods found {methods}; need 'camal' and at least one baseline for Wilcoxon tests")
+        return "", notes
+    out = []
+    for baseline in baselines:
+        for metric, title in CLASSIFICATION_METRICS.items():
+            header = "| Model | " + " | ".join(f"{d} CAMAL | {d} {baseline}" for d in datasets) + " |"
+            rows = [header, "|" + "---|" * (1 + 2 * len(datasets))]
+            any_value = False
+            for model in models:
+                cells = []
+                for dataset in datasets:
+                    ours = by_key.get((model, dataset, "camal", metric), {})
+                    theirs = by_key.get((model, dataset, baseline, metric), {})
+                    paired = sorted(set(ours) & set(theirs))
+                    if not paired:
+                        cells += ["-", "-"]
+                        continue
+                    any_value = True
+                    if len(paired) < len(set(ours) | set(theirs)):
+                        notes.append(f"{model}/{dataset}/{metric}: only folds {paired} are paired with {baseline}")
+                    a = [ours[f] for f in paired]
+                    b = [theirs[f] for f in paired]
+                    scale = 100.0 if metric in ("test_accuracy", "test_iou") else 1.0
+                    p = wilcoxon_greater(a, b, metric in LOWER_IS_BETTER) if len(paired) >= 2 else float("nan")
+                    better = (np.mean(a) < np.mean(b)) if metric in LOWER_IS_BETTER else (np.mean(a) > np.mean(b))
+                    text = f"{np.mean(a) * scale:.1f} ± {np.std(a, ddof=1 if len(a) > 1 else 0) * scale:.1f}"
+                    if better and p < SIGNIFICANCE:
+                        text = f"**{text}**"
+                    elif better:
+                        text = f"<u>{text}</u>"
+                    cells += [f"{text} (p={p:.3g})", f"{np.mean(b) * scale:.1f} ± {np.std(b, ddof=1 if len(b) > 1 else 0) * scale:.1f}"]
+                rows.append(f"| {model} | " + " | ".join(cells) + " |")
+            if any_value:
+                out.append(f"### {title}: CAMAL vs {baseline}\n\nBold: CAMAL better and one-tailed Wilcoxon "
+                           f"signed-rank p < {SIGNIFICANCE}; underlined: better, not significant.\n\n" + "\n".join(rows))
+    return "\n\n".join(out), notes
+
+
+# ---------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------
+def _fmt_ci(point: float, ci) -> str:
+    return f"{point:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def compare(paths: list[str], out: str | Path, *, reps: int = 2000, seed: int = 0, plots: bool = True) -> dict:
+    """Analyse everything under ``paths``; write ``report.md``, ``results.json`` and PNGs into ``out``."""
+    runs, folds = find_results(paths)
+    if not runs and not folds:
+        raise AnalysisError(
+            f"no results under {', '.join(map(str, paths))}: expected run folders with summary.json "
+            f"(camal-train) or per-fold JSON files (camal-classify)"
+        )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = ["# CAMAL comparison report", ""]
+    results: dict = {"rl": {}, "classification": {}, "notes": []}
+    if runs:
+        report += rl_section(runs, out, results, reps=reps, seed=seed, plots=plots)
+    if folds:
+        tables, notes = classification_tables(folds)
+        results["notes"] += notes
+        report += ["## Classification (paired folds, one-tailed Wilcoxon signed-rank)", "", tables or "_no comparable pairs_", ""]
+    if results["notes"]:
+        report += ["## What could not be computed", ""] + [f"- {n}" for n in results["notes"]] + [""]
+    (out / "report.md").write_text("\n".join(report))
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    return results
+
+
+def rl_section(runs: list[dict], out: Path, results: dict, *, reps: int, seed: int, plots: bool) -> list[str]:
+    lines = ["## Reinforcement learning", ""]
+    methods = sorted({r["method"] for r in runs})
+    envs = sorted({r["env"] for r in runs})
+    lines.append(f"{len(runs)} runs; methods {', '.join(methods)}; envs {', '.join(envs)}.")
+    lines.append("")
+    lines.append("| env | method | seeds | eval return (mean ± std over seeds) | normalised | eval IoU |")
+    lines.append("|---|---|---|---|---|---|")
+    grouped = defaultdict(list)
+    for run in runs:
+        grouped[(run["env"], run["method"])].append(run)
+    for (env, method), group in sorted(grouped.items()):
+        returns = [r["eval_return_mean"] for r in group if r.get("eval_return_mean") is not None]
+        ious = [r["eval_iou_mean"] for r in group if r.get("eval_iou_mean") is not None and not math.isnan(r["eval_iou_mean"])]
+        norm = [normalized_return(env, v) for v in returns]
+        lines.append(
+            f"| {env} | {method} | {len(group)} | "
+            + (f"{np.mean(returns):.1f} ± {np.std(returns):.1f}" if returns else "-") + " | "
+            + (f"{np.mean(norm):.3f}" if norm else "-") + " | "
+            + (f"{np.mean(ious):.3f} ± {np.std(ious):.3f}" if ious else "-") + " |"
+        )
+    lines.append("")
+    if len(methods) < 2:
+        results["notes"].append(f"only one method ({methods[0]}) among the runs: no probability of improvement")
+    for metric, label in [("return", "normalised return"), ("iou", "eval IoU (tau 0.7)")]:
+        table = score_matrices(runs, metric)
+        results["notes"] += table.notes
+        if not table.tasks or not table.scores:
+            results["notes"].append(f"{label}: no env run by every method; no interval estimates")
+            continue
+        points, intervals = interval_estimates(table.scores, reps=reps, seed=seed)
+        results["rl"][metric] = {
+            m: {name: {"point": float(points[m][i]), "ci": [float(intervals[m][0][i]), float(intervals[m][1][i])]}
+                for i, name in enumerate(AGGREGATE_NAMES)}
+            for m in points
+        }
+        lines += [f"### {label}: stratified bootstrap 95 % CIs ({reps} reps, tasks {', '.join(table.tasks)})", "",
+                  "| method | runs | " + " | ".join(AGGREGATE_NAMES) + " |", "|---|---|---|---|---|"]
+        for m in sorted(points):
+            cells = [_fmt_ci(points[m][i], (intervals[m][0][i], intervals[m][1][i])) for i in range(3)]
+            lines.append(f"| {m} | {table.scores[m].shape[0]} | " + " | ".join(cells) + " |")
+        lines.append("")
+        poi_points, poi_intervals = {}, {}
+        if "camal" in table.scores:
+            for baseline in sorted(set(table.scores) - {"camal"}):
+                x, y = table.scores["camal"], table.scores[baseline]
+                if x.shape[0] == 0 or y.shape[0] == 0:
+                    continue
+                p, ci = probability_of_improvement(x, y, reps=reps, seed=seed)
+                decision = verdict(p, ci)
+                results["rl"].setdefault(f"poi_{metric}", {})[f"camal>{baseline}"] = {"p": p, "ci": list(ci), "verdict": decision}
+                lines.append(f"- P(CAMAL > {baseline}) on {label} = {_fmt_ci(p, ci)}: **{decision}**")
+                poi_points[f"camal,{baseline}"] = np.array([p])
+                poi_intervals[f"camal,{baseline}"] = np.array([[ci[0]], [ci[1]]])
+            lines.append("")
+        elif len(table.scores) >= 2:
+            results["notes"].append(f"{label}: no 'camal' runs; probability of improvement is CAMAL vs the others")
+        if plots:
+            lines += _rl_plots(out, metric, label, points, intervals, poi_points, poi_intervals)
+    if plots:
+        tasks = score_matrices(runs, "return").tasks
+        grid, curves = sample_efficiency(runs, tasks)
+        if curves:
+            lines += _efficiency_plot(out, grid, curves, reps=reps, seed=seed)
+        else:
+            results["notes"].append("sample-efficiency curves: fewer than two eval points per run")
+    return lines
+
+
+def _rl_plots(out, metric, label, points, intervals, poi_points, poi_intervals) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import plot_utils
+
+    methods = sorted(points)
+    fig, _ = plot_utils.plot_interval_estimates(
+        {m: points[m] for m in methods}, {m: intervals[m] for m in methods}, metric_names=AGGREGATE_NAMES,
+        algorithms=methods, xlabel=label,
+    )
+    name = f"aggregates_{metric}.png"
+    fig.savefig(out / name, bbox_inches="tight", dpi=120)
+    plt.close(fig)
+    lines = [f"![{label} aggregates]({name})", ""]
+    if poi_points:
+        ax = plot_utils.plot_probability_of_improvement(poi_points, poi_intervals)
+        name = f"poi_{metric}.png"
+        ax.figure.savefig(out / name, bbox_inches="tight", dpi=120)
+        plt.close(ax.figure)
+        lines += [f"![P(CAMAL > baseline), {label}]({name})", ""]
+    return lines
+
+
+def _efficiency_plot(out, grid, curves, *, reps, seed) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import library as rly
+    from rliable import metrics, plot_utils
+
+    def iqm_over_time(scores):  # [runs, tasks, points] -> [points]
+        return np.array([metrics.aggregate_iqm(scores[..., i]) for i in range(scores.shape[-1])])
+
+    np.random.seed(seed)
+    points, intervals = rly.get_interval_estimates(curves, iqm_over_time, reps=max(200, reps // 10),
+                                                   random_state=np.random.RandomState(seed))
+    fig, ax = plt.subplots(figsize=(7, 5))
+    plot_utils.plot_sample_efficiency_curve(grid, points, intervals, algorithms=sorted(curves), ax=ax,
+                                            xlabel="agent steps", ylabel="IQM normalised return")
+    ax.legend()
+    fig.savefig(out / "sample_efficiency.png", bbox_inches="tight", dpi=120)
+    plt.close(fig)
+    return ["### Sample efficiency (IQM of normalised eval return, 95 % CIs)", "", "![sample efficiency](sample_efficiency.png)", ""]
+
+
+def cli(argv: Optional[list[str]] = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="camal-compare", description="Compare CAMAL and baselines over seeds and tasks.")
+    parser.add_argument("runs", nargs="+", help="run folders, or folders holding them, or result files")
+    parser.add_argument("--out", required=True, help="folder for report.md, results.json and the plots")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap replications")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (results are reproducible for it)")
+    parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--table", action="store_true", help="also print the report to stdout")
+    options = parser.parse_args(argv)
+    try:
+        compare(options.runs, options.out, reps=options.reps, seed=options.seed, plots=not options.no_plots)
+    except AnalysisError as error:
+        print(f"camal-compare: error: {error}", file=sys.stderr)
+        raise SystemExit(2)
+    report = Path(options.out) / "report.md"
+    if options.table:
+        print(report.read_text())
+    else:
+        print(f"wrote {report}")
+
+
+if __name__ == "__main__":
+    cli()
