@@ -57,8 +57,17 @@ def _layercam_weighting(features: torch.Tensor, grads: torch.Tensor) -> torch.Te
     return F.relu((F.relu(grads) * features).mean(dim=1))
 
 
+def _signed_gradcam_weighting(features: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    # Eq. 3 without the ReLU. When every channel weight is negative (a critic whose V(s)
+    # falls as features rise, common early in Doom's negative-reward scenarios) Grad-CAM is
+    # all zero and a loss on it gets no gradient; the signed map still ranks locations.
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    return (weights * features).mean(dim=1)
+
+
 ATTENTION_METHODS: dict[str, Weighting] = {
     "gradcam": _gradcam_weighting,
+    "signed-gradcam": _signed_gradcam_weighting,
     "gradcam++": _gradcam_plus_plus_weighting,
     "layercam": _layercam_weighting,
 }

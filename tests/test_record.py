@@ -1,0 +1,50 @@
+"""camal-record on a tiny checkpoint trained here: H.264 MP4, one frame per agent step."""
+
+import re
+import subprocess
+import sys
+
+import imageio_ffmpeg
+import pytest
+
+from camal_rl import ppo, record
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "basic_tiny"
+    ppo.train(ppo.Args(env="basic", seed=2, total_timesteps=128, num_envs=2, num_steps=64, num_minibatches=2,
+                       update_epochs=1, eval_episodes=1, progress=False, cuda=False, run_dir=str(run_dir)))
+    return run_dir
+
+
+def video_info(path):
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True)
+    codec = re.search(r"Video: (\w+)", probe.stderr).group(1)
+    frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    return codec, frames
+
+
+def test_record_writes_h264_with_one_frame_per_step(tiny_run, tmp_path):
+    out = tmp_path / "videos" / "tiny.mp4"
+    result = record.record([str(tiny_run)], out, episodes=2, max_steps=15, gif=True, progress=False)
+    codec, frames = video_info(out)
+    assert codec == "h264"
+    assert frames == result["frames"] == sum(result["steps"]) and frames > 2
+    assert out.with_suffix(".gif").stat().st_size > 0
+    assert not list(out.parent.glob("*.partial*"))
+
+
+def test_side_by_side_of_two_runs(tiny_run, tmp_path):
+    out = tmp_path / "pair.mp4"
+    result = record.record([str(tiny_run), str(tiny_run)], out, episodes=1, max_steps=5, progress=False)
+    codec, frames = video_info(out)
+    assert codec == "h264" and frames == result["frames"] == 5
+
+
+def test_bad_run_dir_is_one_line_error(tmp_path):
+    out = tmp_path / "x.mp4"
+    result = subprocess.run([sys.executable, "-m", "camal_rl.record", str(tmp_path / "missing"), "--out", str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "no checkpoint" in result.stderr and not out.exists()
