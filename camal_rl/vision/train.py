@@ -1,0 +1,268 @@
+"""k-fold training of image classifiers with CAMAL: ``camal-classify --model resnet18 --dataset oxford_pets``.
+
+Per fold (stratified, default 10) it trains with AdamW and writes ``fold_XX.json`` into
+``OUT/<model>__<dataset>__<method>/``: test accuracy, mean attention IoU (tau 0.7, Grad-CAM of
+the true class vs the mask; empty masks skipped and counted), deletion and insertion AUC on one
+test image per class. ``camal-compare`` reads these files for its Wilcoxon tables. A rerun
+resumes at the first unfinished fold (and inside it at the last finished epoch).
+
+Methods: ``vanilla`` (cross-entropy only), ``camal`` (+ lambda mean(beta - alpha)), ``suppress``
+(+ lambda mean(beta)), ``prior`` (CAMAL against CLIP pseudo-regions instead of the masks).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import tyro
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from camal_rl import camal
+from camal_rl.vision import data as vision_data
+from camal_rl.vision import faithfulness, models
+
+
+@dataclass
+class ClassifyArgs:
+    """Train an image classifier with (or without) CAMAL over k stratified folds."""
+
+    model: str = "resnet18"
+    """one of resnet18, convnext_tiny, efficientnet_b0, vit_b_16, swin_v2_t, maxvit_t, small_cnn"""
+    dataset: str = "decoy_digits"
+    """oxford_pets, flowers102, busi (need --data-root) or decoy_digits (bundled)"""
+    data_root: Optional[str] = None
+    method: Literal["vanilla", "camal", "suppress", "prior"] = "camal"
+    camal_coef: float = 1.0
+    attention: Literal["gradcam", "signed-gradcam", "gradcam++", "layercam"] = "gradcam"
+    folds: int = 10
+    only_folds: Optional[list[int]] = None
+    """run just these folds (the others can run elsewhere)"""
+    epochs: int = 500
+    """paper, Table 7"""
+    batch_size: int = 32
+    lr: Optional[float] = None
+    """default 1e-3, 1e-4 for vit_b_16, swin_v2_t, maxvit_t (Table 7)"""
+    weight_decay: float = 0.01
+    pretrained: bool = False
+    """ImageNet weights from the local torch cache (never downloaded)"""
+    image_size: int = 224
+    """centre crop size; images are first resized to image_size * 256 / 224"""
+    seed: int = 0
+    out: str = "runs/classify"
+    cuda: bool = field(default_factory=torch.cuda.is_available)
+    num_workers: int = 0
+    faithfulness_steps: int = 20
+    prior_weights: Optional[str] = None
+    """open_clip weights file for --method prior"""
+    prior_model: str = "ViT-B-32"
+    prior_threshold: float = 0.5
+    progress: bool = True
+
+
+def run_dir(args: ClassifyArgs) -> Path:
+    return Path(args.out) / f"{args.model}__{args.dataset}__{args.method}"
+
+
+def _atomic_json(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+def fold_indices(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import StratifiedKFold
+
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(labels)), labels))
+
+
+def split_datasets(dataset, train_idx, test_idx):
+    """DecoyDigits trains on its class-correlated variant and tests on the uncorrelated one."""
+    if isinstance(dataset, vision_data.DecoyDigits):
+        return Subset(dataset.variant(True), train_idx), Subset(dataset.variant(False), test_idx)
+    return Subset(dataset, train_idx), Subset(dataset, test_idx)
+
+
+def target_scores(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return logits.gather(1, labels[:, None]).squeeze(1)
+
+
+def training_loss(model, images, masks, labels, args: ClassifyArgs):
+    logits, features = model(images)
+    loss = F.cross_entropy(logits, labels)
+    regulariser = None
+    if args.method != "vanilla" and args.camal_coef > 0:
+        maps = camal.normalize(camal.attention(features, target_scores(logits, labels), method=args.attention))
+        mode = "suppress" if args.method == "suppress" else "camal"
+        regulariser = camal.camal_loss(maps, masks, mode=mode)  # implicit bilinear resize to the mask
+        loss = loss + args.camal_coef * regulariser
+    return loss, logits, regulariser
+
+
+def evaluate(model, loader, device, args: ClassifyArgs) -> dict:
+    model.eval()
+    correct = total = 0
+    ious, skipped = [], 0
+    for images, masks, labels in loader:
+        images, masks, labels = images.to(device), masks.to(device), labels.to(device)
+        with torch.enable_grad():
+            logits, features = model(images)
+            maps = camal.attention_map(features, target_scores(logits, labels), tuple(masks.shape[-2:]),
+                                       method=args.attention, create_graph=False)
+        correct += int((logits.argmax(1) == labels).sum())
+        total += len(labels)
+        iou = camal.attention_iou(maps.detach(), masks)
+        ious += iou[~torch.isnan(iou)].tolist()
+        skipped += int(torch.isnan(iou).sum())
+    return {"test_accuracy": correct / max(total, 1), "test_iou": float(np.mean(ious)) if ious else float("nan"),
+            "iou_samples": len(ious), "iou_skipped_empty_mask": skipped}
+
+
+def faithfulness_scores(model, test_set, device, args: ClassifyArgs, fold: int) -> dict:
+    model.eval()
+    labels = np.array([test_set.dataset.labels[i] for i in test_set.indices])
+    chosen = faithfulness.one_per_class(labels, seed=args.seed * 1000 + fold)
+    deletion, insertion = [], []
+    for position in chosen:
+        image, _, _ = test_set[position]
+        image = image.to(device)
+        with torch.enable_grad():
+            logits, features = model(image[None])
+            predicted = logits.argmax(1)
+            attention = camal.attention_map(features, target_scores(logits, predicted), tuple(image.shape[-2:]),
+                                            method=args.attention, create_graph=False)[0].detach()
+        curve = faithfulness.deletion_insertion(model, image, attention, steps=args.faithfulness_steps,
+                                                target=int(predicted))
+        deletion.append(curve["deletion_auc"])
+        insertion.append(curve["insertion_auc"])
+    return {"deletion_auc": float(np.mean(deletion)), "insertion_auc": float(np.mean(insertion)),
+            "faithfulness_samples": len(chosen)}
+
+
+def train_fold(args: ClassifyArgs, dataset, fold: int, train_idx, test_idx, device, writer) -> dict:
+    folder = run_dir(args)
+    checkpoint_path = folder / f"fold_{fold:02d}.ckpt.pt"
+    train_set, test_set = split_datasets(dataset, train_idx, test_idx)
+    if args.method == "prior":
+        from camal_rl.vision.prior import PriorMasks
+
+        train_set = PriorMasks(train_set, dataset.class_names, weights=args.prior_weights, model_name=args.prior_model,
+                               threshold=args.prior_threshold, cache_dir=folder / "prior_cache", device=device)
+    torch.manual_seed(args.seed * 1000 + fold)
+    generator = torch.Generator().manual_seed(args.seed * 1000 + fold)
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, generator=generator,
+                              num_workers=args.num_workers, drop_last=len(train_set) > args.batch_size)
+    test_loader = DataLoader(test_set, batch_size=args.batch_size, num_workers=args.num_workers)
+    model = models.create(args.model, dataset.num_classes, pretrained=args.pretrained, image_size=args.image_size).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr or models.default_learning_rate(args.model),
+                                  weight_decay=args.weight_decay)
+    start_epoch = 0
+    if checkpoint_path.exists():
+        try:
+            state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except Exception as error:
+            raise ValueError(f"checkpoint {checkpoint_path} is corrupt or from another model "
+                             f"({type(error).__name__}); delete it to restart the fold") from None
+        start_epoch = state["epoch"] + 1
+        torch.set_rng_state(state["rng"])
+        generator.set_state(state["loader_rng"])
+    started = time.time()
+    bar = tqdm(total=args.epochs, initial=start_epoch, unit="epoch", disable=not args.progress, desc=f"fold {fold}")
+    for epoch in range(start_epoch, args.epochs):
+        model.train()
+        losses, regularisers, correct, seen = [], [], 0, 0
+        for images, masks, labels in train_loader:
+            images, masks, labels = images.to(device), masks.to(device), labels.to(device)
+            loss, logits, regulariser = training_loss(model, images, masks, labels, args)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            if regulariser is not None:
+                regularisers.append(regulariser.item())
+            correct += int((logits.argmax(1) == labels).sum())
+            seen += len(labels)
+        step = fold * args.epochs + epoch
+        writer.add_scalar("train/loss", np.mean(losses), step)
+        writer.add_scalar("train/accuracy", correct / max(seen, 1), step)
+        if regularisers:
+            writer.add_scalar("train/camal_loss", np.mean(regularisers), step)
+        tmp = checkpoint_path.with_name(checkpoint_path.name + ".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                    "rng": torch.get_rng_state(), "loader_rng": generator.get_state()}, tmp)
+        os.replace(tmp, checkpoint_path)
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses):.3f}", acc=f"{correct / max(seen, 1):.2f}")
+    bar.close()
+    result = evaluate(model, test_loader, device, args)
+    result.update(faithfulness_scores(model, test_set, device, args, fold))
+    for key in ("test_accuracy", "test_iou", "deletion_auc", "insertion_auc"):
+        if not math.isnan(result[key]):
+            writer.add_scalar(f"test/{key}", result[key], fold)
+    result.update({"task": "classification", "model": args.model, "dataset": args.dataset, "method": args.method,
+                   "fold": fold, "folds": args.folds, "epochs": args.epochs, "train_seconds": time.time() - started,
+                   "args": asdict(args)})
+    return result
+
+
+def run(args: ClassifyArgs) -> list[dict]:
+    """All requested folds; finished ones (a ``fold_XX.json``) are read back, not retrained."""
+    if args.method == "prior" and not args.prior_weights:
+        raise ValueError("--method prior needs --prior-weights FILE (open_clip weights; nothing is downloaded)")
+    if args.folds < 2:
+        raise ValueError("--folds must be at least 2")
+    dataset = vision_data.load_dataset(args.dataset, args.data_root, resize=round(args.image_size * 256 / 224),
+                                       crop=args.image_size, seed=args.seed)
+    if args.model not in models.ARCHITECTURES:
+        raise ValueError(f"unknown model {args.model!r}; choose one of {', '.join(models.ARCHITECTURES)}")
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    folder = run_dir(args)
+    folder.mkdir(parents=True, exist_ok=True)
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(folder))
+    results = []
+    splits = fold_indices(dataset.labels, args.folds, args.seed)
+    try:
+        for fold, (train_idx, test_idx) in enumerate(splits):
+            if args.only_folds is not None and fold not in args.only_folds:
+                continue
+            result_path = folder / f"fold_{fold:02d}.json"
+            if result_path.exists():
+                results.append(json.loads(result_path.read_text()))
+                continue
+            result = train_fold(args, dataset, fold, train_idx, test_idx, device, writer)
+            _atomic_json(result, result_path)
+            (folder / f"fold_{fold:02d}.ckpt.pt").unlink(missing_ok=True)
+            results.append(result)
+            print(f"fold {fold}: accuracy {result['test_accuracy']:.3f}  IoU {result['test_iou']:.3f}  "
+                  f"deletion {result['deletion_auc']:.3f}  insertion {result['insertion_auc']:.3f}", flush=True)
+    finally:
+        writer.close()
+    return results
+
+
+def cli() -> None:
+    args = tyro.cli(ClassifyArgs)
+    try:
+        run(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"camal-classify: error: {error}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    cli()
