@@ -108,7 +108,7 @@ def test_missing_file_is_named(tmp_path):
 def test_decoy_digits_variants():
     dataset = data.DecoyDigits(num_images=50, seed=3)
     image, mask, label = dataset[7]
-    assert image.shape == (3, 48, 48) and mask.sum() > 10
+    assert image.shape == (3, 40, 40) and mask.sum() > 10
     again, _, _ = dataset[7]
     assert torch.equal(image, again)  # deterministic per index
     test_image, test_mask, test_label = dataset.variant(False)[7]

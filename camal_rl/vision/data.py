@@ -168,7 +168,7 @@ class DecoyDigits(Dataset):
     the correlated and test on the uncorrelated version of disjoint images.
     """
 
-    def __init__(self, *, canvas: int = 48, digit_scale: int = 2, decoy_size: int = 6, seed: int = 0,
+    def __init__(self, *, canvas: int = 40, digit_scale: int = 2, decoy_size: int = 5, seed: int = 0,
                  num_images: int | None = None, train: bool = True):
         from sklearn.datasets import load_digits
 

@@ -47,7 +47,7 @@ def default_learning_rate(name: str) -> float:
 class SmallCNN(nn.Module):
     """Four conv layers, features at 1/4 of the input: fast enough to train in CPU tests."""
 
-    def __init__(self, num_classes: int, width: int = 32):
+    def __init__(self, num_classes: int, width: int = 16):
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
