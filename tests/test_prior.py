@@ -1,0 +1,48 @@
+"""Prior baseline: CLIP pseudo-regions from a small randomly initialised open_clip model."""
+
+import pytest
+import torch
+
+open_clip = pytest.importorskip("open_clip", reason="the prior extra installs open_clip_torch")
+
+from camal_rl.vision import data, prior  # noqa: E402
+
+
+def tiny_clip():
+    torch.manual_seed(0)
+    model = open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg=open_clip.CLIPVisionCfg(layers=2, width=64, head_width=32, patch_size=8, image_size=32),
+        text_cfg=open_clip.CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=2, layers=2),
+    )
+    return model, open_clip.get_tokenizer("ViT-B-32")
+
+
+def test_regions_have_image_size_and_are_binary():
+    model, tokenizer = tiny_clip()
+    clip = prior.ClipGradCAM(model, tokenizer, [str(i) for i in range(10)])
+    images = torch.rand(3, 3, 40, 40)
+    regions = clip.regions(images, torch.tensor([1, 4, 7]), imagenet_normalized=False)
+    assert regions.shape == (3, 40, 40) and regions.dtype == torch.uint8
+    assert set(torch.unique(regions).tolist()) <= {0, 1} and regions.sum() > 0
+
+
+def test_prior_masks_are_cached(tmp_path):
+    model, tokenizer = tiny_clip()
+    digits = data.DecoyDigits(num_images=6)
+    clip = prior.ClipGradCAM(model, tokenizer, digits.class_names)
+    wrapped = prior.PriorMasks(digits, digits.class_names, clip=clip, cache_dir=tmp_path / "cache")
+    first = [wrapped[i][1] for i in range(4)]
+    assert wrapped.computed == 4 and len(list((tmp_path / "cache").glob("*.npy"))) == 4
+    second = [wrapped[i][1] for i in range(4)]
+    assert wrapped.computed == 4 and all(torch.equal(a, b) for a, b in zip(first, second))
+    # a new wrapper (another fold, another process) reads the disk cache instead of CLIP
+    again = prior.PriorMasks(digits, digits.class_names, clip=clip, cache_dir=tmp_path / "cache")
+    assert torch.equal(again[2][1], first[2]) and again.computed == 0
+    image, mask, label = again[5]
+    assert mask.shape == image.shape[-2:] and again.computed == 1
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="weights file not found"):
+        prior.load_clip("ViT-B-32", str(tmp_path / "nope.bin"))
