@@ -332,30 +332,14 @@ class DoomEnv(gym.Env):
             self.game = None
 
 
-def make_env(
-    name_or_path: str | os.PathLike,
-    *,
-    seed: int | None = None,
-    frame_skip: int | None = None,
-    frame_stack: int = 4,
-    obs_size: tuple[int, int] = (60, 80),
-    grayscale: bool = True,
-    clip_reward: bool = True,
-    resolution: str | None = None,
-    render_mode: str | None = None,
-) -> DoomEnv:
-    """A ViZDoom scenario (spec name or .toml path) as a gymnasium env with masks."""
-    return DoomEnv(
-        load_spec(name_or_path),
-        frame_skip=frame_skip,
-        frame_stack=frame_stack,
-        obs_size=obs_size,
-        grayscale=grayscale,
-        clip_reward=clip_reward,
-        resolution=resolution,
-        render_mode=render_mode,
-        seed=seed,
-    )
+def make_env(name_or_path: str | os.PathLike, *, seed: int | None = None, **options) -> DoomEnv:
+    """A ViZDoom scenario (spec name or .toml path) as a gymnasium env with masks.
+
+    ``options`` are ``DoomEnv``'s: ``frame_skip`` (the spec's, 4), ``frame_stack=4``,
+    ``obs_size=(60, 80)``, ``grayscale=True``, ``clip_reward=True``, ``resolution`` (the spec's),
+    ``render_mode=None`` ("rgb_array" keeps native colour frames for videos).
+    """
+    return DoomEnv(load_spec(name_or_path), seed=seed, **options)
 
 
 def make_vector_env(

@@ -111,29 +111,25 @@ def _grad_norms(module):
     return {name: (p.grad.abs().sum().item() if p.grad is not None else 0.0) for name, p in module.named_parameters()}
 
 
-def test_create_graph_reaches_trunk_and_head():
+def _camal_grads(create_graph):
     model = _trained_bn_model(dtype=torch.float32)
-    x = torch.randn(4, 3, 12, 12)
     mask = torch.zeros(4, 12, 12)
     mask[:, 3:8, 2:9] = 1
-    logits, features = model(x)
-    maps = camal.attention_map(features, logits[:, 0], (12, 12), create_graph=True)
+    logits, features = model(torch.randn(4, 3, 12, 12))
+    maps = camal.attention_map(features, logits[:, 0], (12, 12), create_graph=create_graph)
     camal.camal_loss(maps, mask).backward()
-    grads = _grad_norms(model)
+    return _grad_norms(model)
+
+
+def test_create_graph_reaches_trunk_and_head():
+    grads = _camal_grads(create_graph=True)
     assert grads["trunk.0.weight"] > 0  # below the feature layer
     assert grads["last.weight"] > 0
     assert grads["head.3.weight"] > 0  # above it, through the channel weights
 
 
 def test_without_create_graph_weights_are_constants():
-    model = _trained_bn_model(dtype=torch.float32)
-    x = torch.randn(4, 3, 12, 12)
-    mask = torch.zeros(4, 12, 12)
-    mask[:, 3:8, 2:9] = 1
-    logits, features = model(x)
-    maps = camal.attention_map(features, logits[:, 0], (12, 12), create_graph=False)
-    camal.camal_loss(maps, mask).backward()
-    grads = _grad_norms(model)
+    grads = _camal_grads(create_graph=False)
     assert grads["trunk.0.weight"] > 0
     assert grads["head.3.weight"] == 0.0  # the head only entered through the (constant) weights
 

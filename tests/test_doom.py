@@ -157,23 +157,17 @@ def test_unknown_scenario_lists_available():
         doom.make_env("doom_eternal", seed=0)
 
 
-def test_bad_specs_name_file_and_key(tmp_path):
-    bad_key = tmp_path / "bad_key.toml"
-    bad_key.write_text('config = "basic"\nmask_categories = ["Monster"]\nframeskip = 4\n')
-    with pytest.raises(doom.SpecError, match=r"bad_key\.toml.*frameskip"):
-        doom.load_spec(bad_key)
-    bad_object = tmp_path / "bad_object.toml"
-    bad_object.write_text('config = "basic"\nmask_objects = ["Cacodaemon"]\n')
-    with pytest.raises(doom.SpecError, match=r"bad_object\.toml.*mask_objects.*Cacodaemon"):
-        doom.load_spec(bad_object)
-    missing_cfg = tmp_path / "missing_cfg.toml"
-    missing_cfg.write_text('config = "maps/nowhere.cfg"\nmask_categories = ["Monster"]\n')
-    with pytest.raises(doom.SpecError, match=r"nowhere\.cfg"):
-        doom.load_spec(missing_cfg)
-    bad_button = tmp_path / "bad_button.toml"
-    bad_button.write_text('config = "basic"\nmask_categories = ["Monster"]\nactions = [["JUMP"]]\n')
-    with pytest.raises(doom.SpecError, match=r"actions.*JUMP"):
-        doom.make_env(bad_button, seed=0)
+@pytest.mark.parametrize("name, body, error", [
+    ("bad_key", 'config = "basic"\nmask_categories = ["Monster"]\nframeskip = 4\n', r"bad_key\.toml.*frameskip"),
+    ("bad_object", 'config = "basic"\nmask_objects = ["Cacodaemon"]\n', r"bad_object\.toml.*mask_objects.*Cacodaemon"),
+    ("missing_cfg", 'config = "maps/nowhere.cfg"\nmask_categories = ["Monster"]\n', r"nowhere\.cfg"),
+    ("bad_button", 'config = "basic"\nmask_categories = ["Monster"]\nactions = [["JUMP"]]\n', r"actions.*JUMP"),
+])
+def test_bad_specs_name_file_and_key(tmp_path, name, body, error):
+    spec = tmp_path / f"{name}.toml"
+    spec.write_text(body)
+    with pytest.raises(doom.SpecError, match=error):
+        doom.make_env(spec, seed=0)
 
 
 def test_user_spec_found_by_name_through_search_path(tmp_path, monkeypatch):
