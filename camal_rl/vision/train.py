@@ -208,6 +208,9 @@ def train_fold(args: ClassifyArgs, dataset, fold: int, train_idx, test_idx, devi
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", acc=f"{correct / max(seen, 1):.2f}")
     bar.close()
     result = evaluate(model, test_loader, device, args)
+    if isinstance(dataset, vision_data.DecoyDigits):  # the same test images with decoys that still match
+        matched = DataLoader(Subset(dataset.variant(True), test_idx), batch_size=args.batch_size)
+        result["test_accuracy_matched_decoy"] = evaluate(model, matched, device, args)["test_accuracy"]
     result.update(faithfulness_scores(model, test_set, device, args, fold))
     for key in ("test_accuracy", "test_iou", "deletion_auc", "insertion_auc"):
         if not math.isnan(result[key]):
