@@ -286,9 +286,15 @@ def compare(paths: list[str], out: str | Path, *, reps: int = 2000, seed: int = 
         report += ["## Classification (paired folds, one-tailed Wilcoxon signed-rank)", "", tables or "_no comparable pairs_", ""]
     if results["notes"]:
         report += ["## What could not be computed", ""] + [f"- {n}" for n in results["notes"]] + [""]
-    (out / "report.md").write_text("\n".join(report))
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    _write_atomic(out / "results.json", json.dumps(results, indent=2, default=float))
+    _write_atomic(out / "report.md", "\n".join(report))
     return results
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def rl_section(runs: list[dict], out: Path, results: dict, *, reps: int, seed: int, plots: bool) -> list[str]:

@@ -46,3 +46,18 @@ def test_prior_masks_are_cached(tmp_path):
 def test_missing_weights_file_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="weights file not found"):
         prior.load_clip("ViT-B-32", str(tmp_path / "nope.bin"))
+
+
+def test_classify_with_prior_regions_end_to_end(tmp_path, monkeypatch):
+    from camal_rl.vision import train
+
+    weights = tmp_path / "clip.pt"
+    weights.write_bytes(b"stand-in: load_clip is replaced below by a small random model")
+    monkeypatch.setattr(prior, "load_clip", lambda name, path, device="cpu": tiny_clip())
+    args = train.ClassifyArgs(model="small_cnn", dataset="decoy_digits", method="prior", prior_weights=str(weights),
+                              epochs=1, folds=10, only_folds=[3], out=str(tmp_path / "out"), progress=False,
+                              cuda=False, faithfulness_steps=4)
+    result = train.run(args)[0]
+    assert result["method"] == "prior" and 0 <= result["test_accuracy"] <= 1
+    cache = tmp_path / "out" / "small_cnn__decoy_digits__prior" / "prior_cache"
+    assert len(list(cache.glob("*.npy"))) > 1000  # one region per training image, computed once

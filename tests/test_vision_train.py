@@ -55,3 +55,29 @@ def test_bad_input(tmp_path):
     result = subprocess.run([sys.executable, "-m", "camal_rl.vision.train", "--dataset", "flowers102", "--data-root",
                              str(tmp_path / "none"), "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "flowers-102" in result.stderr
+
+
+def test_crash_inside_a_fold_resumes_at_the_last_finished_epoch(tmp_path, monkeypatch):
+    from camal_rl.vision import train
+
+    real_evaluate, real_loss = train.evaluate, train.training_loss
+    calls = {"loss": 0}
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("power cut")
+
+    def counting_loss(*args, **kwargs):
+        calls["loss"] += 1
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train, "evaluate", crash)
+    monkeypatch.setattr(train, "training_loss", counting_loss)
+    with pytest.raises(RuntimeError, match="power cut"):
+        decoy_run(tmp_path, "camal", epochs=2, only_folds=[2])
+    folder = tmp_path / "small_cnn__decoy_digits__camal"
+    assert (folder / "fold_02.ckpt.pt").exists() and not (folder / "fold_02.json").exists()
+    steps_for_two_epochs = calls["loss"]
+    monkeypatch.setattr(train, "evaluate", real_evaluate)
+    result = decoy_run(tmp_path, "camal", epochs=2, only_folds=[2])
+    assert calls["loss"] == steps_for_two_epochs  # both epochs were done: no training step repeated
+    assert result["fold"] == 2 and (folder / "fold_02.json").exists()
