@@ -41,6 +41,8 @@ def test_prior_masks_are_cached(tmp_path):
     assert torch.equal(again[2][1], first[2]) and again.computed == 0
     image, mask, label = again[5]
     assert mask.shape == image.shape[-2:] and again.computed == 1
+    again.precompute()  # batched: only index 4 is left
+    assert again.computed == 2 and len(list((tmp_path / "cache").glob("*.npy"))) == 6
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):

@@ -125,13 +125,34 @@ class PriorMasks(Dataset):
             region = self.clip.regions(image[None], torch.tensor([label]), threshold=self.threshold,
                                        imagenet_normalized=self.imagenet_normalized)[0]
             self.computed += 1
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(path.stem + ".tmp.npy")
-                np.save(tmp, region.numpy())
-                tmp.replace(path)
+            self._store(key, region)
+            return region
         self._memory[key] = region
         return region
+
+    def precompute(self, progress: bool = False) -> None:
+        """Compute every missing region in batches of ``batch_size`` (one CLIP pass each)."""
+        from tqdm import tqdm
+
+        missing = [i for i in range(len(self)) if self._key(i) not in self._memory
+                   and not (self.cache_dir and (self.cache_dir / f"{self._key(i)}.npy").exists())]
+        for start in tqdm(range(0, len(missing), self.batch_size), disable=not progress, desc="CLIP regions"):
+            chunk = missing[start : start + self.batch_size]
+            items = [self.base[i] for i in chunk]
+            regions = self.clip.regions(torch.stack([item[0] for item in items]), torch.tensor([item[2] for item in items]),
+                                        threshold=self.threshold, imagenet_normalized=self.imagenet_normalized)
+            for index, region in zip(chunk, regions):
+                self._store(self._key(index), region)
+            self.computed += len(chunk)
+
+    def _store(self, key: int, region: torch.Tensor) -> None:
+        self._memory[key] = region
+        if self.cache_dir is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            path = self.cache_dir / f"{key}.npy"
+            tmp = path.with_name(path.stem + ".tmp.npy")
+            np.save(tmp, region.numpy())
+            tmp.replace(path)
 
     def __getitem__(self, index):
         image, _, label = self.base[index]

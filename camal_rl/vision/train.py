@@ -158,7 +158,9 @@ def train_fold(args: ClassifyArgs, dataset, fold: int, train_idx, test_idx, devi
         from camal_rl.vision.prior import PriorMasks
 
         train_set = PriorMasks(train_set, dataset.class_names, weights=args.prior_weights, model_name=args.prior_model,
-                               threshold=args.prior_threshold, cache_dir=folder / "prior_cache", device=device)
+                               threshold=args.prior_threshold, cache_dir=folder / "prior_cache", device=device,
+                               batch_size=args.batch_size)
+        train_set.precompute(progress=args.progress)
     torch.manual_seed(args.seed * 1000 + fold)
     generator = torch.Generator().manual_seed(args.seed * 1000 + fold)
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, generator=generator,
