@@ -383,6 +383,7 @@ def train(args: Args, *, on_rollout: Optional[Callable[[int, dict], None]] = Non
     start_time = time.time()
     start_step = global_step
     eval_seconds = 0.0  # excluded from SPS: it measures training speed
+    warned_dead_maps = False
     bar = tqdm(total=args.total_timesteps, initial=global_step, unit="step", disable=not args.progress,
                dynamic_ncols=True, desc=f"{Path(args.env).stem}/{args.method}/{args.seed}")
     try:
@@ -437,6 +438,13 @@ def train(args: Args, *, on_rollout: Optional[Callable[[int, dict], None]] = Non
             rollout_maps = value_attention(agent, b_obs[sample], method=args.attention)
             alpha, beta = camal.alpha_beta(rollout_maps, b_masks[sample])
             rollout_iou = camal.attention_iou(rollout_maps, b_masks[sample])
+            # An all-zero ReLU'd map has no gradient: the CAMAL term then silently does nothing.
+            zero_map_fraction = (rollout_maps.flatten(1).amax(1) == 0).float().mean().item()
+            if args.camal_coef > 0 and zero_map_fraction > 0.9 and not warned_dead_maps:
+                warned_dead_maps = True
+                tqdm.write(f"camal-train: warning: {args.attention} of V(s) is all zero on {zero_map_fraction:.0%} of "
+                           f"frames (iteration {iteration}); the CAMAL term gets no gradient from them. "
+                           f"--attention signed-gradcam avoids this (README, Findings).", file=sys.stderr)
 
             # ---- PPO update (+ CAMAL) -----------------------------------------------------
             b_inds = np.arange(args.batch_size)
@@ -512,6 +520,7 @@ def train(args: Args, *, on_rollout: Optional[Callable[[int, dict], None]] = Non
             writer.add_scalar("attention/beta", beta.mean().item(), global_step)
             if torch.isfinite(rollout_iou).any():
                 writer.add_scalar("attention/iou", rollout_iou.nanmean().item(), global_step)
+            writer.add_scalar("attention/zero_map_fraction", zero_map_fraction, global_step)
             writer.add_scalar("attention/empty_mask_fraction", torch.isnan(rollout_iou).float().mean().item(), global_step)
 
             last_iteration = iteration == args.num_iterations
