@@ -425,6 +425,10 @@ def cli(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--table", action="store_true", help="also print the report to stdout")
     options = parser.parse_args(argv)
+    import warnings
+
+    # rliable hands arch a RandomState, which arch now warns about on every bootstrap
+    warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
     try:
         compare(options.runs, options.out, reps=options.reps, seed=options.seed, plots=not options.no_plots)
     except AnalysisError as error:
