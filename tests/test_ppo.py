@@ -162,3 +162,14 @@ def test_cli_prints_one_line_and_exits_nonzero(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "divisible" in lines[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_dead_attention_is_logged_and_warned(tmp_path, monkeypatch, capsys):
+    real = ppo.value_attention
+    monkeypatch.setattr(ppo, "value_attention", lambda agent, obs, method="gradcam": real(agent, obs, method=method) * 0)
+    ppo.train(tiny_args(tmp_path, total_timesteps=128, eval_episodes=1))
+    assert "all zero on 100% of frames" in capsys.readouterr().err
+    assert scalars(tmp_path / "run")["attention/zero_map_fraction"][0][1] == 1.0
+    monkeypatch.setattr(ppo, "value_attention", real)
+    ppo.train(tiny_args(tmp_path, total_timesteps=128, eval_episodes=1, camal_coef=0.0, run_dir=str(tmp_path / "v")))
+    assert "warning" not in capsys.readouterr().err  # Vanilla is never warned
