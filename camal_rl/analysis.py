@@ -24,6 +24,8 @@ from typing import Iterable, Optional
 
 import numpy as np
 
+from camal_rl.files import write_text_atomic
+
 CLASSIFICATION_METRICS = {
     "test_accuracy": "test accuracy (%)",
     "test_iou": "test IoU (%)",
@@ -286,15 +288,9 @@ def compare(paths: list[str], out: str | Path, *, reps: int = 2000, seed: int = 
         report += ["## Classification (paired folds, one-tailed Wilcoxon signed-rank)", "", tables or "_no comparable pairs_", ""]
     if results["notes"]:
         report += ["## What could not be computed", ""] + [f"- {n}" for n in results["notes"]] + [""]
-    _write_atomic(out / "results.json", json.dumps(results, indent=2, default=float))
-    _write_atomic(out / "report.md", "\n".join(report))
+    write_text_atomic(out / "results.json", json.dumps(results, indent=2, default=float))
+    write_text_atomic(out / "report.md", "\n".join(report))
     return results
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def rl_section(runs: list[dict], out: Path, results: dict, *, reps: int, seed: int, plots: bool) -> list[str]:

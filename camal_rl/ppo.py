@@ -31,6 +31,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from camal_rl import camal, doom
+from camal_rl.files import atomic_path, write_text_atomic
 
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
@@ -189,12 +190,25 @@ class Agent(nn.Module):
         return action, probs.log_prob(action), probs.entropy(), value, features
 
 
-def value_attention(agent: Agent, obs: torch.Tensor, *, method: str = "gradcam") -> torch.Tensor:
-    """Normalised Grad-CAM of V(s) at observation size, without touching parameter gradients."""
+def _forward_with_attention(agent: Agent, obs: torch.Tensor, method: str):
+    """One forward: (logits, V(s), normalised Grad-CAM of V(s) at observation size), all detached.
+
+    ``autograd.grad`` leaves parameter ``.grad`` untouched, so this never affects training."""
     with torch.enable_grad():
-        _, value, features = agent(obs)
+        logits, value, features = agent(obs)
         maps = camal.attention_map(features, value, tuple(obs.shape[-2:]), method=method, create_graph=False)
-    return maps.detach()
+    return logits.detach(), value.detach(), maps.detach()
+
+
+def value_attention(agent: Agent, obs: torch.Tensor, *, method: str = "gradcam") -> torch.Tensor:
+    """Normalised Grad-CAM of V(s) at observation size ``[B, H, W]``."""
+    return _forward_with_attention(agent, obs, method)[2]
+
+
+def act_with_attention(agent: Agent, obs: torch.Tensor, *, method: str = "gradcam"):
+    """Sampled action, V(s) and its Grad-CAM from a single forward pass (evaluation, videos)."""
+    logits, value, maps = _forward_with_attention(agent, obs, method)
+    return Categorical(logits=logits).sample(), value, maps
 
 
 # ---------------------------------------------------------------------------------------
@@ -237,13 +251,12 @@ def set_rng_state(state: dict) -> None:
 
 
 def atomic_save(obj, path: Path) -> None:
-    """Write beside the target, then rename: a crash never leaves a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
+    """JSON or a torch file, written beside the target and renamed (see ``camal_rl.files``)."""
     if path.suffix == ".json":
-        tmp.write_text(json.dumps(obj, indent=2, default=str))
-    else:
-        torch.save(obj, tmp)
-    os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(obj, indent=2, default=str))
+        return
+    with atomic_path(path) as partial:
+        torch.save(obj, partial)
 
 
 def load_checkpoint(run_dir: Path) -> dict:
@@ -288,13 +301,11 @@ def evaluate(agent: Agent, args: Args, device: torch.device, *, episodes: int, s
             while not done:
                 image = torch.as_tensor(obs["image"][None], device=device)
                 mask = torch.as_tensor(obs["mask"][None], device=device)
+                action, _, maps = act_with_attention(agent, image, method=args.attention)
                 if mask.any():
-                    maps = value_attention(agent, image, method=args.attention)
                     ious.append(camal.attention_iou(maps, mask).item())
                 else:
                     skipped += 1
-                with torch.no_grad():
-                    action = agent.get_action_and_value(image)[0]
                 obs, _, terminated, truncated, info = env.step(int(action))
                 done = terminated or truncated
             returns.append(info["episode"]["r"])

@@ -9,7 +9,6 @@ runs (say CAMAL and Vanilla) both play the same episode seeds side by side. The 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from camal_rl import doom, ppo
+from camal_rl.files import atomic_path
 
 MASK_COLOUR = (0, 255, 0)
 CAPTION_HEIGHT = 34
@@ -52,21 +52,16 @@ class Player:
         """The annotated frame the agent acts on, then act; a finished player repeats its last frame."""
         if self.done:
             return self.frame
-        self.frame = self._annotate()
         image = torch.as_tensor(self.obs["image"][None], device=self.device)
-        with torch.no_grad():
-            action = self.agent.get_action_and_value(image)[0]
+        action, value, attention = ppo.act_with_attention(self.agent, image, method=self.args.attention)
+        self.frame = self._annotate(attention[0].cpu().numpy(), value.item())
         self.obs, _, terminated, truncated, info = self.env.step(int(action))
         self.steps += 1
         self.episode_return += info["raw_reward"]
         self.done = terminated or truncated
         return self.frame
 
-    def _annotate(self) -> np.ndarray:
-        image = torch.as_tensor(self.obs["image"][None], device=self.device)
-        attention = ppo.value_attention(self.agent, image, method=self.args.attention)[0].cpu().numpy()
-        with torch.no_grad():
-            value = self.agent.get_value(image).item()
+    def _annotate(self, attention: np.ndarray, value: float) -> np.ndarray:
         screen = self.env.render()
         height, width = screen.shape[:2]
         heat = cv2.resize(attention, (width, height), interpolation=cv2.INTER_LINEAR)
@@ -101,44 +96,38 @@ def record(run_dirs: list[str], out: str | Path, *, episodes: int = 1, seed: int
         for run_dir in run_dirs:
             players.append(Player(run_dir, scale=scale, device=device))
         out.parent.mkdir(parents=True, exist_ok=True)
-        partial = out.with_name(out.stem + ".partial.mp4")  # renamed when complete
         frames_for_gif = []
         steps_played = [0] * len(players)
         frames_written = 0
-        writer = imageio.get_writer(partial, fps=fps, codec="libx264", pixelformat="yuv420p",
-                                    macro_block_size=2, ffmpeg_log_level="error")
-        bar = tqdm(total=episodes, unit="episode", disable=not progress, desc=out.name)
-        try:
-            for episode in range(episodes):
-                for p in players:
-                    p.reset(seed + episode)
-                while not all(p.done for p in players):
-                    if max_steps is not None and max(p.steps for p in players) >= max_steps:
-                        break
-                    frames = [p.step() for p in players]
-                    frame = np.concatenate(frames, axis=1)
-                    writer.append_data(frame)
-                    frames_written += 1
-                    if gif:
-                        frames_for_gif.append(frame[::2, ::2])
-                for i, p in enumerate(players):
-                    steps_played[i] += p.steps
-                bar.update(1)
-                bar.set_postfix(returns=" / ".join(f"{p.episode_return:.0f}" for p in players))
-        finally:
-            writer.close()
-            bar.close()
-        os.replace(partial, out)
+        with atomic_path(out) as partial:
+            writer = imageio.get_writer(partial, fps=fps, codec="libx264", pixelformat="yuv420p",
+                                        macro_block_size=2, ffmpeg_log_level="error")
+            bar = tqdm(total=episodes, unit="episode", disable=not progress, desc=out.name)
+            try:
+                for episode in range(episodes):
+                    for p in players:
+                        p.reset(seed + episode)
+                    while not all(p.done for p in players):
+                        if max_steps is not None and max(p.steps for p in players) >= max_steps:
+                            break
+                        frame = np.concatenate([p.step() for p in players], axis=1)
+                        writer.append_data(frame)
+                        frames_written += 1
+                        if gif:
+                            frames_for_gif.append(frame[::2, ::2])
+                    for i, p in enumerate(players):
+                        steps_played[i] += p.steps
+                    bar.update(1)
+                    bar.set_postfix(returns=" / ".join(f"{p.episode_return:.0f}" for p in players))
+            finally:
+                writer.close()
+                bar.close()
         if gif and frames_for_gif:
-            gif_path = out.with_suffix(".gif")
-            imageio.mimsave(gif_path.with_name(gif_path.stem + ".partial.gif"), frames_for_gif, duration=1 / fps, loop=0)
-            os.replace(gif_path.with_name(gif_path.stem + ".partial.gif"), gif_path)
+            with atomic_path(out.with_suffix(".gif")) as partial:
+                imageio.mimsave(partial, frames_for_gif, duration=1 / fps, loop=0)
     finally:
         for p in players:
             p.close()
-        leftover = out.with_name(out.stem + ".partial.mp4")
-        if leftover.exists():
-            leftover.unlink()
     return {"frames": frames_written, "steps": steps_played, "out": str(out)}
 
 

@@ -65,7 +65,7 @@ def test_tiny_run_logs_checkpoints_and_resumes_after_a_crash(tmp_path):
     sps_steps = sorted(step for step, _ in logged["charts/SPS"])
     assert sps_steps == [128, 256, 384, 512]  # the step axis continues after the resume
     assert [v for _, v in logged["attention/alpha"]] and all(np.isfinite(v) for _, v in logged["losses/camal_loss"])
-    assert not list(run_dir.glob("*.tmp"))
+    assert not list(run_dir.glob("*.partial*"))  # atomic writes leave nothing behind
 
 
 def test_vanilla_and_camal_share_the_first_rollout(tmp_path):

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from camal_rl import camal
+from camal_rl.files import atomic_path
 from camal_rl.vision.data import IMAGENET_MEAN, IMAGENET_STD, DecoyDigits
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -149,10 +150,8 @@ class PriorMasks(Dataset):
         self._memory[key] = region
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            path = self.cache_dir / f"{key}.npy"
-            tmp = path.with_name(path.stem + ".tmp.npy")
-            np.save(tmp, region.numpy())
-            tmp.replace(path)
+            with atomic_path(self.cache_dir / f"{key}.npy") as partial:
+                np.save(partial, region.numpy())
 
     def __getitem__(self, index):
         image, _, label = self.base[index]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,6 +28,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from camal_rl import camal
+from camal_rl.files import atomic_path, write_text_atomic
 from camal_rl.vision import data as vision_data
 from camal_rl.vision import faithfulness, models
 
@@ -72,12 +72,6 @@ class ClassifyArgs:
 
 def run_dir(args: ClassifyArgs) -> Path:
     return Path(args.out) / f"{args.model}__{args.dataset}__{args.method}"
-
-
-def _atomic_json(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
 
 
 def fold_indices(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -202,10 +196,9 @@ def train_fold(args: ClassifyArgs, dataset, fold: int, train_idx, test_idx, devi
         writer.add_scalar("train/accuracy", correct / max(seen, 1), step)
         if regularisers:
             writer.add_scalar("train/camal_loss", np.mean(regularisers), step)
-        tmp = checkpoint_path.with_name(checkpoint_path.name + ".tmp")
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                    "rng": torch.get_rng_state(), "loader_rng": generator.get_state()}, tmp)
-        os.replace(tmp, checkpoint_path)
+        with atomic_path(checkpoint_path) as partial:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                        "rng": torch.get_rng_state(), "loader_rng": generator.get_state()}, partial)
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", acc=f"{correct / max(seen, 1):.2f}")
     bar.close()
@@ -250,7 +243,7 @@ def run(args: ClassifyArgs) -> list[dict]:
                 results.append(json.loads(result_path.read_text()))
                 continue
             result = train_fold(args, dataset, fold, train_idx, test_idx, device, writer)
-            _atomic_json(result, result_path)
+            write_text_atomic(result_path, json.dumps(result, indent=2, default=float))
             (folder / f"fold_{fold:02d}.ckpt.pt").unlink(missing_ok=True)
             results.append(result)
             print(f"fold {fold}: accuracy {result['test_accuracy']:.3f}  IoU {result['test_iou']:.3f}  "
