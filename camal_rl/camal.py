@@ -11,8 +11,8 @@ B separate backward passes at the cost of one.
 
 Defined results at the edges (all documented, none produce NaN in the loss):
 
-* empty mask  -> alpha = 0 (there is nothing inside), beta = mean attention:
-  the sample's CAMAL term is beta, i.e. every attended pixel is spurious.
+* empty mask  -> alpha = 0 (there is nothing inside), beta = mean attention; ``camal_loss``
+  leaves such samples out by default (``empty_mask="skip"``) or counts their beta.
 * full mask   -> beta = 0 (there is nothing outside), the term is -alpha.
 * mask of another spatial size than the attention -> the attention is resized
   bilinearly to the mask (the mask is ground truth and stays binary).
@@ -22,7 +22,7 @@ Defined results at the edges (all documented, none produce NaN in the loss):
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Callable, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -162,7 +162,27 @@ def attention_map(
     return resize(normalize(cam), size)
 
 
-def _check_mask(attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def inspect_attention(
+    forward: Callable[[], tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]],
+    size: tuple[int, int],
+    *,
+    method: str = "gradcam",
+) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """Attention for looking at, not for a loss (evaluation, metrics, videos, priors).
+
+    ``forward()`` runs the model and returns ``(features, scores, outputs)``; it is called with
+    gradients on even under ``torch.no_grad()``. Returns the ``outputs`` and the normalised map
+    ``[B, *size]``, all detached. ``autograd.grad`` leaves parameters' ``.grad`` untouched, so
+    this never disturbs training.
+    """
+    with torch.enable_grad():
+        features, scores, outputs = forward()
+        maps = attention_map(features, scores, size, method=method, create_graph=False)
+    return tuple(output.detach() for output in outputs), maps.detach()
+
+
+def _check_mask(attention: torch.Tensor, mask: torch.Tensor, *, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The mask as a float tensor, after checking that it is binary and fits the attention."""
     if mask.dim() != 3 or attention.dim() != 3 or mask.shape[0] != attention.shape[0]:
         raise ValueError(
             f"attention and mask must both be [B, H, W] with the same B, got "
@@ -176,7 +196,7 @@ def _check_mask(attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         binary = not bool(((mask != 0) & (mask != 1)).any())
     if not binary:
         raise ValueError("mask must be binary (values 0 and 1 only); threshold it first")
-    return mask.to(attention.dtype)
+    return mask.to(dtype or attention.dtype)
 
 
 _INTERPOLATION_CACHE: dict = {}
@@ -193,47 +213,101 @@ def _linear_weights(source: int, target: int, like: torch.Tensor) -> torch.Tenso
     return _INTERPOLATION_CACHE[key]
 
 
-def alpha_beta(attention: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+class GridMask(NamedTuple):
+    """A mask seen from an attention grid: the weights with which each map cell counts inside
+    (``R_h^T M R_w``) and outside (``R_h^T (1 - M) R_w``) when the map is bilinearly upsampled to
+    the mask, and the mask's pixel counts. Made by ``grid_mask``; index it like a tensor."""
+
+    inside: torch.Tensor  # [B, h, w]
+    outside: torch.Tensor  # [B, h, w]
+    inside_count: torch.Tensor  # [B]
+    outside_count: torch.Tensor  # [B]
+
+    def __getitem__(self, index):
+        if isinstance(index, int):  # keep tuple access for the fields
+            return tuple.__getitem__(self, index)
+        return GridMask(*(field[index] for field in self))
+
+    @property
+    def has_object(self) -> torch.Tensor:
+        return self.inside_count > 0
+
+
+def grid_mask(mask: torch.Tensor, grid: tuple[int, int], *, dtype: torch.dtype = torch.float32) -> GridMask:
+    """Pull a binary mask ``[B, H, W]`` back to an attention grid ``(h, w)`` (see ``GridMask``).
+
+    Resizing is linear, so alpha and beta of a map upsampled to the mask equal sums at the map's
+    own size against these weights: the same numbers without building the large resized map.
+    A trainer whose masks stay fixed over several epochs pulls them back once.
+    """
+    mask = _check_mask(mask, mask, dtype=dtype)
+    batch, height, width = mask.shape
+    inside_count = mask.sum(dim=(1, 2))
+    outside_count = height * width - inside_count
+    h, w = grid
+    if (h, w) == (height, width):
+        return GridMask(mask, 1.0 - mask, inside_count, outside_count)
+    rows = _linear_weights(h, height, mask)  # [H, h]
+    cols = _linear_weights(w, width, mask)  # [W, w]
+    # R_h^T M R_w as two plain matrix products (a batched broadcast matmul is ~10x slower on CPU)
+    across = (mask.reshape(batch * height, width) @ cols).reshape(batch, height, w)
+    inside = (across.transpose(1, 2).reshape(batch * w, height) @ rows).reshape(batch, w, h).transpose(1, 2)
+    outside = torch.outer(rows.sum(0), cols.sum(0)) - inside  # R_h^T 1 1^T R_w - R_h^T M R_w
+    return GridMask(inside, outside, inside_count, outside_count)
+
+
+def alpha_beta(attention: torch.Tensor, mask: torch.Tensor | GridMask) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 1: mean attention inside (alpha) and outside (beta) the mask, each ``[B]``.
 
     An empty mask gives alpha = 0, a full mask beta = 0 (never NaN). An attention map of
     another size than the mask is treated as bilinearly resized to the mask's size
-    (``resize``). Since resizing is linear, the sums are taken at the map's own size
-    against the mask pulled back through the interpolation, ``R_h^T M R_w``: the same
-    numbers without building (or backpropagating through) the large resized map.
+    (``resize``), computed without building the resized map (``grid_mask``). ``mask`` may be
+    a binary ``[B, H, W]`` tensor or a ``GridMask`` already pulled back to the map's grid.
     """
-    mask = _check_mask(attention, mask)
-    height, width = mask.shape[-2:]
-    inside_count = mask.sum(dim=(1, 2))
-    outside_count = height * width - inside_count
-    if tuple(attention.shape[-2:]) == (height, width):
-        inside_weights, outside_weights = mask, 1.0 - mask
-    else:
-        rows = _linear_weights(attention.shape[-2], height, mask)  # [H, h]
-        cols = _linear_weights(attention.shape[-1], width, mask)  # [W, w]
-        inside_weights = rows.t() @ mask @ cols  # [B, h, w]
-        outside_weights = rows.t() @ (1.0 - mask) @ cols
-    alpha = (attention * inside_weights).sum(dim=(1, 2)) / inside_count.clamp_min(1.0)
-    beta = (attention * outside_weights).sum(dim=(1, 2)) / outside_count.clamp_min(1.0)
+    if not isinstance(mask, GridMask):
+        if mask.dim() != 3 or attention.dim() != 3 or mask.shape[0] != attention.shape[0]:
+            _check_mask(attention, mask)  # raises with the shapes
+        mask = grid_mask(mask, tuple(attention.shape[-2:]), dtype=attention.dtype)
+    elif tuple(mask.inside.shape) != tuple(attention.shape):
+        raise ValueError(f"a GridMask of shape {tuple(mask.inside.shape)} does not fit attention {tuple(attention.shape)}")
+    alpha = (attention * mask.inside).sum(dim=(1, 2)) / mask.inside_count.clamp_min(1.0)
+    beta = (attention * mask.outside).sum(dim=(1, 2)) / mask.outside_count.clamp_min(1.0)
+    # a full mask's outside weights are 0 only up to float cancellation: make beta exactly 0
+    beta = torch.where(mask.outside_count > 0, beta, torch.zeros_like(beta))
     return alpha, beta
+
+
+REGULARIZERS = ("camal", "suppress")
+EMPTY_MASK_POLICIES = ("skip", "suppress")
 
 
 def camal_loss(
     attention: torch.Tensor,
-    mask: torch.Tensor,
+    mask: torch.Tensor | GridMask,
     *,
-    mode: Literal["camal", "suppress"] = "camal",
+    regularizer: Literal["camal", "suppress"] = "camal",
+    empty_mask: Literal["skip", "suppress"] = "skip",
 ) -> torch.Tensor:
     """Eq. 2's regulariser without lambda: ``mean_b(beta_b - alpha_b)``.
 
-    ``mode="suppress"`` is the suppress-only regulariser of prior work, ``mean_b(beta_b)``.
+    ``regularizer="suppress"`` is the suppress-only regulariser of prior work, ``mean_b(beta_b)``.
+    Samples whose mask is empty have no alpha (Eq. 1 divides by the mask's area):
+    ``empty_mask="skip"`` leaves them out of the mean (a batch of only such samples gives a
+    zero loss that still backpropagates); ``"suppress"`` counts alpha as 0, so they add beta,
+    pushing attention down everywhere on frames with nothing to look at.
     """
+    if regularizer not in REGULARIZERS:
+        raise ValueError(f"unknown regularizer {regularizer!r}; choose one of {REGULARIZERS}")
+    if empty_mask not in EMPTY_MASK_POLICIES:
+        raise ValueError(f"unknown empty-mask policy {empty_mask!r}; choose one of {EMPTY_MASK_POLICIES}")
     alpha, beta = alpha_beta(attention, mask)
-    if mode == "camal":
-        return (beta - alpha).mean()
-    if mode == "suppress":
-        return beta.mean()
-    raise ValueError(f"unknown regulariser mode {mode!r}; choose 'camal' or 'suppress'")
+    terms = beta - alpha if regularizer == "camal" else beta
+    if empty_mask == "suppress":
+        return terms.mean()
+    has_object = mask.has_object if isinstance(mask, GridMask) else mask.flatten(1).any(dim=1).bool()
+    if not bool(has_object.any()):
+        return (attention * 0).sum()
+    return terms[has_object].mean()
 
 
 @torch.no_grad()

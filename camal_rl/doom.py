@@ -1,14 +1,20 @@
 """ViZDoom scenarios as gymnasium environments whose observations carry a segmentation mask.
 
 Every observation is a Dict: ``image`` (uint8 ``[frame_stack * channels, H, W]``, oldest
-frame first) and ``mask`` (uint8 ``[H, W]``, 0/1), the mask of the NEWEST frame in the stack,
-built from ViZDoom's labels buffer and resized so that mask pixel (i, j) covers observation
-pixel (i, j). Because the mask is part of the observation it cannot fall one step behind
-through vector envs or autoreset.
+frame first) and ``mask`` (uint8 ``[screen H, screen W]``, 0/1), the mask of the NEWEST frame in
+the stack, built from ViZDoom's labels buffer at the engine's screen resolution. The mask is
+never resized: attention maps are upsampled to it (``camal.alpha_beta`` does that implicitly),
+so an object covers exactly the pixels its label covers. Because the mask is part of the
+observation it cannot fall one step behind through vector envs or autoreset.
+
+Episodes are seeded: episode ``j`` after ``reset(seed=s)`` runs with ``episode_seed(s, j)``, so an
+episode is a pure function of its seed and its actions. That is what lets a training run resume
+mid-episode bit for bit (``DoomEnv.replay``) and what keeps parallel evaluation reproducible.
 
 Which labelled objects form the mask, the .cfg, the action set and the score range used to
-normalise returns are read from a TOML spec (see ``camal_rl/envs/*.toml``). This module never
-imports torch.
+normalise returns are read from a TOML spec (see ``envs/*.toml`` at the repository root,
+installed as ``camal_rl/envs``). This module never imports torch; the worker processes that feed
+the trainer live in ``camal_rl.vector``.
 """
 
 from __future__ import annotations
@@ -29,7 +35,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-BUNDLED_SPECS = Path(__file__).parent / "envs"
+# Specs live in the repository's top-level envs/; a wheel installs them as camal_rl/envs.
+_INSTALLED_SPECS = Path(__file__).parent / "envs"
+BUNDLED_SPECS = _INSTALLED_SPECS if _INSTALLED_SPECS.is_dir() else Path(__file__).parent.parent / "envs"
+# OpenCV's thread pool buys nothing on 160x120 frames, and a pool inherited by a forked env
+# worker deadlocks it (measured: a worker hung in cv2.setNumThreads). One thread, process-wide.
+cv2.setNumThreads(1)
 # Extra folders of user specs, searched before the bundled ones (os.pathsep-separated).
 SPEC_PATH_VARIABLE = "CAMAL_ENVS"
 # Label values that can never be a target: walls, floor/ceiling, the player's own weapon.
@@ -185,18 +196,21 @@ def labels_to_mask(labels_buffer: np.ndarray, labels: list, spec: ScenarioSpec) 
     return cv2.LUT(labels_buffer, lookup)
 
 
-def resize_mask(mask: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """Observation-sized mask: a pixel is on when any part of the screen area it covers is on.
-
-    Area averaging of 0/255 keeps objects smaller than one observation pixel (distant enemies)."""
-    if mask.shape == tuple(size_hw):
-        return mask
-    coverage = cv2.resize(mask * np.uint8(255), (size_hw[1], size_hw[0]), interpolation=cv2.INTER_AREA)
-    return (coverage > 0).view(np.uint8)
+def episode_seed(base_seed: int, episode_index: int) -> int:
+    """Engine seed of episode ``episode_index`` after ``reset(seed=base_seed)``; episode 0 uses the seed itself."""
+    if episode_index == 0:
+        return int(base_seed) % (2**31)
+    return int(np.random.SeedSequence([int(base_seed) % (2**63), int(episode_index)]).generate_state(1)[0]) % (2**31)
 
 
 class DoomEnv(gym.Env):
-    """One ViZDoom game. See the module docstring for the observation layout."""
+    """One ViZDoom game. See the module docstring for the observation layout.
+
+    Besides the gymnasium API it offers what the trainer's workers use: ``play(action)`` steps
+    and starts the next (seeded) episode by itself, leaving the newest frame in ``frame`` and its
+    mask in ``mask`` without building the stack; ``episode_state()`` and ``replay(...)`` save and
+    restore the position inside the current episode.
+    """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 35}
 
@@ -222,7 +236,6 @@ class DoomEnv(gym.Env):
         self.grayscale = grayscale
         self.clip_reward = clip_reward
         self.render_mode = render_mode
-        self._seed = seed
 
         game = vzd.DoomGame()
         game.load_config(str(spec.config))
@@ -253,24 +266,35 @@ class DoomEnv(gym.Env):
 
         channels = 1 if grayscale else 3
         height, width = self.obs_size
+        self.screen_size = (game.get_screen_height(), game.get_screen_width())
         self.observation_space = gym.spaces.Dict(
             {
                 "image": gym.spaces.Box(0, 255, (frame_stack * channels, height, width), np.uint8),
-                "mask": gym.spaces.Box(0, 1, (height, width), np.uint8),
+                "mask": gym.spaces.Box(0, 1, self.screen_size, np.uint8),
             }
         )
         self.action_space = gym.spaces.Discrete(len(self._actions))
+        self.frame_shape = (channels, height, width)
         self._frames = np.zeros(self.observation_space["image"].shape, np.uint8)
-        self._mask = np.zeros((height, width), np.uint8)
+        self.frame = np.zeros(self.frame_shape, np.uint8)  # newest processed frame
+        self.mask = np.zeros(self.screen_size, np.uint8)  # its mask, screen resolution
         self.screen: np.ndarray | None = None  # native-resolution screen (RGB; grey when no render_mode)
-        self.screen_mask: np.ndarray | None = None  # its native-resolution mask
+        self.base_seed: int | None = seed
+        self.episode_index = -1
+        self.episode_actions: list[int] = []
         self.episode_return = 0.0  # unclipped
+        self.episode_length = 0
+
+    @property
+    def screen_mask(self) -> np.ndarray:
+        """The newest frame's mask at screen resolution (the same array as ``mask``)."""
+        return self.mask
 
     # -- frames ---------------------------------------------------------------------------
-    def _process(self, state) -> tuple[np.ndarray, np.ndarray]:
+    def _process(self, state) -> None:
         screen = state.screen_buffer
-        full_mask = labels_to_mask(state.labels_buffer, state.labels, self.scenario)
-        self.screen, self.screen_mask = screen, full_mask
+        self.screen = screen
+        self.mask = labels_to_mask(state.labels_buffer, state.labels, self.scenario)
         height, width = self.obs_size
         if self.grayscale and not self._engine_gray:
             frame = cv2.transform(screen, ENGINE_GRAY_WEIGHTS)  # same grey as the engine's GRAY8
@@ -278,45 +302,84 @@ class DoomEnv(gym.Env):
             frame = screen
         if frame.shape[:2] != (height, width):
             frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
-        frame = frame[None] if self.grayscale else frame.transpose(2, 0, 1)
-        return frame, resize_mask(full_mask, (height, width))
+        self.frame = frame[None] if self.grayscale else frame.transpose(2, 0, 1)
 
     def _observation(self) -> dict[str, np.ndarray]:
-        return {"image": self._frames.copy(), "mask": self._mask.copy()}
+        return {"image": self._frames.copy(), "mask": self.mask.copy()}
 
-    def _push(self, frame: np.ndarray) -> None:
-        channels = frame.shape[0]
-        self._frames[:-channels] = self._frames[channels:]
-        self._frames[-channels:] = frame
+    # -- episodes ----------------------------------------------------------------------------
+    def _start_episode(self) -> None:
+        self.episode_index += 1
+        if self.base_seed is not None:
+            self.game.set_seed(episode_seed(self.base_seed, self.episode_index))
+        self.game.new_episode()
+        self._process(self.game.get_state())
+        self.episode_actions = []
+        self.episode_return = 0.0
+        self.episode_length = 0
+
+    def _advance(self, action: int) -> tuple[float, bool, bool]:
+        """One agent step of the engine: (raw reward, terminated, truncated); new frame unless finished."""
+        reward = self.game.make_action(self._actions[int(action)], self.frame_skip)
+        self.episode_actions.append(int(action))
+        self.episode_return += reward
+        self.episode_length += 1
+        if not self.game.is_episode_finished():
+            self._process(self.game.get_state())
+            return reward, False, False
+        # No state after the end: the last frame and its mask stay as they were. Only the time
+        # limit truncates; the engine says whether it was reached (counted from the episode's start).
+        truncated = self.game.is_episode_timeout_reached() and not self.game.is_player_dead()
+        return reward, not truncated, truncated
+
+    def play(self, action: int) -> tuple[float, bool, bool, dict | None]:
+        """Step; when the episode ends, start the next one (the same step, CleanRL's autoreset).
+
+        Returns (raw reward, terminated, truncated, {"r": return, "l": length} or None); ``frame``
+        and ``mask`` then hold the newest frame, the next episode's first after an end.
+        """
+        reward, terminated, truncated = self._advance(action)
+        finished = None
+        if terminated or truncated:
+            finished = {"r": self.episode_return, "l": self.episode_length}
+            self._start_episode()
+        return reward, terminated, truncated, finished
+
+    def episode_state(self) -> dict:
+        """Where this env stands: its base seed, episode number and the actions taken in the episode."""
+        return {"base_seed": self.base_seed, "episode_index": self.episode_index, "actions": list(self.episode_actions)}
+
+    def replay(self, state: dict) -> None:
+        """Return to a position saved by ``episode_state`` by replaying the episode from its seed."""
+        if state["base_seed"] is None:
+            raise ValueError("an env without a seed cannot be replayed; give make_env a seed")
+        self.base_seed = int(state["base_seed"])
+        self.episode_index = int(state["episode_index"]) - 1
+        self._start_episode()
+        for action in state["actions"]:
+            _, terminated, truncated = self._advance(action)
+            if terminated or truncated:
+                raise RuntimeError("replayed actions end the episode early: the saved state belongs to another scenario or engine")
+        self._frames = np.repeat(self.frame, self.frame_stack, axis=0)  # the stack is the learner's, not replayed
 
     # -- gymnasium API ----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if seed is not None:
-            self.game.set_seed(int(seed) % (2**31))
-        self.game.new_episode()
-        frame, self._mask = self._process(self.game.get_state())
-        self._frames = np.repeat(frame, self.frame_stack, axis=0)  # stack starts as copies
-        self.episode_return = 0.0
-        self._length = 0
+            self.base_seed, self.episode_index = int(seed), -1
+        self._start_episode()
+        self._frames = np.repeat(self.frame, self.frame_stack, axis=0)  # stack starts as copies
         return self._observation(), {}
 
     def step(self, action):
-        reward = self.game.make_action(self._actions[int(action)], self.frame_skip)
-        self.episode_return += reward
-        self._length += 1
-        finished = self.game.is_episode_finished()
+        reward, terminated, truncated = self._advance(action)
         info: dict[str, Any] = {"raw_reward": reward}
-        if finished:
-            # No state after the end: the last frame and its mask stay as they were.
-            timeout = self.game.get_episode_timeout()
-            truncated = bool(timeout and self.game.get_episode_time() >= timeout and not self.game.is_player_dead())
-            terminated = not truncated
-            info["episode"] = {"r": self.episode_return, "l": self._length}
+        if terminated or truncated:
+            info["episode"] = {"r": self.episode_return, "l": self.episode_length}
         else:
-            terminated = truncated = False
-            frame, self._mask = self._process(self.game.get_state())
-            self._push(frame)
+            channels = self.frame.shape[0]
+            self._frames[:-channels] = self._frames[channels:]
+            self._frames[-channels:] = self.frame
         if self.clip_reward:
             reward = float(np.clip(reward, -1.0, 1.0))
         return self._observation(), float(reward), terminated, truncated, info
@@ -350,9 +413,10 @@ def make_vector_env(
     asynchronous: bool = False,
     **env_kwargs,
 ) -> gym.vector.VectorEnv:
-    """``num_envs`` copies with seeds ``seed + i``; autoreset in the same step (CleanRL's convention).
+    """Gymnasium vector env of ``num_envs`` copies with seeds ``seed + i``; autoreset in the same step.
 
-    The spec is loaded here first so that a bad name fails in this process with its message.
+    For users of the gymnasium API; the trainer uses ``camal_rl.vector.DoomVector``, which ships
+    only the newest frame. The spec is loaded here first so that a bad name fails in this process.
     """
     load_spec(name_or_path)
     factories = [

@@ -1,13 +1,17 @@
 """PPO + CAMAL for ViZDoom, CleanRL style: ``python -m camal_rl.ppo --env basic``.
 
 One file holds one training run: arguments, agent, rollout, PPO update with the CAMAL term,
-evaluation, logging, checkpoints. The loss core lives in ``camal_rl.camal`` and the
-environment in ``camal_rl.doom``.
+evaluation, logging, checkpoints. The loss core lives in ``camal_rl.camal``, the environment in
+``camal_rl.doom`` and the env workers that feed the rollout in ``camal_rl.vector``.
 
 The CAMAL term (paper section 3.3): Grad-CAM of the critic value V(s) at the last conv layer,
-taken from the minibatch's own forward pass, normalised, resized to the label-buffer mask and
-added as ``camal_coef * mean(beta - alpha)``. ``--camal-coef 0`` is Vanilla PPO and computes no
+taken from the minibatch's own forward pass, normalised, compared with the label-buffer mask at
+the engine's screen resolution (the map is upsampled to it) and added as
+``camal_coef * mean(beta - alpha)``. ``--camal-coef 0`` is Vanilla PPO and computes no
 attention during the update.
+
+The rollout keeps one frame per env and step (``FrameStorage``); the 4-frame stacks the agent
+sees are assembled by indexing, in the rollout and in every minibatch.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import random
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Literal, Optional
 
@@ -30,7 +34,7 @@ from torch.distributions.categorical import Categorical
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from camal_rl import camal, doom
+from camal_rl import camal, doom, overlay, vector
 from camal_rl.files import atomic_path, write_text_atomic
 
 CHECKPOINT = "checkpoint.pt"
@@ -42,7 +46,7 @@ class Args:
     """PPO + CAMAL on a ViZDoom scenario. Defaults are the paper's Table 8 except where noted."""
 
     env: str = "basic"
-    """scenario spec name (see camal_rl/envs) or path to a .toml spec"""
+    """scenario spec name (see envs/) or path to a .toml spec"""
     seed: int = 1
     torch_deterministic: bool = True
     cuda: bool = field(default_factory=torch.cuda.is_available)
@@ -77,6 +81,8 @@ class Args:
     """attention method of camal_rl.camal (signed-gradcam: no ReLU, never all-zero; see README)"""
     create_graph: bool = True
     """differentiate through the Grad-CAM channel weights (the head above the features)"""
+    empty_mask: Literal["skip", "suppress"] = "skip"
+    """frames whose mask is empty: skip = no CAMAL term (Eq. 1's alpha is undefined); suppress = add beta"""
 
     frame_skip: int = 4
     frame_stack: int = 4
@@ -85,22 +91,24 @@ class Args:
     """observation height width; 60x80 halves ViZDoom's 120x160 exactly (fastest on CPU, see README)"""
     grayscale: bool = True
     resolution: Optional[str] = None
-    """ViZDoom screen resolution; default: the spec's (RES_160X120)"""
+    """ViZDoom screen resolution (= the mask's); default: the spec's (RES_160X120)"""
     paper_frames: bool = False
     """the paper's setting: ViZDoom's native 240x320 colour frames (RES_320X240)"""
-    async_envs: bool = False
-    """one process per env (slower than in-process envs on 2 cores; see README)"""
+    env_workers: Optional[int] = None
+    """env worker processes (0 = step the envs in this process); default: 0 on <= 2 cores, else one per spare core"""
+    env_groups: Optional[int] = None
+    """envs step in this many groups while the policy acts for the others (2 = double-buffered); default: 2 with workers and a GPU, else 1"""
     threads: int = 0
-    """torch CPU threads; 0 = number of cores"""
+    """torch CPU threads; 0 = all cores on a CPU, the cores the env workers leave with a GPU"""
 
     eval_interval: int = 100_000
     """evaluate every this many agent steps (0: only at the end)"""
     eval_episodes: int = 10
-    """episodes per evaluation (0: no evaluation)"""
+    """episodes per evaluation, played in parallel envs (0: no evaluation)"""
+    eval_image_frames: int = 8
+    """evaluation frames drawn with their attention into TensorBoard at each evaluation (0: none)"""
     checkpoint_interval: int = 10
     """checkpoint every this many iterations (and at the end)"""
-    attention_sample: int = 256
-    """rollout frames used per iteration to log attention/alpha, beta, iou"""
     progress: bool = True
 
     @property
@@ -118,6 +126,15 @@ class Args:
     @property
     def num_iterations(self) -> int:
         return max(1, self.total_timesteps // self.batch_size)
+
+    @classmethod
+    def from_saved(cls, saved: dict, **overrides) -> "Args":
+        """Args from a checkpoint or summary; keys this version does not know are dropped."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in saved.items() if k in known}
+        if "obs_size" in values:
+            values["obs_size"] = tuple(values["obs_size"])
+        return cls(**{**values, **overrides})
 
 
 class TrainingError(Exception):
@@ -140,6 +157,10 @@ def validate(args: Args) -> None:
         )
     if args.camal_coef < 0:
         raise TrainingError("--camal-coef must be >= 0 (0 = Vanilla)")
+    if args.env_workers is not None and args.env_workers < 0:
+        raise TrainingError("--env-workers must be >= 0 (0 = envs in this process)")
+    if args.env_groups is not None and not 1 <= args.env_groups <= args.num_envs:
+        raise TrainingError(f"--env-groups must be between 1 and --num-envs ({args.num_envs})")
 
 
 # ---------------------------------------------------------------------------------------
@@ -164,7 +185,8 @@ class Agent(nn.Module):
             nn.ReLU(),  # Grad-CAM features: the last conv layer's activations
         )
         with torch.no_grad():
-            flat = self.conv(torch.zeros(1, channels, height, width)).numel()
+            grid = self.conv(torch.zeros(1, channels, height, width))
+        flat, self.feature_grid = grid.numel(), tuple(grid.shape[-2:])
         self.fc = nn.Sequential(nn.Flatten(), layer_init(nn.Linear(flat, 512)), nn.ReLU())
         self.actor = layer_init(nn.Linear(512, num_actions), std=0.01)
         self.critic = layer_init(nn.Linear(512, 1), std=1)
@@ -175,7 +197,8 @@ class Agent(nn.Module):
 
     def forward(self, x: torch.Tensor):
         """uint8 frames -> (action logits, value [B], last-conv features [B, 64, h, w])."""
-        features = self.conv((x.float() / 255.0).contiguous(memory_format=torch.channels_last))
+        # uint8 -> channels-last first (a quarter of the bytes to move), then scale in place
+        features = self.conv(x.contiguous(memory_format=torch.channels_last).float().div_(255.0))
         hidden = self.fc(features)
         return self.actor(hidden), self.critic(hidden).squeeze(-1), features
 
@@ -190,34 +213,125 @@ class Agent(nn.Module):
         return action, probs.log_prob(action), probs.entropy(), value, features
 
 
-def _forward_with_attention(agent: Agent, obs: torch.Tensor, method: str):
-    """One forward: (logits, V(s), normalised Grad-CAM of V(s) at observation size), all detached.
+def act_with_attention(agent: Agent, obs: torch.Tensor, size: tuple[int, int], *, method: str = "gradcam",
+                       generator: Optional[torch.Generator] = None):
+    """Action, V(s) and normalised Grad-CAM of V(s) at ``size`` from one forward pass.
 
-    ``autograd.grad`` leaves parameter ``.grad`` untouched, so this never affects training."""
-    with torch.enable_grad():
+    Actions are drawn from ``generator`` (evaluation, videos), never from the training stream."""
+
+    def forward():
         logits, value, features = agent(obs)
-        maps = camal.attention_map(features, value, tuple(obs.shape[-2:]), method=method, create_graph=False)
-    return logits.detach(), value.detach(), maps.detach()
+        return features, value, (logits, value)
+
+    (logits, value), maps = camal.inspect_attention(forward, size, method=method)
+    action = torch.multinomial(torch.softmax(logits, dim=-1), 1, replacement=True, generator=generator).squeeze(1)
+    return action, value, maps
 
 
-def value_attention(agent: Agent, obs: torch.Tensor, *, method: str = "gradcam") -> torch.Tensor:
-    """Normalised Grad-CAM of V(s) at observation size ``[B, H, W]``."""
-    return _forward_with_attention(agent, obs, method)[2]
+def value_attention(agent: Agent, obs: torch.Tensor, size: tuple[int, int], *, method: str = "gradcam") -> torch.Tensor:
+    """Normalised Grad-CAM of V(s) at ``size``, ``[B, *size]``."""
+    def forward():
+        _, value, features = agent(obs)
+        return features, value, ()
 
-
-def act_with_attention(agent: Agent, obs: torch.Tensor, *, method: str = "gradcam"):
-    """Sampled action, V(s) and its Grad-CAM from a single forward pass (evaluation, videos)."""
-    logits, value, maps = _forward_with_attention(agent, obs, method)
-    return Categorical(logits=logits).sample(), value, maps
+    return camal.inspect_attention(forward, size, method=method)[1]
 
 
 # ---------------------------------------------------------------------------------------
-# Environments, seeding, run folder
+# Rollout storage: single frames; stacks are assembled by indexing
+# ---------------------------------------------------------------------------------------
+class FrameStorage:
+    """One frame per env and step instead of a 4-frame stack per step.
+
+    Slot ``t + S - 1`` holds the newest frame of step ``t``'s observation, ``t = 0 .. T`` (``T``
+    is the bootstrap observation); slots ``0 .. S-2`` hold the frames before the rollout. A stack
+    never reaches back before its episode's first frame: those positions repeat that frame, as
+    ``DoomEnv``'s own stack does after a reset. Masks stay at screen resolution.
+    """
+
+    def __init__(self, num_steps: int, num_envs: int, frame_stack: int, frame_shape, mask_shape, device):
+        self.num_steps, self.num_envs, self.stack = num_steps, num_envs, frame_stack
+        self.device = device
+        self.frames = torch.zeros((num_steps + frame_stack, num_envs, *frame_shape), dtype=torch.uint8, device=device)
+        self.masks = torch.zeros((num_steps + 1, num_envs, *mask_shape), dtype=torch.uint8, device=device)
+        self.first_slot = np.zeros((num_steps + 1, num_envs), dtype=np.int64)  # first slot of each step's episode
+        self.episode_first = np.zeros(num_envs, dtype=np.int64)
+        self._offsets = np.arange(frame_stack)
+        self._envs = torch.arange(num_envs, device=device)
+        self._first_slot_device: Optional[torch.Tensor] = None
+        self.host_registered = False
+        # Pinned staging: the copy to the GPU is asynchronous; the policy's .cpu() before the
+        # next step synchronises the stream, so the staging buffer is free again by then.
+        if device.type != "cpu":
+            self._frame_staging = torch.empty((num_envs, *frame_shape), dtype=torch.uint8, pin_memory=True)
+            self._mask_staging = torch.empty((num_envs, *mask_shape), dtype=torch.uint8, pin_memory=True)
+
+    def nbytes(self) -> int:
+        return self.frames.numel() + self.masks.numel()
+
+    def put(self, t: int, frames: np.ndarray, masks: np.ndarray, episode_starts: np.ndarray,
+            envs: slice = slice(None)) -> None:
+        """Store step ``t``'s newest frames and masks of ``envs`` (the arrays' rows ``envs``);
+        ``episode_starts`` marks first frames of episodes."""
+        slot = t + self.stack - 1
+        frames, masks = frames[envs], masks[envs]
+        if self.device.type == "cpu" or self.host_registered:
+            # from shared memory that CUDA has pinned (or on a CPU): no staging copy
+            self.frames[slot, envs].copy_(torch.from_numpy(frames), non_blocking=True)
+            self.masks[t, envs].copy_(torch.from_numpy(masks), non_blocking=True)
+        else:
+            self._frame_staging[envs].numpy()[:] = frames
+            self._mask_staging[envs].numpy()[:] = masks
+            self.frames[slot, envs].copy_(self._frame_staging[envs], non_blocking=True)
+            self.masks[t, envs].copy_(self._mask_staging[envs], non_blocking=True)
+        self.episode_first[envs][episode_starts[envs]] = slot
+        self.first_slot[t, envs] = self.episode_first[envs]
+        self._first_slot_device = None
+
+    def observation(self, t: int, envs: slice = slice(None)) -> torch.Tensor:
+        """The stacked observations of step ``t`` for ``envs``, ``[E, S*C, H, W]``."""
+        first = self.first_slot[t, envs]
+        slots = np.maximum(t + self._offsets[None, :], first[:, None])
+        stacked = self.frames[torch.as_tensor(slots, device=self.device), self._envs[envs, None]]  # [E, S, C, H, W]
+        return stacked.flatten(1, 2)
+
+    def minibatch(self, flat_indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(stacked observations ``[B, S*C, H, W]``, masks ``[B, sH, sW]``) for flat (step, env) indices."""
+        if self._first_slot_device is None:
+            self._first_slot_device = torch.as_tensor(self.first_slot[: self.num_steps], device=self.device)
+        steps = torch.div(flat_indices, self.num_envs, rounding_mode="floor")
+        envs = flat_indices % self.num_envs
+        offsets = torch.arange(self.stack, device=self.device)
+        slots = torch.maximum(steps[:, None] + offsets[None, :], self._first_slot_device[steps, envs][:, None])
+        return self.frames[slots, envs[:, None]].flatten(1, 2), self.masks[steps, envs]
+
+    def carry_over(self) -> None:
+        """After the update: the bootstrap observation becomes step 0 of the next rollout."""
+        T = self.num_steps
+        self.frames[: self.stack] = self.frames[T : T + self.stack].clone()
+        self.masks[0] = self.masks[T]
+        self.episode_first = np.maximum(self.episode_first - T, 0)
+        self.first_slot[0] = self.episode_first
+        self._first_slot_device = None
+
+    def state(self) -> dict:
+        return {"frames": self.frames[: self.stack].cpu(), "mask": self.masks[0].cpu(),
+                "episode_first": self.episode_first.copy()}
+
+    def load_state(self, state: dict) -> None:
+        self.frames[: self.stack] = state["frames"].to(self.device)
+        self.masks[0] = state["mask"].to(self.device)
+        self.episode_first = np.asarray(state["episode_first"], dtype=np.int64).copy()
+        self.first_slot[0] = self.episode_first
+        self._first_slot_device = None
+
+
+# ---------------------------------------------------------------------------------------
+# Environments, seeding, run folder, checkpoints
 # ---------------------------------------------------------------------------------------
 def env_kwargs(args: Args) -> dict:
     kwargs = dict(
         frame_skip=args.frame_skip,
-        frame_stack=args.frame_stack,
         obs_size=tuple(args.obs_size),
         grayscale=args.grayscale,
         clip_reward=False,  # the trainer clips, so that episodic returns stay unclipped
@@ -226,6 +340,34 @@ def env_kwargs(args: Args) -> dict:
     if args.paper_frames:
         kwargs.update(obs_size=(240, 320), grayscale=False, resolution="RES_320X240")
     return kwargs
+
+
+def pin_host_memory(memory) -> Optional[int]:
+    """Page-lock the env buffers for CUDA so frames go to the GPU without a staging copy.
+
+    Returns the address to unpin later, or None where CUDA refuses (the staging path is used)."""
+    import ctypes
+
+    try:
+        address = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+        if int(torch.cuda.cudart().cudaHostRegister(address, len(memory), 0)) == 0:
+            return address
+    except (RuntimeError, AttributeError, TypeError, ValueError):
+        pass
+    return None
+
+
+def env_group_count(args: Args, device: torch.device, workers: int) -> int:
+    """Double-buffered sampling (2 groups) where env workers and a GPU can overlap; else 1."""
+    if args.env_groups is not None:
+        return args.env_groups
+    return 2 if workers >= 2 and device.type == "cuda" else 1
+
+
+def env_worker_count(args: Args, device: torch.device) -> int:
+    if args.env_workers is not None:
+        return min(args.env_workers, args.num_envs)
+    return vector.default_workers(args.num_envs, device.type == "cuda")
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -259,10 +401,11 @@ def atomic_save(obj, path: Path) -> None:
         torch.save(obj, partial)
 
 
-def load_checkpoint(run_dir: Path) -> dict:
-    path = run_dir / CHECKPOINT
+def load_checkpoint(run_dir: Path, *, purpose: str = "--resume") -> dict:
+    path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
-        raise TrainingError(f"no checkpoint at {path}; --resume needs a run folder written by camal-train")
+        raise TrainingError(f"no checkpoint at {path}; {purpose} needs a run folder written by camal-train "
+                            f"(it saves checkpoint.pt every --checkpoint-interval iterations)")
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # torch raises many types for a damaged file
@@ -288,36 +431,148 @@ def default_run_dir(args: Args) -> Path:
     return Path("runs") / f"{Path(args.env).stem}__{args.method}__{args.seed}__{int(time.time())}"
 
 
+def start_or_resume(args: Args) -> tuple[Args, Path, Optional[dict]]:
+    """(the run's args, its folder, the checkpoint to continue from or None); nothing is written."""
+    if not args.resume:
+        validate(args)
+        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args)
+        if (run_dir / CHECKPOINT).exists():
+            raise TrainingError(f"{run_dir} already holds a run; use --resume {run_dir} or another --run-dir")
+        args.run_dir = str(run_dir)
+        return args, run_dir, None
+    run_dir = Path(args.resume)
+    checkpoint = load_checkpoint(run_dir)
+    saved = dict(checkpoint["args"])
+    if args.env != Args.env and args.env != saved["env"]:
+        raise TrainingError(f"checkpoint {run_dir / CHECKPOINT} is for env {saved['env']!r}, not {args.env!r}")
+    if "env_states" not in checkpoint:
+        raise TrainingError(f"checkpoint {run_dir / CHECKPOINT} was written by an older camal-rl without environment "
+                            f"states; it can be recorded (camal-record) but not resumed")
+    resumed = Args.from_saved(saved, resume=str(run_dir), run_dir=str(run_dir), cuda=args.cuda, progress=args.progress)
+    validate(resumed)
+    return resumed, run_dir, checkpoint
+
+
 # ---------------------------------------------------------------------------------------
 # Evaluation: return and attention IoU of Grad-CAM of V(s) vs the label mask
 # ---------------------------------------------------------------------------------------
-def evaluate(agent: Agent, args: Args, device: torch.device, *, episodes: int, seed: int) -> dict:
-    env = doom.make_env(args.env, seed=seed, **env_kwargs(args))
-    returns, ious, skipped = [], [], 0
-    try:
-        for episode in range(episodes):
-            obs, _ = env.reset(seed=seed + episode)
-            done = False
-            while not done:
-                image = torch.as_tensor(obs["image"][None], device=device)
-                mask = torch.as_tensor(obs["mask"][None], device=device)
-                action, _, maps = act_with_attention(agent, image, method=args.attention)
-                if mask.any():
-                    ious.append(camal.attention_iou(maps, mask).item())
-                else:
-                    skipped += 1
-                obs, _, terminated, truncated, info = env.step(int(action))
-                done = terminated or truncated
-            returns.append(info["episode"]["r"])
-    finally:
-        env.close()
-    return {
-        "return_mean": float(np.mean(returns)),
-        "return_std": float(np.std(returns)),
+def evaluate(agent: Agent, envs: vector.DoomVector, args: Args, device: torch.device, *, episodes: int,
+             keep_frames: int = 0) -> dict:
+    """``episodes`` episodes spread over the parallel ``envs`` (env ``e`` plays its ``e``-th,
+    ``(e+n)``-th, ... share, with its own seeded episodes), actions from an own generator.
+
+    IoU and the share of all-zero maps are over frames whose mask is non-empty. With
+    ``keep_frames`` it also returns that many evenly spaced such frames of env 0's first episode.
+    """
+    generator = torch.Generator(device=device).manual_seed(args.seed + 10_000)
+    n = envs.num_envs
+    share = np.array([len(range(e, episodes, n)) for e in range(n)])
+    played = np.zeros(n, dtype=int)
+    returns: list[tuple[int, int, float]] = []
+    ious, zero_maps, skipped = [], 0, 0
+    candidates: list[tuple[torch.Tensor, torch.Tensor]] = []
+    envs.reset()
+    newest = torch.as_tensor(envs.frames, device=device)
+    channels = newest.shape[1]
+    stacks = newest.repeat(1, args.frame_stack, 1, 1)
+    while (played < share).any():
+        active = played < share
+        masks = torch.as_tensor(envs.masks, device=device)
+        action, _, maps = act_with_attention(agent, stacks, tuple(masks.shape[-2:]), method=args.attention,
+                                             generator=generator)
+        has_object = masks.flatten(1).any(1).bool() & torch.as_tensor(active, device=device)
+        if has_object.any():
+            ious += camal.attention_iou(maps[has_object], masks[has_object]).tolist()
+            zero_maps += int((maps[has_object].flatten(1).amax(1) == 0).sum())
+        skipped += int((active & ~has_object.cpu().numpy()).sum())
+        if keep_frames and played[0] == 0 and bool(has_object[0]):
+            candidates.append((stacks[0].clone(), masks[0].clone()))
+        envs.step(np.where(active, action.cpu().numpy(), -1))
+        for e in np.flatnonzero(envs.episode_starts & active):
+            returns.append((e, played[e], float(envs.finished_returns[e])))
+            played[e] += 1
+        newest = torch.as_tensor(envs.frames, device=device)
+        stacks = torch.cat([stacks[:, channels:], newest], dim=1)
+        starts = torch.as_tensor(envs.episode_starts, device=device)
+        stacks[starts] = newest[starts].repeat(1, args.frame_stack, 1, 1)
+    values = [r for _, _, r in sorted(returns)]
+    result = {
+        "return_mean": float(np.mean(values)),
+        "return_std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+        "episodes": len(values),
         "iou_mean": float(np.mean(ious)) if ious else float("nan"),
         "iou_frames": len(ious),
         "iou_skipped_empty_mask": skipped,
+        "zero_map_fraction": zero_maps / len(ious) if ious else float("nan"),
     }
+    if keep_frames and candidates:
+        picks = np.linspace(0, len(candidates) - 1, min(keep_frames, len(candidates))).round().astype(int)
+        result["frames"] = (torch.stack([candidates[i][0] for i in picks]), torch.stack([candidates[i][1] for i in picks]))
+    return result
+
+
+def attention_grid(agent: Agent, stacks: torch.Tensor, masks: torch.Tensor, args: Args, tile_height: int = 120) -> np.ndarray:
+    """The fixed evaluation frames with the agent's current attention and the mask outline, one image."""
+    size = tuple(masks.shape[-2:])
+    maps = value_attention(agent, stacks, size, method=args.attention)  # no sampling: the training RNG stays untouched
+    channels = stacks.shape[1] // args.frame_stack
+    tiles = []
+    for stack, mask, attention in zip(stacks.cpu().numpy(), masks.cpu().numpy(), maps.cpu().numpy()):
+        newest = overlay.to_rgb(stack[-channels:])
+        screen = overlay.fit_height(newest, size[0])  # the frame at the mask's resolution
+        tiles.append(overlay.fit_height(overlay.draw_attention(screen, attention, mask), tile_height))
+    return overlay.tile(tiles, columns=min(4, len(tiles)))
+
+
+def measure_attention(features: torch.Tensor, value: torch.Tensor, maps: Optional[torch.Tensor], masks: torch.Tensor,
+                      args: Args) -> dict:
+    """attention/* scalars from a minibatch before its update: alpha, beta, IoU, all-zero and empty shares.
+
+    CAMAL passes the maps it trains on; Vanilla's are taken here (a backward through the heads only)."""
+    with torch.no_grad():
+        if maps is None:
+            with torch.enable_grad():
+                maps = camal.normalize(camal.attention(features, value, method=args.attention, create_graph=False))
+        maps = maps.detach()
+        alpha, beta = camal.alpha_beta(maps, masks)
+        iou = camal.attention_iou(maps, masks)
+        has_object = torch.isfinite(iou)
+        return {
+            "attention/alpha": alpha[has_object].mean().item() if has_object.any() else None,
+            "attention/beta": beta.mean().item(),
+            "attention/iou": iou[has_object].mean().item() if has_object.any() else None,
+            "attention/zero_map_fraction": (maps.flatten(1).amax(1) == 0).float().mean().item(),
+            "attention/empty_mask_fraction": 1.0 - has_object.float().mean().item(),
+        }
+
+
+# ---------------------------------------------------------------------------------------
+# Logging and checkpoints
+# ---------------------------------------------------------------------------------------
+def log_iteration(writer: SummaryWriter, step: int, values: dict) -> None:
+    for tag, value in values.items():
+        if value is not None and np.isfinite(value):
+            writer.add_scalar(tag, value, step)
+
+
+def save_checkpoint(run_dir: Path, agent: Agent, optimizer, args: Args, envs: vector.DoomVector, storage: FrameStorage,
+                    **progress) -> None:
+    atomic_save(
+        {
+            "agent": agent.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "env": args.env,
+            "obs_shape": agent.obs_shape,
+            "num_actions": agent.num_actions,
+            "action_names": envs.action_names,
+            "args": asdict(args),
+            "rng": rng_state(),
+            "env_states": envs.state(),  # each env's episode seed and actions: replayed on resume
+            "storage": storage.state(),
+            **progress,
+        },
+        run_dir / CHECKPOINT,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -325,111 +580,122 @@ def evaluate(agent: Agent, args: Args, device: torch.device, *, episodes: int, s
 # ---------------------------------------------------------------------------------------
 def train(args: Args, *, on_rollout: Optional[Callable[[int, dict], None]] = None) -> dict:
     """Run (or resume) one training run; returns the summary. ``on_rollout`` is a test hook."""
-    checkpoint = None
-    if args.resume:
-        run_dir = Path(args.resume)
-        checkpoint = load_checkpoint(run_dir)
-        saved = dict(checkpoint["args"])
-        if args.env != Args.env and args.env != saved["env"]:
-            raise TrainingError(f"checkpoint {run_dir / CHECKPOINT} is for env {saved['env']!r}, not {args.env!r}")
-        args = Args(**{**saved, "resume": str(run_dir), "run_dir": str(run_dir),
-                       "cuda": args.cuda, "progress": args.progress})
-    validate(args)
+    args, run_dir, checkpoint = start_or_resume(args)
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    workers = env_worker_count(args, device)
+    # On a CPU the workers sleep while the learner updates, so it takes every core; with a GPU
+    # the learner needs little CPU and leaves the cores to the workers.
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(args.threads or (max(1, cores - workers) if device.type == "cuda" else cores))
     seed_everything(args.seed, args.torch_deterministic)
 
-    envs = doom.make_vector_env(
-        args.env, num_envs=args.num_envs, seed=args.seed, asynchronous=args.async_envs, **env_kwargs(args)
-    )
-    obs_space = envs.single_observation_space
-    agent = Agent(obs_space["image"].shape, int(envs.single_action_space.n)).to(device)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
-    start_iteration, global_step, elapsed_before = 1, 0, 0.0
-    recent_returns: deque = deque(maxlen=20)
-    last_eval: dict = {}
-    if checkpoint is not None:
-        try:
-            restore_agent(agent, checkpoint, args.env, run_dir / CHECKPOINT)
-            optimizer.load_state_dict(checkpoint["optimizer"])
-        except Exception:
-            envs.close()
-            raise
-        start_iteration = checkpoint["iteration"] + 1
-        global_step = checkpoint["global_step"]
-        elapsed_before = checkpoint.get("wall_time_s", 0.0)
-        recent_returns.extend(checkpoint.get("recent_returns", []))
-        last_eval = checkpoint.get("last_eval", {})
-        set_rng_state(checkpoint["rng"])
+    # Env workers are forked: start them before the learner touches CUDA.
+    envs = vector.DoomVector(args.env, num_envs=args.num_envs, seed=args.seed, workers=workers, **env_kwargs(args))
+    eval_envs, pinned = None, None
+    try:
+        if args.eval_episodes:
+            eval_envs = vector.DoomVector(args.env, num_envs=min(args.eval_episodes, args.num_envs), seed=args.seed + 10_000,
+                                          workers=min(workers, args.eval_episodes), **env_kwargs(args))
+        frame_shape = (args.frame_stack * envs.frame_shape[0], *envs.frame_shape[1:])
+        agent = Agent(frame_shape, envs.num_actions).to(device)
+        optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+        storage = FrameStorage(args.num_steps, args.num_envs, args.frame_stack, envs.frame_shape, envs.mask_shape, device)
+        if device.type == "cuda":
+            pinned = pin_host_memory(envs.buffers.memory)
+            storage.host_registered = pinned is not None
+        return _train_loop(args, run_dir, checkpoint, device, envs, eval_envs, agent, optimizer, storage, workers, on_rollout)
+    finally:
+        if pinned is not None:
+            torch.cuda.cudart().cudaHostUnregister(pinned)
+        envs.close()
+        if eval_envs is not None:
+            eval_envs.close()
+
+
+def _train_loop(args, run_dir, checkpoint, device, envs, eval_envs, agent, optimizer, storage, workers, on_rollout) -> dict:
+    # ---- start or resume ---------------------------------------------------------------
+    progress = {"iteration": 0, "global_step": 0, "train_time_s": 0.0, "eval_time_s": 0.0,
+                "recent_returns": [], "last_eval": {}, "dead_attention_step": None, "grid": None}
+    next_done = torch.zeros(args.num_envs, device=device)
+    if checkpoint is None:
+        envs.reset()
+        storage.put(0, envs.frames, envs.masks, envs.episode_starts)
     else:
-        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args)
-        if (run_dir / CHECKPOINT).exists():
-            envs.close()
-            raise TrainingError(f"{run_dir} already holds a run; use --resume {run_dir} or another --run-dir")
+        restore_agent(agent, checkpoint, args.env, run_dir / CHECKPOINT)
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        progress.update({k: checkpoint[k] for k in progress if k in checkpoint})
+        envs.restore(checkpoint["env_states"])  # replays each env to where it stood
+        storage.load_state(checkpoint["storage"])
+        if not np.array_equal(envs.frames, checkpoint["storage"]["frames"][-1].numpy()):
+            tqdm.write("camal-train: warning: the replayed environments differ from the checkpoint's frames; "
+                       "the run continues but not bit-identically", file=sys.stderr)
+        next_done = checkpoint["next_done"].to(device)
+        set_rng_state(checkpoint["rng"])
+    global_step = progress["global_step"]
+    recent_returns: deque = deque(progress["recent_returns"], maxlen=20)
     run_dir.mkdir(parents=True, exist_ok=True)
-    args.run_dir = str(run_dir)
     writer = SummaryWriter(str(run_dir))
     if checkpoint is None:
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
 
-    # Rollout storage; masks sit beside their observations.
-    image_shape, mask_shape = obs_space["image"].shape, obs_space["mask"].shape
-    obs = torch.zeros((args.num_steps, args.num_envs) + image_shape, dtype=torch.uint8, device=device)
-    masks = torch.zeros((args.num_steps, args.num_envs) + mask_shape, dtype=torch.uint8, device=device)
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
     logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
     rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
     dones = torch.zeros((args.num_steps, args.num_envs), device=device)
     values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    env_groups = envs.groups(env_group_count(args, device, envs.workers))
 
-    # A resumed run starts fresh episodes: seed them apart from the first start.
-    next_obs, _ = envs.reset(seed=args.seed + 1000 * (start_iteration - 1))
-    next_image = torch.as_tensor(next_obs["image"], device=device)
-    next_mask = torch.as_tensor(next_obs["mask"], device=device)
-    next_done = torch.zeros(args.num_envs, device=device)
-    running_returns = np.zeros(args.num_envs)
-    running_lengths = np.zeros(args.num_envs, dtype=int)
+    def finish_step(step: int, group: slice) -> None:
+        """Collect one group's env step: rewards, done flags, the next frames, finished episodes."""
+        nonlocal next_done
+        envs.step_wait(group)
+        reward = np.clip(envs.rewards[group], -1.0, 1.0) if args.clip_reward else envs.rewards[group]
+        rewards[step, group] = torch.as_tensor(reward, dtype=torch.float32, device=device)
+        done = envs.terminated[group] | envs.truncated[group]
+        next_done[group] = torch.as_tensor(done, dtype=torch.float32, device=device)
+        storage.put(step + 1, envs.frames, envs.masks, envs.episode_starts, group)
+        logged_step = rollout_start_step + (step + 1) * args.num_envs
+        for i in group.start + np.flatnonzero(done):
+            recent_returns.append(float(envs.finished_returns[i]))
+            writer.add_scalar("charts/episodic_return", envs.finished_returns[i], logged_step)
+            writer.add_scalar("charts/episodic_length", envs.finished_lengths[i], logged_step)
+
     next_eval_step = (global_step // args.eval_interval + 1) * args.eval_interval if args.eval_interval else None
-
-    start_time = time.time()
-    start_step = global_step
-    eval_seconds = 0.0  # excluded from SPS: it measures training speed
-    warned_dead_maps = False
+    start_step, session_start = global_step, time.time()
+    eval_seconds = 0.0
     bar = tqdm(total=args.total_timesteps, initial=global_step, unit="step", disable=not args.progress,
                dynamic_ncols=True, desc=f"{Path(args.env).stem}/{args.method}/{args.seed}")
     try:
-        for iteration in range(start_iteration, args.num_iterations + 1):
+        for iteration in range(progress["iteration"] + 1, args.num_iterations + 1):
             if args.anneal_lr:
                 frac = 1.0 - (iteration - 1.0) / args.num_iterations
                 optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
             # ---- rollout ------------------------------------------------------------------
+            # Double-buffered when there are several env groups: one group's envs step while the
+            # policy acts for the next. Each env's action still comes from the same policy and
+            # its own observation, and the groups are the same whichever backend runs them.
+            rollout_start_step = global_step
             for step in range(args.num_steps):
-                global_step += args.num_envs
-                obs[step], masks[step], dones[step] = next_image, next_mask, next_done
-                with torch.no_grad():
-                    action, logprob, _, value, _ = agent.get_action_and_value(next_image)
-                values[step], actions[step], logprobs[step] = value, action, logprob
-                next_obs, raw_reward, terminations, truncations, _ = envs.step(action.cpu().numpy())
-                reward = np.clip(raw_reward, -1.0, 1.0) if args.clip_reward else raw_reward
-                rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
-                done = np.logical_or(terminations, truncations)
-                next_image = torch.as_tensor(next_obs["image"], device=device)
-                next_mask = torch.as_tensor(next_obs["mask"], device=device)
-                next_done = torch.as_tensor(done, dtype=torch.float32, device=device)
-                running_returns += raw_reward
-                running_lengths += 1
-                for i in np.flatnonzero(done):
-                    recent_returns.append(float(running_returns[i]))
-                    writer.add_scalar("charts/episodic_return", running_returns[i], global_step)
-                    writer.add_scalar("charts/episodic_length", running_lengths[i], global_step)
-                    running_returns[i], running_lengths[i] = 0.0, 0
+                for group in env_groups:
+                    if step > 0:
+                        finish_step(step - 1, group)
+                    dones[step, group] = next_done[group]
+                    with torch.no_grad():
+                        action, logprob, _, value, _ = agent.get_action_and_value(storage.observation(step, group))
+                    values[step, group], actions[step, group], logprobs[step, group] = value, action, logprob
+                    envs.step_async(action.cpu().numpy(), group)
+            for group in env_groups:
+                finish_step(args.num_steps - 1, group)
+            global_step = rollout_start_step + args.batch_size
             if on_rollout is not None:
-                on_rollout(iteration, {"obs": obs, "masks": masks, "actions": actions, "rewards": rewards})
+                stacked = torch.stack([storage.observation(t) for t in range(args.num_steps)])
+                on_rollout(iteration, {"obs": stacked, "masks": storage.masks[: args.num_steps].clone(),
+                                       "actions": actions.clone(), "rewards": rewards.clone()})
 
             # ---- GAE ----------------------------------------------------------------------
             with torch.no_grad():
-                next_value = agent.get_value(next_image)
+                next_value = agent.get_value(storage.observation(args.num_steps))
                 advantages = torch.zeros_like(rewards)
                 lastgaelam = 0
                 for t in reversed(range(args.num_steps)):
@@ -439,23 +705,12 @@ def train(args: Args, *, on_rollout: Optional[Callable[[int, dict], None]] = Non
                     advantages[t] = lastgaelam = delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
                 returns = advantages + values
 
-            b_obs = obs.reshape((-1,) + image_shape)
-            b_masks = masks.reshape((-1,) + mask_shape)
             b_logprobs, b_actions = logprobs.reshape(-1), actions.reshape(-1)
             b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
 
-            # ---- attention on the rollout, the same measurement for every method ---------
-            sample = torch.randperm(args.batch_size, device=device)[: args.attention_sample]
-            rollout_maps = value_attention(agent, b_obs[sample], method=args.attention)
-            alpha, beta = camal.alpha_beta(rollout_maps, b_masks[sample])
-            rollout_iou = camal.attention_iou(rollout_maps, b_masks[sample])
-            # An all-zero ReLU'd map has no gradient: the CAMAL term then silently does nothing.
-            zero_map_fraction = (rollout_maps.flatten(1).amax(1) == 0).float().mean().item()
-            if args.camal_coef > 0 and zero_map_fraction > 0.9 and not warned_dead_maps:
-                warned_dead_maps = True
-                tqdm.write(f"camal-train: warning: {args.attention} of V(s) is all zero on {zero_map_fraction:.0%} of "
-                           f"frames (iteration {iteration}); the CAMAL term gets no gradient from them. "
-                           f"--attention signed-gradcam avoids this (README, Findings).", file=sys.stderr)
+            # The masks stay fixed for the update: pull them back to the feature grid once.
+            b_grid_masks = camal.grid_mask(storage.masks[: args.num_steps].flatten(0, 1), agent.feature_grid) \
+                if args.camal_coef > 0 else None
 
             # ---- PPO update (+ CAMAL) -----------------------------------------------------
             b_inds = np.arange(args.batch_size)
@@ -464,7 +719,8 @@ def train(args: Args, *, on_rollout: Optional[Callable[[int, dict], None]] = Non
                 np.random.shuffle(b_inds)
                 for start in range(0, args.batch_size, args.minibatch_size):
                     mb_inds = torch.as_tensor(b_inds[start : start + args.minibatch_size], device=device)
-                    logits, newvalue, features = agent(b_obs[mb_inds])
+                    mb_obs, mb_masks = storage.minibatch(mb_inds)
+                    logits, newvalue, features = agent(mb_obs)
                     probs = Categorical(logits=logits)
                     newlogprob, entropy = probs.log_prob(b_actions[mb_inds]), probs.entropy()
                     logratio = newlogprob - b_logprobs[mb_inds]
@@ -493,15 +749,19 @@ def train(args: Args, *, on_rollout: Optional[Callable[[int, dict], None]] = Non
 
                     entropy_loss = entropy.mean()
                     loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+                    maps = None
                     if args.camal_coef > 0:
                         # Grad-CAM of V(s) from this minibatch's forward pass: one extra backward.
-                        # kept at feature size: alpha_beta resizes it to the mask implicitly (cheaper)
+                        # Kept at feature size: the grid masks upsample it to the mask implicitly.
                         maps = camal.normalize(
                             camal.attention(features, newvalue, method=args.attention, create_graph=args.create_graph)
                         )
-                        camal_term = camal.camal_loss(maps, b_masks[mb_inds], mode=args.regularizer)
+                        camal_term = camal.camal_loss(maps, b_grid_masks[mb_inds], regularizer=args.regularizer,
+                                                      empty_mask=args.empty_mask)
                         loss = loss + args.camal_coef * camal_term
                         camal_losses.append(camal_term.item())
+                    if epoch == 0 and start == 0:  # attention on the rollout: the same measurement for every method
+                        attention_log = measure_attention(features, newvalue, maps, mb_masks, args)
 
                     optimizer.zero_grad()
                     loss.backward()
@@ -510,70 +770,73 @@ def train(args: Args, *, on_rollout: Optional[Callable[[int, dict], None]] = Non
 
                 if args.target_kl is not None and approx_kl > args.target_kl:
                     break
+            storage.carry_over()
 
             y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
             var_y = np.var(y_true)
             explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
 
-            elapsed = time.time() - start_time
-            sps = int((global_step - start_step) / max(elapsed - eval_seconds, 1e-9))
-            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-            writer.add_scalar("charts/SPS", sps, global_step)
-            writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
-            writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
-            writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
-            writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
-            writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
-            writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
-            writer.add_scalar("losses/explained_variance", explained_var, global_step)
-            writer.add_scalar("losses/camal_loss", np.mean(camal_losses) if camal_losses else 0.0, global_step)
-            writer.add_scalar("attention/alpha", alpha.mean().item(), global_step)
-            writer.add_scalar("attention/beta", beta.mean().item(), global_step)
-            if torch.isfinite(rollout_iou).any():
-                writer.add_scalar("attention/iou", rollout_iou.nanmean().item(), global_step)
-            writer.add_scalar("attention/zero_map_fraction", zero_map_fraction, global_step)
-            writer.add_scalar("attention/empty_mask_fraction", torch.isnan(rollout_iou).float().mean().item(), global_step)
+            train_seconds = time.time() - session_start - eval_seconds
+            sps = int((global_step - start_step) / max(train_seconds, 1e-9))
+            log_iteration(writer, global_step, {
+                "charts/learning_rate": optimizer.param_groups[0]["lr"],
+                "charts/SPS": sps,
+                "losses/value_loss": v_loss.item(),
+                "losses/policy_loss": pg_loss.item(),
+                "losses/entropy": entropy_loss.item(),
+                "losses/old_approx_kl": old_approx_kl.item(),
+                "losses/approx_kl": approx_kl.item(),
+                "losses/clipfrac": np.mean(clipfracs),
+                "losses/explained_variance": explained_var,
+                "losses/camal_loss": np.mean(camal_losses) if camal_losses else 0.0,
+                **attention_log,
+            })
+            # An all-zero ReLU'd map has no gradient: the CAMAL term then silently does nothing.
+            zero_map_fraction = attention_log["attention/zero_map_fraction"]
+            if args.camal_coef > 0 and zero_map_fraction > 0.9 and progress["dead_attention_step"] is None:
+                progress["dead_attention_step"] = global_step
+                tqdm.write(f"camal-train: warning: {args.attention} of V(s) is all zero on {zero_map_fraction:.0%} of "
+                           f"frames (iteration {iteration}); the CAMAL term gets no gradient from them, so this run "
+                           f"is Vanilla PPO while it lasts. --attention signed-gradcam avoids this (README, Findings).",
+                           file=sys.stderr)
 
+            # ---- evaluation ---------------------------------------------------------------
             last_iteration = iteration == args.num_iterations
-            if args.eval_episodes and (last_iteration or (next_eval_step is not None and global_step >= next_eval_step)):
+            if eval_envs is not None and (last_iteration or (next_eval_step is not None and global_step >= next_eval_step)):
                 eval_start = time.time()
-                last_eval = evaluate(agent, args, device, episodes=args.eval_episodes, seed=args.seed + 10_000)
-                eval_seconds += time.time() - eval_start
-                writer.add_scalar("eval/return_mean", last_eval["return_mean"], global_step)
-                if not np.isnan(last_eval["iou_mean"]):
-                    writer.add_scalar("eval/iou_mean", last_eval["iou_mean"], global_step)
+                keep = args.eval_image_frames if progress["grid"] is None else 0
+                result = evaluate(agent, eval_envs, args, device, episodes=args.eval_episodes, keep_frames=keep)
+                if "frames" in result:
+                    progress["grid"] = tuple(t.cpu() for t in result.pop("frames"))
+                progress["last_eval"] = result
+                log_iteration(writer, global_step, {"eval/return_mean": result["return_mean"],
+                                                    "eval/iou_mean": result["iou_mean"],
+                                                    "eval/zero_map_fraction": result["zero_map_fraction"]})
+                if progress["grid"] is not None:
+                    stacks, masks = (t.to(device) for t in progress["grid"])
+                    writer.add_image("eval/attention", attention_grid(agent, stacks, masks, args), global_step, dataformats="HWC")
                 if next_eval_step is not None:
                     while next_eval_step <= global_step:
                         next_eval_step += args.eval_interval
+                eval_seconds += time.time() - eval_start
 
+            progress.update(iteration=iteration, global_step=global_step, recent_returns=list(recent_returns))
             if last_iteration or iteration % args.checkpoint_interval == 0:
                 writer.flush()
-                atomic_save(
-                    {
-                        "agent": agent.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "iteration": iteration,
-                        "global_step": global_step,
-                        "wall_time_s": elapsed_before + elapsed,
-                        "env": args.env,
-                        "obs_shape": agent.obs_shape,
-                        "num_actions": agent.num_actions,
-                        "action_names": envs.envs[0].action_names if hasattr(envs, "envs") else None,
-                        "args": asdict(args),
-                        "rng": rng_state(),
-                        "recent_returns": list(recent_returns),
-                        "last_eval": last_eval,
-                    },
-                    run_dir / CHECKPOINT,
-                )
+                elapsed_train = time.time() - session_start - eval_seconds
+                save_checkpoint(run_dir, agent, optimizer, args, envs, storage, next_done=next_done.cpu(),
+                                **{**progress, "train_time_s": progress["train_time_s"] + elapsed_train,
+                                   "eval_time_s": progress["eval_time_s"] + eval_seconds})
             bar.update(global_step - bar.n)
             bar.set_postfix(sps=sps, ret=f"{np.mean(recent_returns):.1f}" if recent_returns else "-",
-                            iou=f"{rollout_iou.nanmean().item():.2f}")
+                            iou="-" if attention_log["attention/iou"] is None else f"{attention_log['attention/iou']:.2f}")
     finally:
         bar.close()
-        envs.close()
         writer.close()
 
+    train_time = progress["train_time_s"] + (time.time() - session_start - eval_seconds)
+    eval_time = progress["eval_time_s"] + eval_seconds
+    last_eval = progress["last_eval"]
     summary = {
         "env": Path(args.env).stem if args.env.endswith(".toml") else args.env,
         "method": args.method,
@@ -584,10 +847,17 @@ def train(args: Args, *, on_rollout: Optional[Callable[[int, dict], None]] = Non
         "eval_iou_mean": last_eval.get("iou_mean"),
         "eval_iou_frames": last_eval.get("iou_frames"),
         "eval_iou_skipped_empty_mask": last_eval.get("iou_skipped_empty_mask"),
+        "eval_zero_map_fraction": last_eval.get("zero_map_fraction"),
         "train_return_recent": float(np.mean(recent_returns)) if recent_returns else None,
-        "sps": int((global_step - start_step) / max(time.time() - start_time - eval_seconds, 1e-9)),
-        "wall_time_s": elapsed_before + (time.time() - start_time),
+        "attention_dead": progress["dead_attention_step"] is not None,
+        "attention_dead_since_step": progress["dead_attention_step"],
+        "sps": int((global_step - start_step) / max(time.time() - session_start - eval_seconds, 1e-9)),
+        "train_time_s": train_time,
+        "eval_time_s": eval_time,
+        "wall_time_s": train_time + eval_time,
         "device": str(device),
+        "env_workers": workers,
+        "env_groups": len(env_groups),
         "args": asdict(args),
     }
     atomic_save(summary, run_dir / SUMMARY)
@@ -598,7 +868,7 @@ def cli() -> None:
     args = tyro.cli(Args)
     try:
         summary = train(args)
-    except (TrainingError, doom.SpecError) as error:
+    except (TrainingError, doom.SpecError, vector.EnvWorkerError) as error:
         print(f"camal-train: error: {error}", file=sys.stderr)
         raise SystemExit(2)
     print(json.dumps({k: v for k, v in summary.items() if k != "args"}, indent=2))

@@ -18,10 +18,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from camal_rl import doom, ppo
+from camal_rl import doom, overlay, ppo
 from camal_rl.files import atomic_path
 
-MASK_COLOUR = (0, 255, 0)
 CAPTION_HEIGHT = 34
 
 
@@ -30,8 +29,8 @@ class Player:
 
     def __init__(self, run_dir: str | Path, *, scale: int, device: torch.device):
         run_dir = Path(run_dir)
-        checkpoint = ppo.load_checkpoint(run_dir)
-        self.args = ppo.Args(**checkpoint["args"])
+        checkpoint = ppo.load_checkpoint(run_dir, purpose="camal-record")
+        self.args = ppo.Args.from_saved(checkpoint["args"])
         self.label = f"{Path(self.args.env).stem} / {self.args.method} / seed {self.args.seed}"
         self.env = doom.make_env(self.args.env, seed=self.args.seed, render_mode="rgb_array", **ppo.env_kwargs(self.args))
         self.agent = ppo.Agent(self.env.observation_space["image"].shape, int(self.env.action_space.n)).to(device)
@@ -47,13 +46,16 @@ class Player:
     def reset(self, seed: int) -> None:
         self.obs, _ = self.env.reset(seed=seed)
         self.done, self.steps, self.episode_return = False, 0, 0.0
+        # actions drawn from a generator of the episode's seed: the same recording every time
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
     def step(self) -> np.ndarray:
         """The annotated frame the agent acts on, then act; a finished player repeats its last frame."""
         if self.done:
             return self.frame
         image = torch.as_tensor(self.obs["image"][None], device=self.device)
-        action, value, attention = ppo.act_with_attention(self.agent, image, method=self.args.attention)
+        action, value, attention = ppo.act_with_attention(self.agent, image, self.agent.feature_grid,
+                                                          method=self.args.attention, generator=self.generator)
         self.frame = self._annotate(attention[0].cpu().numpy(), value.item())
         self.obs, _, terminated, truncated, info = self.env.step(int(action))
         self.steps += 1
@@ -62,15 +64,7 @@ class Player:
         return self.frame
 
     def _annotate(self, attention: np.ndarray, value: float) -> np.ndarray:
-        screen = self.env.render()
-        height, width = screen.shape[:2]
-        heat = cv2.resize(attention, (width, height), interpolation=cv2.INTER_LINEAR)
-        heat_rgb = cv2.applyColorMap(np.uint8(255 * heat), cv2.COLORMAP_JET)[..., ::-1]
-        frame = cv2.addWeighted(screen, 0.6, heat_rgb, 0.4, 0)
-        frame = cv2.resize(frame, (width * self.scale, height * self.scale), interpolation=cv2.INTER_NEAREST)
-        mask = cv2.resize(self.env.screen_mask, (width * self.scale, height * self.scale), interpolation=cv2.INTER_NEAREST)
-        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(frame, contours, -1, MASK_COLOUR, 1)
+        frame = overlay.draw_attention(self.env.render(), attention, self.env.screen_mask, scale=self.scale)
         caption = np.zeros((CAPTION_HEIGHT, frame.shape[1], 3), np.uint8)
         cv2.putText(caption, self.label, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
         status = f"step {self.steps + 1}  return {self.episode_return:.0f}  V(s) {value:.2f}"

@@ -1,74 +1,174 @@
-"""Training speed: Vanilla vs CAMAL in one run (same seed and settings), and stable-baselines3's
-PPO as a peer on the same env, preprocessing and PPO sizes (optional: pip install -e '.[bench]').
+"""Trainer steps/s: old vs new rollout path, Vanilla vs CAMAL, frame settings and env counts, in one run.
 
-Usage: python scripts/bench_train.py [--env basic] [--iterations 4] [--async-envs] [--no-sb3] [--cuda]
+Every configuration trains in its own fresh process for ``--iterations`` PPO iterations (Table 8
+sizes: 128 steps per env, 4 epochs, 4 minibatches) and reports the steady-state steps/s of the
+iterations after the first (the first pays for start-up and kernel selection). "old" is the
+trainer at git revision ``--old-rev`` (the landed in-process gymnasium path that ships whole
+frame stacks), extracted into a temporary folder; "new" is this checkout.
+
+    python scripts/bench_train.py                                   # 2-core CPU: 60x80, 8 envs
+    python scripts/bench_train.py --cuda --frames paper 60x80 --num-envs 8 32 --paths old new
+    python scripts/bench_train.py --sb3                             # + stable-baselines3 as a peer
+
+Prints one line per run as it finishes, then a table with CAMAL / Vanilla and new / old ratios.
 """
+from __future__ import annotations
+
 import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tarfile
 import tempfile
-import time
+from pathlib import Path
 
-import gymnasium as gym
-import torch
+REPO = Path(__file__).resolve().parents[1]
+FRAMES = {"60x80": {"obs_size": [60, 80]}, "paper": {"paper_frames": True}}
 
-from camal_rl import doom, ppo
-
-parser = argparse.ArgumentParser()
-parser.add_argument("--env", default="basic")
-parser.add_argument("--iterations", type=int, default=4)
-parser.add_argument("--num-envs", type=int, default=8)
-parser.add_argument("--num-steps", type=int, default=128)
-parser.add_argument("--obs-size", type=int, nargs=2, default=list(ppo.Args.obs_size))
-parser.add_argument("--async-envs", action="store_true")
-parser.add_argument("--no-sb3", action="store_true")
-parser.add_argument("--cuda", action="store_true")
-args = parser.parse_args()
-total = args.iterations * args.num_envs * args.num_steps
-common = dict(env=args.env, seed=1, total_timesteps=total, num_envs=args.num_envs, num_steps=args.num_steps,
-              obs_size=tuple(args.obs_size), async_envs=args.async_envs, eval_episodes=0,
-              checkpoint_interval=10**9, progress=False, cuda=args.cuda)
-device = "cuda" if args.cuda and torch.cuda.is_available() else "cpu"
-print(f"{args.env}: {args.iterations} iterations x {args.num_envs} envs x {args.num_steps} steps, "
-      f"obs {tuple(args.obs_size)}, {'async' if args.async_envs else 'sync'} envs, {device}, "
-      f"{torch.get_num_threads()} torch threads")
-
-results = {}
+# Runs inside the child process, against whichever camal_rl is first on PYTHONPATH.
+RUNNER = r"""
+import dataclasses, json, sys, tempfile
+from camal_rl import ppo
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+config = json.loads(sys.argv[1])
+known = {f.name for f in dataclasses.fields(ppo.Args)}
+values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items() if k in known}
 with tempfile.TemporaryDirectory() as root:
-    for method, coef in [("vanilla", 0.0), ("camal", 1.0), ("vanilla (2nd)", 0.0), ("camal (2nd)", 1.0)]:
-        summary = ppo.train(ppo.Args(camal_coef=coef, run_dir=f"{root}/{method.split()[0]}{len(results)}", **common))
-        results[method] = summary["sps"]
-        print(f"  ours {method:14s} {summary['sps']:6d} steps/s", flush=True)
+    summary = ppo.train(ppo.Args(run_dir=root + "/run", **values))
+    events = EventAccumulator(root + "/run", size_guidance={"scalars": 0})
+    events.Reload()
+    points = [(e.step, e.value) for e in events.Scalars("charts/SPS")]
+(first_step, first_sps), (last_step, last_sps) = points[0], points[-1]
+steady = (last_step - first_step) / (last_step / last_sps - first_step / first_sps) if len(points) > 1 else last_sps
+print("RESULT " + json.dumps({"steady_sps": steady, "sps": summary["sps"], "workers": summary.get("env_workers"),
+                             "groups": summary.get("env_groups")}))
+"""
 
-vanilla = max(results["vanilla"], results["vanilla (2nd)"])
-camal_sps = max(results["camal"], results["camal (2nd)"])
-print(f"CAMAL / Vanilla steps/s: {camal_sps / vanilla:.2f} (target >= 0.90)")
 
-if not args.no_sb3:
+def old_tree(revision: str, folder: Path) -> Path:
+    """The package as it was at ``revision``, for the "old" rows."""
+    archive = folder / "old.tar"
+    with open(archive, "wb") as out:
+        subprocess.run(["git", "-C", str(REPO), "archive", revision, "camal_rl"], stdout=out, check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(folder / "old", filter="data")
+    return folder / "old"
+
+
+def run(path_root: Path, config: dict, timeout: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(path_root), os.environ.get("PYTHONPATH", "")])}
+    try:
+        result = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(config)], capture_output=True, text=True,
+                                env=env, timeout=timeout, cwd=path_root)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    for line in result.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    return {"error": (result.stderr.strip().splitlines() or ["no output"])[-1][:200]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="basic")
+    parser.add_argument("--paths", nargs="+", default=["old", "new"], choices=["old", "new"])
+    parser.add_argument("--methods", nargs="+", default=["vanilla", "camal"], choices=["vanilla", "camal"])
+    parser.add_argument("--frames", nargs="+", default=["60x80"], choices=list(FRAMES))
+    parser.add_argument("--num-envs", nargs="+", type=int, default=[8])
+    parser.add_argument("--env-workers", nargs="+", default=["auto"],
+                        help="'auto' and/or numbers (0 = in-process); the old path runs async envs where this is > 0")
+    parser.add_argument("--env-groups", nargs="+", default=["auto"], help="new path: 'auto' and/or numbers (2 = double-buffered)")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds over all configurations; the best of each is kept")
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--old-rev", default="3e77790", help="git revision of the old path")
+    parser.add_argument("--old-tree", default=None, help="an extracted old camal_rl (instead of --old-rev)")
+    parser.add_argument("--cuda", action="store_true")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per run")
+    parser.add_argument("--sb3", action="store_true", help="also stable-baselines3 PPO on our env (pip install -e '.[bench]')")
+    parser.add_argument("--json", default=None, help="write all results here")
+    options = parser.parse_args()
+
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        roots = {"new": REPO}
+        if "old" in options.paths:
+            roots["old"] = Path(options.old_tree) if options.old_tree else old_tree(options.old_rev, Path(scratch))
+        grid = list(itertools.product(options.frames, options.num_envs, options.env_workers, options.env_groups,
+                                      options.paths, options.methods))
+        for _, (frames, num_envs, workers_option, groups_option, path, method) in itertools.product(range(options.repeats), grid):
+            workers = None if workers_option == "auto" else int(workers_option)
+            groups = None if groups_option == "auto" else int(groups_option)
+            if path == "old" and (workers_option, groups_option) != (options.env_workers[0], options.env_groups[0]):
+                continue  # the old path has one parallel option: run it once per (frames, envs)
+            config = {"env": options.env, "seed": 1, "num_envs": num_envs, "num_steps": 128,
+                      "total_timesteps": options.iterations * num_envs * 128, "camal_coef": 1.0 if method == "camal" else 0.0,
+                      "eval_episodes": 0, "checkpoint_interval": 10**9, "progress": False, "cuda": options.cuda,
+                      **FRAMES[frames], "env_workers": workers, "env_groups": groups}
+            # the old path's only parallel option: gymnasium's AsyncVectorEnv, used where the new path uses workers
+            config["async_envs"] = (os.cpu_count() or 1) > 2 if workers is None else workers > 0
+            result = run(roots[path], config, options.timeout)
+            label = "old" if path == "old" else f"new, workers {result.get('workers', workers_option)}, groups {result.get('groups', groups_option)}"
+            row = {"frames": frames, "num_envs": num_envs, "path": label, "method": method, **result}
+            rows.append(row)
+            shown = f"{result['steady_sps']:8.0f} steps/s" if "steady_sps" in result else result["error"]
+            print(f"{frames:6s} {num_envs:3d} envs  {label:26s} {method:7s} {shown}", flush=True)
+
+    print(f"\n| frames | envs | path | Vanilla steps/s | CAMAL steps/s | CAMAL / Vanilla |  (best of {options.repeats})")
+    print("|---|---|---|---|---|---|")
+    table = {}
+    for row in rows:
+        cell = table.setdefault((row["frames"], row["num_envs"], row["path"]), {})
+        cell[row["method"]] = max(cell.get(row["method"]) or 0, row.get("steady_sps") or 0) or None
+    for (frames, num_envs, path), by_method in table.items():
+        vanilla, camal = by_method.get("vanilla"), by_method.get("camal")
+        ratio = f"{camal / vanilla:.2f}" if vanilla and camal else "-"
+        cells = [f"{v:.0f}" if v else "-" for v in (vanilla, camal)]
+        print(f"| {frames} | {num_envs} | {path} | {cells[0]} | {cells[1]} | {ratio} |")
+    for (frames, num_envs, path), by_method in table.items():
+        old = table.get((frames, num_envs, "old"), {})
+        for method in options.methods:
+            if path != "old" and old.get(method) and by_method.get(method):
+                print(f"{path} / old, {frames}, {num_envs} envs, {method}: {by_method[method] / old[method]:.2f}x")
+    if options.sb3:
+        sb3_peer(options)
+    if options.json:
+        Path(options.json).write_text(json.dumps(rows, indent=2))
+
+
+def sb3_peer(options) -> None:
+    """stable-baselines3's PPO (CnnPolicy) on our env, preprocessing and PPO sizes, 60x80, 8 envs."""
+    import time
+
+    import gymnasium as gym
     try:
         from stable_baselines3 import PPO
-        from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+        from stable_baselines3.common.vec_env import DummyVecEnv
     except ImportError:
         print("stable-baselines3 not installed (pip install -e '.[bench]'): peer comparison skipped")
-    else:
-        class ImageOnly(gym.ObservationWrapper):
-            def __init__(self, env):
-                super().__init__(env)
-                self.observation_space = env.observation_space["image"]
+        return
+    from camal_rl import doom
 
-            def observation(self, observation):
-                return observation["image"]
+    class ImageOnly(gym.ObservationWrapper):
+        def __init__(self, env):
+            super().__init__(env)
+            self.observation_space = env.observation_space["image"]
 
-        def factory(i):
-            return lambda: ImageOnly(doom.make_env(args.env, seed=1 + i, obs_size=tuple(args.obs_size)))
+        def observation(self, observation):
+            return observation["image"]
 
-        factories = [factory(i) for i in range(args.num_envs)]
-        # fork, like ours: SB3's default forkserver re-runs this script in every worker
-        venv = SubprocVecEnv(factories, start_method="fork") if args.async_envs else DummyVecEnv(factories)
-        model = PPO("CnnPolicy", venv, n_steps=args.num_steps, batch_size=args.num_envs * args.num_steps // 4,
-                    n_epochs=4, learning_rate=2.5e-4, gamma=0.99, gae_lambda=0.95, clip_range=0.1,
-                    ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5, seed=1, device=device, verbose=0)
-        start = time.perf_counter()
-        model.learn(total_timesteps=total)
-        sb3 = total / (time.perf_counter() - start)
-        venv.close()
-        print(f"  stable-baselines3 PPO CnnPolicy {sb3:6.0f} steps/s")
-        print(f"ours CAMAL / SB3 steps/s: {camal_sps / sb3:.2f} (target >= 3)")
+    venv = DummyVecEnv([(lambda i=i: ImageOnly(doom.make_env(options.env, seed=1 + i))) for i in range(8)])
+    total = options.iterations * 8 * 128
+    model = PPO("CnnPolicy", venv, n_steps=128, batch_size=256, n_epochs=4, learning_rate=2.5e-4, gamma=0.99,
+                gae_lambda=0.95, clip_range=0.1, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5, seed=1,
+                device="cuda" if options.cuda else "cpu", verbose=0)
+    start = time.perf_counter()
+    model.learn(total_timesteps=total)
+    print(f"stable-baselines3 PPO CnnPolicy, 60x80, 8 in-process envs: {total / (time.perf_counter() - start):.0f} steps/s "
+          f"(first iteration included)")
+    venv.close()
+
+
+if __name__ == "__main__":
+    main()

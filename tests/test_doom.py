@@ -68,17 +68,89 @@ def test_basic_masks_lie_on_the_cacodemon():
     assert np.mean(contrasts) > 5.0
 
 
-def test_observation_mask_matches_screen_mask():
-    env = doom.make_env("basic", seed=1, obs_size=(60, 80))
+def test_observation_mask_is_the_label_buffer_at_screen_resolution():
+    """Oracle independent of the LUT: the target labels' pixel values, looked up with numpy."""
+    env = doom.make_env("defend_the_line", seed=1, obs_size=(60, 80))
     obs, _ = env.reset(seed=1)
-    for _ in range(5):
-        obs, *_ = env.step(2)
-    expected = doom.resize_mask(env.screen_mask, (60, 80))
-    assert np.array_equal(obs["mask"], expected)
-    assert obs["mask"].sum() > 0
-    newest = cv2.resize(env.screen, (80, 60), interpolation=cv2.INTER_AREA)  # engine gives grey frames
-    assert np.array_equal(obs["image"][-1], newest)
+    checked = 0
+    for step in range(40):
+        state = env.game.get_state()
+        targets = [label.value for label in state.labels
+                   if label.object_category in env.scenario.mask_categories or label.object_name in env.scenario.mask_objects]
+        expected = np.isin(state.labels_buffer, [v for v in targets if v not in (0, 1, 255)]).astype(np.uint8)
+        assert obs["mask"].shape == (120, 160) == env.screen.shape[:2]  # never resized
+        assert np.array_equal(obs["mask"], expected)
+        checked += int(expected.any())
+        newest = cv2.resize(env.screen, (80, 60), interpolation=cv2.INTER_AREA)  # engine gives grey frames
+        assert np.array_equal(obs["image"][-1], newest)
+        obs, _, terminated, truncated, _ = env.step(step % 3)
+        if terminated or truncated:
+            break
     env.close()
+    assert checked > 10
+
+
+def test_kill_just_before_the_time_limit_is_terminal_not_truncated(tmp_path):
+    """The limit counts from the episode's start; a kill 1-4 tics before it ends the episode for real."""
+    probe = doom.make_env("basic", seed=0)
+    found = None
+    for seed in range(40):  # an episode where shooting at once kills within the first steps
+        probe.reset(seed=seed)
+        for _ in range(20):
+            before = probe.game.get_episode_time() - probe.game.get_episode_start_time()
+            _, _, terminated, truncated, info = probe.step(2)
+            if terminated or truncated:
+                break
+        if terminated and info["episode"]["r"] > 0:
+            found = seed, before
+            break
+    probe.close()
+    assert found is not None, "no quick kill found to build the test on"
+    seed, before = found
+    spec = tmp_path / "tight_basic.toml"
+    # the kill lands within the last step (4 tics) before the limit, 1 tic or more ahead of it
+    spec.write_text('config = "basic"\nmask_categories = ["Monster"]\nactions = [["MOVE_LEFT"], ["MOVE_RIGHT"], ["ATTACK"]]\n'
+                    f"episode_timeout = {before + 5}\n")
+    env = doom.make_env(str(spec), seed=0)
+    env.reset(seed=seed)
+    while True:
+        _, _, terminated, truncated, info = env.step(2)
+        if terminated or truncated:
+            break
+    assert terminated and not truncated and info["episode"]["r"] > 0
+    env.reset(seed=seed)
+    while True:  # never shooting: the time limit ends it, truncated
+        _, _, terminated, truncated, _ = env.step(0)
+        if terminated or truncated:
+            break
+    assert truncated and not terminated
+    assert env.game.get_episode_time() - env.game.get_episode_start_time() == before + 5  # the limit, not start + limit
+    env.close()
+
+
+def test_episodes_are_seeded_and_replayable():
+    env = doom.make_env("defend_the_center", seed=4, frame_stack=1)
+    env.reset(seed=4)
+    rng = np.random.default_rng(0)
+    saved, later, frames = None, [], []
+    for step in range(260):  # long enough for the second episode to start (the player dies)
+        action = int(rng.integers(env.action_space.n))
+        if step == 200:
+            saved = env.episode_state()
+        if saved is not None:
+            later.append(action)
+        env.play(action)
+        if saved is not None:
+            frames.append(env.frame.copy())
+    assert saved["episode_index"] >= 1, "the test must save inside a later, automatically seeded episode"
+    env.close()
+    replayed = doom.make_env("defend_the_center", seed=99, frame_stack=1)
+    replayed.replay(saved)
+    for action, frame in zip(later, frames):
+        replayed.play(action)
+        assert np.array_equal(replayed.frame, frame)
+    replayed.close()
+    assert doom.episode_seed(4, 0) == 4 and doom.episode_seed(4, 1) != doom.episode_seed(5, 1)
 
 
 def _rollout(seed, steps=50):
@@ -123,7 +195,7 @@ def test_mask_stays_aligned_across_autoreset(short_basic):
         resets += int((terminated | truncated).sum())
         for i, sub in enumerate(envs.envs):
             # the sub-env's current screen is the frame the vector obs must show (reset frame after a reset)
-            assert np.array_equal(obs["mask"][i], doom.resize_mask(sub.screen_mask, (60, 80)))
+            assert np.array_equal(obs["mask"][i], sub.screen_mask)
             newest = cv2.resize(sub.screen, (80, 60), interpolation=cv2.INTER_AREA)
             assert np.array_equal(obs["image"][i, -1], newest)
     envs.close()
@@ -140,7 +212,7 @@ def test_async_vector_env_closes_its_processes(short_basic):
     envs = doom.make_vector_env(short_basic, num_envs=2, seed=0, asynchronous=True)
     envs.reset(seed=0)
     obs, *_ = envs.step(np.array([0, 1]))
-    assert obs["mask"].shape == (2, 60, 80)
+    assert obs["mask"].shape == (2, 120, 160)
     assert len(multiprocessing.active_children()) >= 2
     envs.close()
     deadline = time.time() + 10

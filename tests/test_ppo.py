@@ -1,6 +1,8 @@
-"""The PPO + CAMAL trainer on real ViZDoom: logs, checkpoints, resume, the CAMAL term, bad input."""
+"""The PPO + CAMAL trainer on real ViZDoom: logs, checkpoints, exact resume, both rollout paths, bad input."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -9,63 +11,132 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from camal_rl import camal, doom, ppo
+from camal_rl import camal, doom, ppo, vector
 
 TAGS = [
     "charts/episodic_return", "charts/SPS", "charts/learning_rate", "losses/value_loss", "losses/policy_loss",
     "losses/entropy", "losses/approx_kl", "losses/clipfrac", "losses/camal_loss", "attention/alpha",
-    "attention/beta", "attention/iou", "eval/return_mean", "eval/iou_mean",
+    "attention/beta", "attention/iou", "attention/zero_map_fraction", "attention/empty_mask_fraction",
+    "eval/return_mean", "eval/iou_mean", "eval/zero_map_fraction",
 ]
+COMPARED = ["losses/value_loss", "losses/policy_loss", "losses/entropy", "losses/camal_loss", "losses/approx_kl",
+            "charts/episodic_return", "attention/alpha", "attention/beta", "eval/return_mean"]
 
 
 def tiny_args(tmp_path, **overrides):
     values = dict(
         env="basic", seed=3, total_timesteps=4 * 2 * 64, num_envs=2, num_steps=64, num_minibatches=2,
-        update_epochs=1, eval_episodes=1, eval_interval=0, checkpoint_interval=1, progress=False,
-        cuda=False, run_dir=str(tmp_path / "run"), attention_sample=64,
+        update_epochs=1, eval_episodes=2, eval_interval=0, checkpoint_interval=1, progress=False,
+        cuda=False, run_dir=str(tmp_path / "run"), env_workers=0, threads=2,
     )
     values.update(overrides)
     return ppo.Args(**values)
 
 
-def scalars(run_dir):
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+def events(run_dir):
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
     accumulator.Reload()
-    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+    return accumulator
+
+
+def scalars(run_dir):
+    accumulator = events(run_dir)
+    return {tag: {e.step: e.value for e in accumulator.Scalars(tag)} for tag in accumulator.Tags()["scalars"]}
+
+
+def numbers(run_dir):
+    logged = scalars(run_dir)
+    return {tag: logged.get(tag) for tag in COMPARED}
 
 
 class Crash(Exception):
     pass
 
 
-def test_tiny_run_logs_checkpoints_and_resumes_after_a_crash(tmp_path):
-    args = tiny_args(tmp_path)
+def test_crash_and_resume_continue_bit_identically(tmp_path):
+    """A run killed after its 2nd checkpoint and resumed equals the uninterrupted run, number for number."""
+    uninterrupted = tmp_path / "straight"
+    ppo.train(tiny_args(tmp_path, run_dir=str(uninterrupted), checkpoint_interval=2))
 
     def crash_at_third(iteration, rollout):
         if iteration == 3:
             raise Crash
 
     with pytest.raises(Crash):
-        ppo.train(args, on_rollout=crash_at_third)
+        ppo.train(tiny_args(tmp_path, checkpoint_interval=2), on_rollout=crash_at_third)
     run_dir = tmp_path / "run"
     checkpoint = torch.load(run_dir / ppo.CHECKPOINT, weights_only=False)
     assert checkpoint["iteration"] == 2 and checkpoint["global_step"] == 256
+    assert any(state["actions"] for state in checkpoint["env_states"])  # mid-episode: the replay matters
     assert not (run_dir / ppo.SUMMARY).exists()
 
-    summary = ppo.train(ppo.Args(resume=str(run_dir), progress=False, cuda=False))
-    assert summary["global_step"] == args.total_timesteps == 512
+    summary = ppo.train(ppo.Args(resume=str(run_dir), progress=False, cuda=False, threads=2))
+    assert summary["global_step"] == 512
+    resumed, straight = numbers(run_dir), numbers(uninterrupted)
+    assert resumed == straight, "resumed run differs from the uninterrupted one"
+    assert len(straight["losses/value_loss"]) == 4 and len(straight["charts/episodic_return"]) >= 2
     on_disk = json.loads((run_dir / ppo.SUMMARY).read_text())
-    for key in ["env", "method", "seed", "global_step", "eval_return_mean", "eval_iou_mean", "sps", "wall_time_s", "args"]:
+    for key in ["env", "method", "seed", "global_step", "eval_return_mean", "eval_iou_mean", "eval_zero_map_fraction",
+                "sps", "train_time_s", "eval_time_s", "wall_time_s", "attention_dead", "args"]:
         assert key in on_disk
+    assert on_disk["eval_return_mean"] == json.loads((uninterrupted / ppo.SUMMARY).read_text())["eval_return_mean"]
     assert on_disk["method"] == "camal" and on_disk["env"] == "basic"
+    assert on_disk["train_time_s"] > 0 and on_disk["eval_time_s"] > 0
+    assert abs(on_disk["wall_time_s"] - on_disk["train_time_s"] - on_disk["eval_time_s"]) < 1e-6
 
     logged = scalars(run_dir)
     missing = [tag for tag in TAGS if tag not in logged]
     assert not missing, f"missing TensorBoard tags {missing}"
-    sps_steps = sorted(step for step, _ in logged["charts/SPS"])
-    assert sps_steps == [128, 256, 384, 512]  # the step axis continues after the resume
-    assert [v for _, v in logged["attention/alpha"]] and all(np.isfinite(v) for _, v in logged["losses/camal_loss"])
+    assert sorted(logged["charts/SPS"]) == [128, 256, 384, 512]  # the step axis continues after the resume
+    assert "eval/attention" in events(run_dir).Tags()["images"]  # the attention grid of fixed eval frames
     assert not list(run_dir.glob("*.partial*"))  # atomic writes leave nothing behind
+
+
+def test_worker_processes_give_the_in_process_numbers(tmp_path):
+    common = dict(total_timesteps=3 * 4 * 64, num_envs=4, env_groups=2, eval_episodes=0, checkpoint_interval=10)
+    ppo.train(tiny_args(tmp_path, run_dir=str(tmp_path / "inproc"), env_workers=0, **common))
+    summary = ppo.train(tiny_args(tmp_path, run_dir=str(tmp_path / "workers"), env_workers=2, **common))
+    assert summary["env_workers"] == 2 and summary["env_groups"] == 2
+    assert numbers(tmp_path / "workers") == numbers(tmp_path / "inproc")
+
+
+def test_stacks_from_single_frames_equal_the_gymnasium_stacks(tmp_path, short_basic):
+    """The rollout keeps one frame per step; the stacks it assembles are exactly those of the landed
+    path (gymnasium's SyncVectorEnv of DoomEnv, frame_stack 4), across episode ends."""
+    rollouts = {}
+
+    def keep(iteration, rollout):
+        rollouts[iteration] = {k: v.clone() for k, v in rollout.items()}
+
+    ppo.train(tiny_args(tmp_path, env=short_basic, total_timesteps=2 * 2 * 64, eval_episodes=0), on_rollout=keep)
+    gym_envs = doom.make_vector_env(short_basic, num_envs=2, seed=3, obs_size=(60, 80))
+    obs, _ = gym_envs.reset(seed=[3, 4])
+    resets = 0
+    for iteration in (1, 2):
+        for t in range(64):
+            assert np.array_equal(rollouts[iteration]["obs"][t].numpy(), obs["image"]), (iteration, t)
+            assert np.array_equal(rollouts[iteration]["masks"][t].numpy(), obs["mask"])
+            obs, _, terminated, truncated, _ = gym_envs.step(rollouts[iteration]["actions"][t].numpy())
+            resets += int((terminated | truncated).sum())
+    gym_envs.close()
+    assert resets >= 4
+
+
+@pytest.fixture
+def short_basic(tmp_path):
+    spec = tmp_path / "short_basic.toml"
+    spec.write_text('config = "basic"\nmask_categories = ["Monster"]\nactions = [["MOVE_LEFT"], ["MOVE_RIGHT"], ["ATTACK"]]\n'
+                    "episode_timeout = 80\n")
+    return str(spec)
+
+
+def test_evaluation_leaves_training_untouched(tmp_path):
+    common = dict(total_timesteps=3 * 2 * 64, checkpoint_interval=10)
+    ppo.train(tiny_args(tmp_path, run_dir=str(tmp_path / "quiet"), eval_episodes=0, **common))
+    ppo.train(tiny_args(tmp_path, run_dir=str(tmp_path / "evaluated"), eval_episodes=3, eval_interval=128, **common))
+    quiet, evaluated = numbers(tmp_path / "quiet"), numbers(tmp_path / "evaluated")
+    assert len(evaluated.pop("eval/return_mean")) == 3 and quiet.pop("eval/return_mean") is None
+    assert quiet == evaluated
 
 
 def test_vanilla_and_camal_share_the_first_rollout(tmp_path):
@@ -78,7 +149,8 @@ def test_vanilla_and_camal_share_the_first_rollout(tmp_path):
 
     common = dict(total_timesteps=2 * 2 * 64, eval_episodes=1, checkpoint_interval=10)
     ppo.train(tiny_args(tmp_path, camal_coef=0.0, run_dir=str(tmp_path / "v"), **common), on_rollout=keep("vanilla"))
-    ppo.train(tiny_args(tmp_path, camal_coef=1.0, run_dir=str(tmp_path / "c"), **common), on_rollout=keep("camal"))
+    ppo.train(tiny_args(tmp_path, camal_coef=1.0, run_dir=str(tmp_path / "c"), attention="signed-gradcam", **common),
+              on_rollout=keep("camal"))
     for key in ["obs", "masks", "actions", "rewards"]:
         assert torch.equal(rollouts["vanilla"][1][key], rollouts["camal"][1][key]), key
     # ... while the updates differ: the CAMAL term changed the trunk's weights
@@ -106,19 +178,21 @@ def _basic_frames(count=64, seed=0):
 def test_camal_term_alone_raises_alpha_minus_beta():
     torch.manual_seed(0)
     images, masks = _basic_frames()
+    assert masks.shape[-2:] == (120, 160)  # screen-resolution masks; the maps are upsampled to them
     agent = ppo.Agent(tuple(images.shape[1:]), 3)
     optimizer = torch.optim.Adam(agent.parameters(), lr=2.5e-4, eps=1e-5)
 
     def gap():
-        maps = ppo.value_attention(agent, images)
+        maps = ppo.value_attention(agent, images, agent.feature_grid, method="signed-gradcam")
         alpha, beta = camal.alpha_beta(maps, masks)
         return (alpha - beta).mean().item()
 
+    grid_masks = camal.grid_mask(masks, agent.feature_grid)
     before = gap()
     for _ in range(15):
         _, value, features = agent(images)
-        maps = camal.attention_map(features, value, tuple(masks.shape[-2:]))
-        loss = camal.camal_loss(maps, masks)
+        maps = camal.normalize(camal.attention(features, value, method="signed-gradcam"))
+        loss = camal.camal_loss(maps, grid_masks)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -132,6 +206,8 @@ def test_bad_input_errors(tmp_path):
         ppo.train(tiny_args(tmp_path, env="basik"))
     with pytest.raises(ppo.TrainingError, match="divisible"):
         ppo.train(tiny_args(tmp_path, num_envs=3, num_steps=5, num_minibatches=4))
+    with pytest.raises(ppo.TrainingError, match="--env-groups"):
+        ppo.train(tiny_args(tmp_path, env_groups=5))
     with pytest.raises(ppo.TrainingError, match="no checkpoint"):
         ppo.train(ppo.Args(resume=str(tmp_path / "nowhere"), progress=False))
     corrupt = tmp_path / "corrupt"
@@ -164,12 +240,39 @@ def test_cli_prints_one_line_and_exits_nonzero(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_dead_attention_is_logged_and_warned(tmp_path, monkeypatch, capsys):
-    real = ppo.value_attention
-    monkeypatch.setattr(ppo, "value_attention", lambda agent, obs, method="gradcam": real(agent, obs, method=method) * 0)
-    ppo.train(tiny_args(tmp_path, total_timesteps=128, eval_episodes=1))
+def test_a_dying_env_worker_stops_the_run_clearly_and_it_resumes(tmp_path):
+    def kill_a_worker(iteration, rollout):
+        if iteration == 2:
+            worker = next(p for p in __import__("multiprocessing").active_children() if p.name.startswith("camal-env-"))
+            os.kill(worker.pid, signal.SIGKILL)
+
+    args = tiny_args(tmp_path, env_workers=2, eval_episodes=0, total_timesteps=3 * 2 * 64)
+    with pytest.raises(vector.EnvWorkerError, match="died .*--resume"):
+        ppo.train(args, on_rollout=kill_a_worker)
+    assert torch.load(tmp_path / "run" / ppo.CHECKPOINT, weights_only=False)["iteration"] == 1
+    summary = ppo.train(ppo.Args(resume=str(tmp_path / "run"), progress=False, cuda=False))
+    assert summary["global_step"] == 3 * 2 * 64
+
+
+def test_dead_attention_is_logged_warned_and_recorded(tmp_path, monkeypatch, capsys):
+    def dead_attention(features, scores, *, method="gradcam", create_graph=True):
+        return (features * 0).mean(dim=1)  # what a ReLU'd Grad-CAM with only negative weights gives
+
+    monkeypatch.setattr(camal, "attention", dead_attention)
+    summary = ppo.train(tiny_args(tmp_path, total_timesteps=128, eval_episodes=1))
     assert "all zero on 100% of frames" in capsys.readouterr().err
-    assert scalars(tmp_path / "run")["attention/zero_map_fraction"][0][1] == 1.0
-    monkeypatch.setattr(ppo, "value_attention", real)
-    ppo.train(tiny_args(tmp_path, total_timesteps=128, eval_episodes=1, camal_coef=0.0, run_dir=str(tmp_path / "v")))
-    assert "warning" not in capsys.readouterr().err  # Vanilla is never warned
+    assert summary["attention_dead"] and summary["attention_dead_since_step"] == 128
+    assert scalars(tmp_path / "run")["attention/zero_map_fraction"][128] == 1.0
+    vanilla = ppo.train(tiny_args(tmp_path, total_timesteps=128, eval_episodes=1, camal_coef=0.0, run_dir=str(tmp_path / "v")))
+    assert "warning" not in capsys.readouterr().err and not vanilla["attention_dead"]  # Vanilla is never warned
+
+
+def test_empty_mask_policy_reaches_the_loss(tmp_path):
+    """Frames without a target: skipped by default, a beta term with --empty-mask suppress."""
+    common = dict(total_timesteps=2 * 2 * 64, eval_episodes=0, checkpoint_interval=10, attention="signed-gradcam",
+                  env="defend_the_center")  # monsters all around: many frames show none
+    ppo.train(tiny_args(tmp_path, run_dir=str(tmp_path / "skip"), **common))
+    ppo.train(tiny_args(tmp_path, run_dir=str(tmp_path / "suppress"), empty_mask="suppress", **common))
+    skip, suppress = scalars(tmp_path / "skip"), scalars(tmp_path / "suppress")
+    assert max(skip["attention/empty_mask_fraction"].values()) > 0.05
+    assert skip["losses/camal_loss"] != suppress["losses/camal_loss"]
