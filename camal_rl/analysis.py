@@ -167,32 +167,64 @@ def verdict(probability: float, ci: tuple[float, float]) -> str:
     return "significant" if probability > 0.5 and not (ci[0] <= 0.5 <= ci[1]) else "not significant"
 
 
-def sample_efficiency(runs: list[dict], tasks: list[str], points: int = 10):
-    """``{method: [runs, tasks, points]}`` of normalised eval return on a common step grid."""
-    curves: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
-    last_steps = []
+def eval_series(run: dict, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of one eval scalar of a run, as logged (no interpolation)."""
+    return read_scalars(run["_path"], tag)
+
+
+def sample_efficiency(runs: list[dict], tasks: list[str]):
+    """``(steps, {method: [runs, tasks, points]})`` of normalised eval return at the evaluation
+    steps every included run actually took (no interpolation, nothing before the first evaluation)."""
     series = []
     for run in runs:
-        if run["env"] not in tasks:
-            continue
-        pairs = read_scalars(run["_path"], "eval/return_mean")
-        if len(pairs) >= 2:
-            series.append((run, pairs))
-            last_steps.append(pairs[-1][0])
+        if run["env"] in tasks:
+            pairs = eval_series(run, "eval/return_mean")
+            if len(pairs) >= 2:
+                series.append((run, dict(pairs)))
     if not series:
         return None, None
-    grid = np.linspace(0, min(last_steps), points + 1)[1:]
+    steps = sorted(set.intersection(*(set(pairs) for _, pairs in series)))
+    if len(steps) < 2:
+        return None, None
+    curves: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
     for run, pairs in series:
-        steps, values = zip(*pairs)
-        normalised = [normalized_return(run["env"], v) for v in values]
-        curves[run["method"]][run["env"]].append(np.interp(grid, steps, normalised))
+        curves[run["method"]][run["env"]].append(np.array([normalized_return(run["env"], pairs[s]) for s in steps]))
     matrices = {}
     for method, per_env in curves.items():
         if set(per_env) != set(tasks):
             continue
         count = min(len(per_env[t]) for t in tasks)
         matrices[method] = np.stack([np.stack([per_env[t][i] for t in tasks]) for i in range(count)])
-    return grid, matrices
+    return np.array(steps), matrices
+
+
+def learning_curves(runs: list[dict]) -> dict:
+    """Per env and method: eval return and eval IoU at the logged evaluation steps, mean and 95 %
+    band over seeds (mean +- t * standard error, ddof 1), and the all-zero share of the eval maps."""
+    from scipy import stats
+
+    tags = {"return": "eval/return_mean", "iou": "eval/iou_mean", "zero_maps": "eval/zero_map_fraction"}
+    grouped: dict[tuple, list[dict]] = defaultdict(list)
+    for run in runs:
+        for metric, tag in tags.items():
+            pairs = eval_series(run, tag)
+            if pairs:
+                grouped[(run["env"], run["method"], metric)].append(dict(pairs))
+    curves: dict = {}
+    for (env, method, metric), seeds in sorted(grouped.items()):
+        steps = sorted(set.intersection(*(set(s) for s in seeds)))
+        if not steps:
+            continue
+        values = np.array([[seed[step] for step in steps] for seed in seeds])
+        mean = values.mean(0)
+        if len(seeds) > 1:
+            half = stats.t.ppf(0.975, len(seeds) - 1) * values.std(0, ddof=1) / np.sqrt(len(seeds))
+        else:
+            half = np.zeros_like(mean)
+        curves.setdefault(env, {}).setdefault(method, {})[metric] = {
+            "steps": steps, "mean": mean.tolist(), "low": (mean - half).tolist(), "high": (mean + half).tolist(),
+            "seeds": len(seeds)}
+    return curves
 
 
 # ---------------------------------------------------------------------------------------
@@ -208,6 +240,22 @@ def wilcoxon_greater(camal_values: list[float], baseline_values: list[float], lo
     if np.allclose(differences, 0):
         return 1.0
     return float(wilcoxon(differences, alternative="greater", zero_method="wilcox").pvalue)
+
+
+def mean_std(values, scale: float = 1.0, digits: int = 1) -> str:
+    """``mean ± std`` with the sample standard deviation (ddof 1), the one convention of all reports."""
+    values = np.asarray(values, float) * scale
+    spread = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean():.{digits}f} ± {spread:.{digits}f}"
+
+
+def ci95(values, scale: float = 1.0, digits: int = 1) -> str:
+    """The paper's 95 % interval for k-fold results: mean ± 1.96 standard errors."""
+    values = np.asarray(values, float) * scale
+    if len(values) < 2:
+        return "[-]"
+    half = 1.96 * values.std(ddof=1) / np.sqrt(len(values))
+    return f"[{values.mean() - half:.{digits}f}, {values.mean() + half:.{digits}f}]"
 
 
 def classification_tables(folds: list[dict]) -> tuple[str, list[str]]:
@@ -248,15 +296,16 @@ def classification_tables(folds: list[dict]) -> tuple[str, list[str]]:
                     scale = 100.0 if metric in ("test_accuracy", "test_iou") else 1.0
                     p = wilcoxon_greater(a, b, metric in LOWER_IS_BETTER) if len(paired) >= 2 else float("nan")
                     better = (np.mean(a) < np.mean(b)) if metric in LOWER_IS_BETTER else (np.mean(a) > np.mean(b))
-                    text = f"{np.mean(a) * scale:.1f} ± {np.std(a, ddof=1 if len(a) > 1 else 0) * scale:.1f}"
+                    text = mean_std(a, scale)
                     if better and p < SIGNIFICANCE:
                         text = f"**{text}**"
                     elif better:
                         text = f"<u>{text}</u>"
-                    cells += [f"{text} (p={p:.3g})", f"{np.mean(b) * scale:.1f} ± {np.std(b, ddof=1 if len(b) > 1 else 0) * scale:.1f}"]
+                    cells += [f"{text} {ci95(a, scale)} (p={p:.3g})", f"{mean_std(b, scale)} {ci95(b, scale)}"]
                 rows.append(f"| {model} | " + " | ".join(cells) + " |")
             if any_value:
-                out.append(f"### {title}: CAMAL vs {baseline}\n\nBold: CAMAL better and one-tailed Wilcoxon "
+                out.append(f"### {title}: CAMAL vs {baseline}\n\nMean ± standard deviation over folds (ddof 1), "
+                           f"[95 % CI: mean ± 1.96 SE, as in the paper]. Bold: CAMAL better and one-tailed Wilcoxon "
                            f"signed-rank p < {SIGNIFICANCE}; underlined: better, not significant.\n\n" + "\n".join(rows))
     return "\n\n".join(out), notes
 
@@ -268,8 +317,11 @@ def _fmt_ci(point: float, ci) -> str:
     return f"{point:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
-def compare(paths: list[str], out: str | Path, *, reps: int = 2000, seed: int = 0, plots: bool = True) -> dict:
-    """Analyse everything under ``paths``; write ``report.md``, ``results.json`` and PNGs into ``out``."""
+def compare(paths: list[str], out: str | Path, *, reps: int = 2000, seed: int = 0, plots: bool = True,
+            setting: Optional[dict] = None) -> dict:
+    """Analyse everything under ``paths``; write ``report.md``, ``results.json`` and PNGs into ``out``.
+
+    ``setting`` (frames, budget, seeds, machine, ...) is written at the top of the report."""
     runs, folds = find_results(paths)
     if not runs and not folds:
         raise AnalysisError(
@@ -279,7 +331,9 @@ def compare(paths: list[str], out: str | Path, *, reps: int = 2000, seed: int = 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report = ["# CAMAL comparison report", ""]
-    results: dict = {"rl": {}, "classification": {}, "notes": []}
+    results: dict = {"setting": setting or {}, "rl": {}, "classification": {}, "notes": []}
+    if setting:
+        report += ["| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in setting.items()] + [""]
     if runs:
         report += rl_section(runs, out, results, reps=reps, seed=seed, plots=plots)
     if folds:
@@ -293,28 +347,40 @@ def compare(paths: list[str], out: str | Path, *, reps: int = 2000, seed: int = 
     return results
 
 
+def _finite(values) -> list[float]:
+    return [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+
+
 def rl_section(runs: list[dict], out: Path, results: dict, *, reps: int, seed: int, plots: bool) -> list[str]:
     lines = ["## Reinforcement learning", ""]
     methods = sorted({r["method"] for r in runs})
     envs = sorted({r["env"] for r in runs})
-    lines.append(f"{len(runs)} runs; methods {', '.join(methods)}; envs {', '.join(envs)}.")
+    steps = sorted({r.get("global_step") for r in runs if r.get("global_step")})
+    lines.append(f"{len(runs)} runs; methods {', '.join(methods)}; envs {', '.join(envs)}; agent steps per run "
+                 f"{', '.join(f'{s:,}' for s in steps)}. Standard deviations over seeds use ddof 1.")
     lines.append("")
-    lines.append("| env | method | seeds | eval return (mean ± std over seeds) | normalised | eval IoU |")
-    lines.append("|---|---|---|---|---|---|")
+    lines.append("| env | method | seeds | eval return | normalised | eval IoU | all-zero maps (eval frames) | runs whose map died in training |")
+    lines.append("|---|---|---|---|---|---|---|---|")
     grouped = defaultdict(list)
     for run in runs:
         grouped[(run["env"], run["method"])].append(run)
+    per_group = {}
     for (env, method), group in sorted(grouped.items()):
-        returns = [r["eval_return_mean"] for r in group if r.get("eval_return_mean") is not None]
-        ious = [r["eval_iou_mean"] for r in group if r.get("eval_iou_mean") is not None and not math.isnan(r["eval_iou_mean"])]
+        returns = _finite(r.get("eval_return_mean") for r in group)
+        ious = _finite(r.get("eval_iou_mean") for r in group)
+        zero = _finite(r.get("eval_zero_map_fraction") for r in group)
+        dead = sum(bool(r.get("attention_dead")) for r in group)
         norm = [normalized_return(env, v) for v in returns]
+        per_group[f"{env}/{method}"] = {"seeds": len(group), "return": returns, "normalised_return": norm, "iou": ious,
+                                        "zero_map_fraction": zero, "dead_in_training": dead}
         lines.append(
-            f"| {env} | {method} | {len(group)} | "
-            + (f"{np.mean(returns):.1f} ± {np.std(returns):.1f}" if returns else "-") + " | "
-            + (f"{np.mean(norm):.3f}" if norm else "-") + " | "
-            + (f"{np.mean(ious):.3f} ± {np.std(ious):.3f}" if ious else "-") + " |"
+            f"| {env} | {method} | {len(group)} | " + (mean_std(returns) if returns else "-") + " | "
+            + (mean_std(norm, digits=3) if norm else "-") + " | " + (mean_std(ious, digits=3) if ious else "-") + " | "
+            + (f"{np.mean(zero):.0%}" if zero else "-") + f" | {dead} of {len(group)} |"
         )
-    lines.append("")
+    results["rl"]["per_env"] = per_group
+    lines += ["", "A map that is all zero scores IoU 0 by definition: the all-zero column tells \"looks nowhere\" "
+              "from \"looks elsewhere\".", ""]
     if len(methods) < 2:
         results["notes"].append(f"only one method ({methods[0]}) among the runs: no probability of improvement")
     for metric, label in [("return", "normalised return"), ("iou", "eval IoU (tau 0.7)")]:
@@ -344,7 +410,8 @@ def rl_section(runs: list[dict], out: Path, results: dict, *, reps: int, seed: i
                 p, ci = probability_of_improvement(x, y, reps=reps, seed=seed)
                 decision = verdict(p, ci)
                 results["rl"].setdefault(f"poi_{metric}", {})[f"camal>{baseline}"] = {"p": p, "ci": list(ci), "verdict": decision}
-                lines.append(f"- P(CAMAL > {baseline}) on {label} = {_fmt_ci(p, ci)}: **{decision}**")
+                lines.append(f"- P(CAMAL > {baseline}) on {label} = {_fmt_ci(p, ci)}: **{decision}** "
+                             f"(the paper's criterion: P > 0.5 and 0.5 outside the CI)")
                 poi_points[f"camal,{baseline}"] = np.array([p])
                 poi_intervals[f"camal,{baseline}"] = np.array([[ci[0]], [ci[1]]])
             lines.append("")
@@ -352,34 +419,50 @@ def rl_section(runs: list[dict], out: Path, results: dict, *, reps: int, seed: i
             results["notes"].append(f"{label}: no 'camal' runs; probability of improvement is CAMAL vs the others")
         if plots:
             lines += _rl_plots(out, metric, label, points, intervals, poi_points, poi_intervals)
-    if plots:
-        tasks = score_matrices(runs, "return").tasks
-        grid, curves = sample_efficiency(runs, tasks)
-        if curves:
-            lines += _efficiency_plot(out, grid, curves, reps=reps, seed=seed)
-        else:
-            results["notes"].append("sample-efficiency curves: fewer than two eval points per run")
+    curves = learning_curves(runs)
+    results["rl"]["learning_curves"] = curves
+    if plots and curves:
+        lines += _learning_curve_plot(out, curves)
+    tasks = score_matrices(runs, "return").tasks
+    grid, matrices = sample_efficiency(runs, tasks)
+    if matrices:
+        results["rl"]["sample_efficiency_steps"] = [int(s) for s in grid]
+        if plots:
+            lines += _efficiency_plot(out, grid, matrices, reps=reps, seed=seed)
+    else:
+        results["notes"].append("sample-efficiency curves: fewer than two evaluation steps shared by all runs")
     return lines
 
 
-def _rl_plots(out, metric, label, points, intervals, poi_points, poi_intervals) -> list[str]:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _rl_plots(out, metric, label, points, intervals, poi_points, poi_intervals) -> list[str]:
+    plt = _pyplot()
     from rliable import plot_utils
 
     methods = sorted(points)
-    fig, _ = plot_utils.plot_interval_estimates(
+    fig, axes = plot_utils.plot_interval_estimates(
         {m: points[m] for m in methods}, {m: intervals[m] for m in methods}, metric_names=AGGREGATE_NAMES,
-        algorithms=methods, xlabel=label,
+        algorithms=methods, xlabel="", subfigure_width=3.4, row_height=0.6,
     )
+    axes = np.atleast_1d(axes)
+    for axis in axes:
+        axis.tick_params(axis="x", labelsize=9)
+    axes[len(axes) // 2].set_xlabel(label, fontsize=11, labelpad=6)  # under the tick labels, not on them
     name = f"aggregates_{metric}.png"
     fig.savefig(out / name, bbox_inches="tight", dpi=120)
     plt.close(fig)
     lines = [f"![{label} aggregates]({name})", ""]
     if poi_points:
-        ax = plot_utils.plot_probability_of_improvement(poi_points, poi_intervals)
+        ax = plot_utils.plot_probability_of_improvement(poi_points, poi_intervals, figsize=(5, 1.6))
+        ax.set_title(label, fontsize=11)
         name = f"poi_{metric}.png"
         ax.figure.savefig(out / name, bbox_inches="tight", dpi=120)
         plt.close(ax.figure)
@@ -387,11 +470,45 @@ def _rl_plots(out, metric, label, points, intervals, poi_points, poi_intervals) 
     return lines
 
 
-def _efficiency_plot(out, grid, curves, *, reps, seed) -> list[str]:
-    import matplotlib
+METHOD_COLOURS = {"camal": "tab:orange", "vanilla": "tab:blue", "suppress": "tab:green"}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _learning_curve_plot(out: Path, curves: dict) -> list[str]:
+    """Per env: eval return, eval IoU and the all-zero share against agent steps; mean and 95 % band over seeds."""
+    plt = _pyplot()
+    envs = sorted(curves)
+    metrics = [("return", "eval return"), ("iou", "eval IoU (tau 0.7)"), ("zero_maps", "all-zero maps (share)")]
+    fig, axes = plt.subplots(len(metrics), len(envs), figsize=(3.6 * len(envs), 2.6 * len(metrics)), squeeze=False)
+    for column, env in enumerate(envs):
+        for row, (metric, label) in enumerate(metrics):
+            axis = axes[row, column]
+            for method, by_metric in sorted(curves[env].items()):
+                curve = by_metric.get(metric)
+                if not curve:
+                    continue
+                colour = METHOD_COLOURS.get(method)
+                axis.plot(curve["steps"], curve["mean"], marker="o", markersize=3, color=colour,
+                          label=f"{method} ({curve['seeds']} seeds)")
+                axis.fill_between(curve["steps"], curve["low"], curve["high"], color=colour, alpha=0.2)
+            if row == 0:
+                axis.set_title(env, fontsize=11)
+            if column == 0:
+                axis.set_ylabel(label, fontsize=10)
+            if row == len(metrics) - 1:
+                axis.set_xlabel("agent steps", fontsize=10)
+            axis.tick_params(labelsize=8)
+            axis.ticklabel_format(axis="x", style="sci", scilimits=(3, 3))
+            axis.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "learning_curves.png", dpi=110)
+    plt.close(fig)
+    return ["### Learning curves (evaluation points as taken; mean and 95 % band over seeds)", "",
+            "![learning curves](learning_curves.png)", ""]
+
+
+def _efficiency_plot(out, steps, curves, *, reps, seed) -> list[str]:
+    plt = _pyplot()
     from rliable import library as rly
     from rliable import metrics, plot_utils
 
@@ -401,13 +518,15 @@ def _efficiency_plot(out, grid, curves, *, reps, seed) -> list[str]:
     np.random.seed(seed)
     points, intervals = rly.get_interval_estimates(curves, iqm_over_time, reps=max(200, reps // 10),
                                                    random_state=np.random.RandomState(seed))
-    fig, ax = plt.subplots(figsize=(7, 5))
-    plot_utils.plot_sample_efficiency_curve(grid, points, intervals, algorithms=sorted(curves), ax=ax,
-                                            xlabel="agent steps", ylabel="IQM normalised return")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    plot_utils.plot_sample_efficiency_curve(steps, points, intervals, algorithms=sorted(curves), ax=ax,
+                                            xlabel="agent steps", ylabel="IQM normalised return", labelsize=12, ticklabelsize=10)
     ax.legend()
+    fig.tight_layout()
     fig.savefig(out / "sample_efficiency.png", bbox_inches="tight", dpi=120)
     plt.close(fig)
-    return ["### Sample efficiency (IQM of normalised eval return, 95 % CIs)", "", "![sample efficiency](sample_efficiency.png)", ""]
+    return ["### Sample efficiency (IQM of normalised eval return over envs and seeds, 95 % CIs, at the evaluation steps taken)",
+            "", "![sample efficiency](sample_efficiency.png)", ""]
 
 
 def cli(argv: Optional[list[str]] = None) -> None:

@@ -95,7 +95,7 @@ class Args:
     paper_frames: bool = False
     """the paper's setting: ViZDoom's native 240x320 colour frames (RES_320X240)"""
     env_workers: Optional[int] = None
-    """env worker processes (0 = step the envs in this process); default: 0 on <= 2 cores, else one per spare core"""
+    """env worker processes (0 = step the envs in this process); default: 0 on <= 2 cores, else one per env"""
     env_groups: Optional[int] = None
     """envs step in this many groups while the policy acts for the others (2 = double-buffered); default: 2 with workers and a GPU, else 1"""
     threads: int = 0
@@ -367,7 +367,7 @@ def env_group_count(args: Args, device: torch.device, workers: int) -> int:
 def env_worker_count(args: Args, device: torch.device) -> int:
     if args.env_workers is not None:
         return min(args.env_workers, args.num_envs)
-    return vector.default_workers(args.num_envs, device.type == "cuda")
+    return vector.default_workers(args.num_envs)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

@@ -2,13 +2,20 @@
 
 Each frame is the native-resolution screen with the Grad-CAM of V(s) as a heat overlay, the
 label mask's outline, and step / return / value captions; one frame per agent step. With two
-runs (say CAMAL and Vanilla) both play the same episode seeds side by side. The MP4 is H.264
-(yuv420p), which browsers play; ``--gif`` writes a GIF beside it.
+runs (say CAMAL and Vanilla) both play the same episode seeds side by side, their actions drawn
+from a generator seeded by the episode, so a recording is the same every time. The MP4 is H.264
+(yuv420p), which browsers play; ``--gif`` writes a GIF beside it. ``--out x.avi`` writes Motion
+JPEG with OpenCV alone (machines without imageio-ffmpeg); ``transcode`` turns it into H.264.
+
+``camal-record --panel CAMAL_RUN VANILLA_RUN [CAMAL_RUN VANILLA_RUN ...] --out panel.png``
+draws a Figure-11-style panel: per pair, one frame chosen by a rule, its mask, and both agents'
+attention on it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -75,15 +82,55 @@ class Player:
         self.env.close()
 
 
+class _MotionJpegWriter:
+    """AVI with Motion JPEG through OpenCV: needs no ffmpeg (transcode to H.264 elsewhere)."""
+
+    def __init__(self, path: Path, fps: int):
+        self.path, self.fps, self.writer = path, fps, None
+
+    def append_data(self, frame: np.ndarray) -> None:
+        if self.writer is None:
+            height, width = frame.shape[:2]
+            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"MJPG"), self.fps, (width, height))
+            self.writer.set(cv2.VIDEOWRITER_PROP_QUALITY, 90)
+        self.writer.write(np.ascontiguousarray(frame[..., ::-1]))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+
+
+def _video_writer(path: Path, fps: int):
+    if path.suffix.lower() == ".avi":
+        return _MotionJpegWriter(path, fps)
+    return imageio.get_writer(path, fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=2,
+                              ffmpeg_log_level="error")
+
+
+def transcode(source: str | Path, out: str | Path, *, crf: int = 28) -> Path:
+    """Any video ffmpeg reads (a Motion JPEG AVI) -> H.264 MP4 (yuv420p), atomically."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    out = Path(out)
+    with atomic_path(out) as partial:
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-i", str(source), "-c:v", "libx264",
+                        "-pix_fmt", "yuv420p", "-crf", str(crf), "-movflags", "+faststart", str(partial)], check=True)
+    return out
+
+
 def record(run_dirs: list[str], out: str | Path, *, episodes: int = 1, seed: int = 0, fps: int = 10,
-           scale: int = 3, gif: bool = False, max_steps: int | None = None, cuda: bool = False,
-           progress: bool = True) -> dict:
-    """Play ``episodes`` episodes with each run and write the video; returns frame counts."""
+           scale: int = 3, gif: bool = False, max_steps: int | None = None, max_frames: int | None = None,
+           cuda: bool = False, progress: bool = True) -> dict:
+    """Play ``episodes`` episodes with each run and write the video; returns frame counts.
+
+    ``max_steps`` cuts each episode, ``max_frames`` the whole video (fps x seconds)."""
     if not 1 <= len(run_dirs) <= 2:
         raise ppo.TrainingError("give one run folder, or two to compare side by side")
     out = Path(out)
-    if out.suffix.lower() != ".mp4":
-        raise ppo.TrainingError(f"--out must end in .mp4, got {out.name}")
+    if out.suffix.lower() not in (".mp4", ".avi"):
+        raise ppo.TrainingError(f"--out must end in .mp4 (H.264) or .avi (Motion JPEG), got {out.name}")
     device = torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
     players = []
     try:
@@ -94,15 +141,18 @@ def record(run_dirs: list[str], out: str | Path, *, episodes: int = 1, seed: int
         steps_played = [0] * len(players)
         frames_written = 0
         with atomic_path(out) as partial:
-            writer = imageio.get_writer(partial, fps=fps, codec="libx264", pixelformat="yuv420p",
-                                        macro_block_size=2, ffmpeg_log_level="error")
+            writer = _video_writer(partial, fps)
             bar = tqdm(total=episodes, unit="episode", disable=not progress, desc=out.name)
             try:
                 for episode in range(episodes):
+                    if max_frames is not None and frames_written >= max_frames:
+                        break
                     for p in players:
                         p.reset(seed + episode)
                     while not all(p.done for p in players):
                         if max_steps is not None and max(p.steps for p in players) >= max_steps:
+                            break
+                        if max_frames is not None and frames_written >= max_frames:
                             break
                         frame = np.concatenate([p.step() for p in players], axis=1)
                         writer.append_data(frame)
@@ -125,6 +175,75 @@ def record(run_dirs: list[str], out: str | Path, *, episodes: int = 1, seed: int
     return {"frames": frames_written, "steps": steps_played, "out": str(out)}
 
 
+def panel_frame(player: Player, seed: int, max_steps: int = 300) -> dict:
+    """The frame of the run's episode ``seed`` whose label mask is largest (ties: the earliest):
+    the labelled object in plain view. A rule, so the same runs always give the same panel."""
+    player.reset(seed)
+    best = None
+    while not player.done and player.steps < max_steps:
+        area = int(player.env.screen_mask.sum())
+        if area > 0 and (best is None or area > best["area"]):
+            best = {"area": area, "image": player.obs["image"].copy(), "screen": player.env.render(),
+                    "mask": player.env.screen_mask.copy(), "step": player.steps}
+        player.step()
+    if best is None:
+        raise ppo.TrainingError(f"{player.label}: no frame of episode {seed} shows a labelled object")
+    return best
+
+
+def attention_panel(pairs: list[tuple[str, str]], out: str | Path, *, seed: int = 0, cuda: bool = False) -> list[dict]:
+    """Figure-11-style panel: per (CAMAL run, Vanilla run) pair one row with the frame, its label
+    mask, and each agent's Grad-CAM of V(s) on that same observation (IoU at tau 0.7 in the title)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from camal_rl import camal
+
+    device = torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
+    rows = []
+    for camal_run, vanilla_run in pairs:
+        players = [Player(run, scale=1, device=device) for run in (camal_run, vanilla_run)]
+        try:
+            if players[0].agent.obs_shape != players[1].agent.obs_shape:
+                raise ppo.TrainingError(f"{camal_run} and {vanilla_run} see different observations; pair runs of one setting")
+            frame = panel_frame(players[0], seed)
+            image = torch.as_tensor(frame["image"][None], device=device)
+            mask = torch.as_tensor(frame["mask"][None], device=device)
+            row = {"env": Path(players[0].args.env).stem, "frame": frame, "maps": [], "ious": [], "labels": []}
+            for player in players:
+                maps = ppo.value_attention(player.agent, image, player.agent.feature_grid, method=player.args.attention)
+                row["maps"].append(maps[0].cpu().numpy())
+                row["ious"].append(float(camal.attention_iou(camal.resize(maps, tuple(mask.shape[-2:])), mask)[0]))
+                row["labels"].append(player.args.method)
+            rows.append(row)
+        finally:
+            for player in players:
+                player.close()
+    figure, axes = plt.subplots(len(rows), 4, figsize=(13, 2.9 * len(rows)), squeeze=False)
+    for axis_row, row in zip(axes, rows):
+        frame = row["frame"]
+        axis_row[0].imshow(frame["screen"])
+        axis_row[0].set_title(f"{row['env']}: frame (step {frame['step']})", fontsize=9)
+        axis_row[1].imshow(frame["mask"], cmap="gray", vmin=0, vmax=1)
+        axis_row[1].set_title(f"label mask ({frame['area']} px)", fontsize=9)
+        for column, (attention, iou, label) in enumerate(zip(row["maps"], row["ious"], row["labels"]), start=2):
+            axis_row[column].imshow(overlay.draw_attention(frame["screen"], attention, frame["mask"]))
+            dead = ", map all zero" if float(attention.max()) == 0 else ""
+            axis_row[column].set_title(f"{label}: Grad-CAM of V(s), IoU {iou:.2f}{dead}", fontsize=9)
+        for axis in axis_row:
+            axis.axis("off")
+    figure.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as partial:
+        figure.savefig(partial, dpi=110)
+    plt.close(figure)
+    return [{"env": r["env"], "step": r["frame"]["step"], "mask_pixels": r["frame"]["area"],
+             **{f"iou_{label}": iou for label, iou in zip(r["labels"], r["ious"])}} for r in rows]
+
+
 def cli(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="camal-record", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="one run folder, or two (side by side)")
@@ -134,13 +253,26 @@ def cli(argv=None) -> None:
     parser.add_argument("--fps", type=int, default=10)
     parser.add_argument("--scale", type=int, default=3, help="upscaling of the native screen")
     parser.add_argument("--max-steps", type=int, default=None, help="cut each episode after this many steps")
+    parser.add_argument("--max-seconds", type=float, default=None, help="cut the whole video at this length")
     parser.add_argument("--gif", action="store_true", help="also write a GIF")
+    parser.add_argument("--panel", action="store_true",
+                        help="write a PNG panel instead: RUN_DIRs are CAMAL/Vanilla pairs, one row each")
     parser.add_argument("--cuda", action=argparse.BooleanOptionalAction, default=torch.cuda.is_available())
     options = parser.parse_args(argv)
-    out = options.out or str(Path("videos") / ("__".join(Path(r).name for r in options.runs) + ".mp4"))
     try:
+        if options.panel:
+            if len(options.runs) % 2:
+                raise ppo.TrainingError("--panel takes pairs of run folders: CAMAL_RUN VANILLA_RUN [...]")
+            out = options.out or "attention_panel.png"
+            rows = attention_panel(list(zip(options.runs[::2], options.runs[1::2])), out, seed=options.seed, cuda=options.cuda)
+            print(json.dumps(rows, indent=2))
+            print(f"wrote {out}")
+            return
+        out = options.out or str(Path("videos") / ("__".join(Path(r).name for r in options.runs) + ".mp4"))
+        max_frames = None if options.max_seconds is None else int(options.max_seconds * options.fps)
         result = record(options.runs, out, episodes=options.episodes, seed=options.seed, fps=options.fps,
-                        scale=options.scale, gif=options.gif, max_steps=options.max_steps, cuda=options.cuda)
+                        scale=options.scale, gif=options.gif, max_steps=options.max_steps, max_frames=max_frames,
+                        cuda=options.cuda)
     except (ppo.TrainingError, doom.SpecError) as error:
         print(f"camal-record: error: {error}", file=sys.stderr)
         raise SystemExit(2)

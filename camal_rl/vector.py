@@ -331,13 +331,11 @@ class DoomVector:
             pass
 
 
-def default_workers(num_envs: int, device_is_cuda: bool) -> int:
-    """Worker processes when there are cores to spare for them, else in-process envs.
+def default_workers(num_envs: int) -> int:
+    """One worker per env when there are cores to spare, else the envs run in this process.
 
-    On 2 cores the workers compete with the learner's convolutions (measured: in-process is
-    faster there, NOTES.md); with more cores each worker gets one, the learner keeps one.
+    A worker spends most of a step waiting for its ViZDoom engine (a process of its own), so one
+    per env lets every engine run at once. On 2 cores they only compete with the learner: there
+    in-process envs are as fast (measured, NOTES.md) and use less memory.
     """
-    cores = os.cpu_count() or 1
-    if cores <= 2:
-        return 0
-    return min(num_envs, cores - 1 if device_is_cuda else max(1, cores // 2))
+    return 0 if (os.cpu_count() or 1) <= 2 else num_envs

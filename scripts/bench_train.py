@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--env-groups", nargs="+", default=["auto"], help="new path: 'auto' and/or numbers (2 = double-buffered)")
     parser.add_argument("--repeats", type=int, default=1, help="rounds over all configurations; the best of each is kept")
     parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--old-iterations", type=int, default=None, help="iterations for the old path (default: --iterations)")
     parser.add_argument("--old-rev", default="3e77790", help="git revision of the old path")
     parser.add_argument("--old-tree", default=None, help="an extracted old camal_rl (instead of --old-rev)")
     parser.add_argument("--cuda", action="store_true")
@@ -90,6 +91,7 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="write all results here")
     options = parser.parse_args()
 
+    print(storage_figures())
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         roots = {"new": REPO}
@@ -102,12 +104,14 @@ def main() -> None:
             groups = None if groups_option == "auto" else int(groups_option)
             if path == "old" and (workers_option, groups_option) != (options.env_workers[0], options.env_groups[0]):
                 continue  # the old path has one parallel option: run it once per (frames, envs)
+            iterations = options.old_iterations if path == "old" and options.old_iterations else options.iterations
             config = {"env": options.env, "seed": 1, "num_envs": num_envs, "num_steps": 128,
-                      "total_timesteps": options.iterations * num_envs * 128, "camal_coef": 1.0 if method == "camal" else 0.0,
+                      "total_timesteps": iterations * num_envs * 128, "camal_coef": 1.0 if method == "camal" else 0.0,
                       "eval_episodes": 0, "checkpoint_interval": 10**9, "progress": False, "cuda": options.cuda,
                       **FRAMES[frames], "env_workers": workers, "env_groups": groups}
-            # the old path's only parallel option: gymnasium's AsyncVectorEnv, used where the new path uses workers
-            config["async_envs"] = (os.cpu_count() or 1) > 2 if workers is None else workers > 0
+            # the old path's parallel option, gymnasium's AsyncVectorEnv: for more than the 8 envs of Table 8,
+            # or where the new path is told to use workers (the old default, in-process, otherwise)
+            config["async_envs"] = num_envs > 8 if workers is None else workers > 0
             result = run(roots[path], config, options.timeout)
             label = "old" if path == "old" else f"new, workers {result.get('workers', workers_option)}, groups {result.get('groups', groups_option)}"
             row = {"frames": frames, "num_envs": num_envs, "path": label, "method": method, **result}
@@ -135,6 +139,16 @@ def main() -> None:
         sb3_peer(options)
     if options.json:
         Path(options.json).write_text(json.dumps(rows, indent=2))
+
+
+def storage_figures(steps: int = 128, envs: int = 8, stack: int = 4) -> str:
+    """Rollout observation storage at the paper's frames (240x320 RGB, screen masks 240x320)."""
+    frame, mask = 3 * 240 * 320, 240 * 320
+    old = steps * envs * (stack * frame + mask)  # a whole stack per step and env
+    new = (steps + stack) * envs * frame + (steps + 1) * envs * mask  # one frame per step and env
+    return (f"rollout storage at paper frames, {envs} envs x {steps} steps: old (stacks) {old / 2**20:.0f} MiB, "
+            f"new (single frames + masks) {new / 2**20:.0f} MiB ({new / old:.2f}x); per step and env: "
+            f"{(new / steps / envs) / 2**10:.0f} KiB vs one stack {stack * frame / 2**10:.0f} KiB")
 
 
 def sb3_peer(options) -> None:

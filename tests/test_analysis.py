@@ -50,6 +50,37 @@ def test_clearly_better_method_is_significant(tmp_path):
         assert image is not None and image.shape[0] > 50 and image.shape[1] > 50
 
 
+def test_verdict_needs_the_interval_to_exclude_one_half():
+    """P > 0.5 alone is not enough: the CI must leave 0.5 out (the branch a clear win never reaches)."""
+    assert analysis.verdict(0.7, (0.45, 0.9)) == "not significant"
+    assert analysis.verdict(0.7, (0.55, 0.9)) == "significant"
+    assert analysis.verdict(0.3, (0.1, 0.45)) == "not significant"  # significantly worse is not a CAMAL win
+    # and from data: a small, noisy edge over 3 seeds gives P > 0.5 with 0.5 inside the CI
+    rng = np.random.default_rng(3)
+    x = 0.55 + 0.3 * rng.standard_normal((3, 2))
+    y = 0.50 + 0.3 * rng.standard_normal((3, 2))
+    p, ci = analysis.probability_of_improvement(x, y, reps=500, seed=0)
+    assert p > 0.5 and ci[0] <= 0.5 <= ci[1]
+    assert analysis.verdict(p, ci) == "not significant"
+
+
+def test_curves_are_drawn_at_the_evaluation_steps_taken(tmp_path):
+    make_runs(tmp_path / "runs", {"camal": 0.8, "vanilla": 0.3}, {"camal": 0.5, "vanilla": 0.1})
+    runs, _ = analysis.find_results([tmp_path / "runs"])
+    steps, matrices = analysis.sample_efficiency(runs, ["basic", "take_cover"])
+    assert list(steps) == [1000, 2000, 3000]  # no point at 0, nothing carried back before the first evaluation
+    assert matrices["camal"].shape == (5, 2, 3)
+    curves = analysis.learning_curves(runs)
+    camal_return = curves["basic"]["camal"]["return"]
+    assert camal_return["steps"] == [1000, 2000, 3000] and camal_return["seeds"] == 5
+    assert camal_return["low"][2] < camal_return["mean"][2] < camal_return["high"][2]
+    results = analysis.compare([tmp_path / "runs"], tmp_path / "out", reps=200, setting={"frames": "60x80 grey", "machine": "test"})
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| frames | 60x80 grey |" in report and "all-zero maps" in report
+    assert results["rl"]["learning_curves"]["take_cover"]["vanilla"]["return"]["steps"] == [1000, 2000, 3000]
+    assert (tmp_path / "out" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_identical_methods_are_not_significant(tmp_path):
     x = np.random.default_rng(1).random((5, 3))
     p, ci = analysis.probability_of_improvement(x, x.copy(), reps=300, seed=0)
@@ -109,7 +140,7 @@ def test_wilcoxon_tables_bold_where_significant(tmp_path):
     analysis.compare([tmp_path], tmp_path / "out", plots=False)
     report = (tmp_path / "out" / "report.md").read_text()
     iou_vs_vanilla = report.split("### test IoU (%): CAMAL vs vanilla")[1].split("###")[0]
-    assert re.search(r"\| resnet18 \| \*\*(59|60)\.\d ± \d\.\d\*\* \(p=", iou_vs_vanilla), iou_vs_vanilla
+    assert re.search(r"\| resnet18 \| \*\*(59|60)\.\d ± \d\.\d\*\* \[5\d\.\d, 6\d\.\d\] \(p=", iou_vs_vanilla), iou_vs_vanilla
     accuracy_vs_prior = report.split("### test accuracy (%): CAMAL vs prior")[1].split("###")[0]
     assert "**" not in accuracy_vs_prior.split("|---|")[1]  # equal accuracy: not significant
     assert analysis.wilcoxon_greater([0.9] * 10, [0.8] * 10) < 0.01

@@ -1,0 +1,116 @@
+"""The paper's DRL study at a chosen scale, in one command: train, compare, record, draw.
+
+    python scripts/reproduce_drl.py --steps 100000 --seeds 1 2 3                  # CPU default frames
+    python scripts/reproduce_drl.py --steps 50000 --paper-frames --concurrent 20  # a GPU machine
+
+1. ``camal-sweep``: the paper's four scenarios x {CAMAL, Vanilla} x seeds into ``--runs``
+   (finished runs are skipped, checkpointed ones resumed);
+2. ``camal-compare`` into ``--report`` (report.md, results.json, SBCI / POI / learning-curve PNGs),
+   with the frames, budget, seeds and machine written at the top;
+3. one side-by-side CAMAL vs Vanilla video per scenario into ``--videos`` (first seed, the same
+   episode seeds, at most 20 s); ``.avi`` (Motion JPEG) where imageio-ffmpeg is missing;
+4. the Figure-11-style attention panel ``attention_panel.png`` in the report folder.
+
+Each step can be skipped (``--skip-train``, ``--skip-report``, ``--skip-media``) so the report
+regenerates from run folders with one command.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from camal_rl import analysis, record, sweep
+
+SCENARIOS = ["basic", "defend_the_line", "defend_the_center", "take_cover"]
+
+
+def machine() -> str:
+    cores = __import__("os").cpu_count()
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, {cores} CPU cores"
+    return f"{platform.processor() or platform.machine()} CPU, {cores} cores, no GPU"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, required=True, help="agent steps per run (the paper: 10,000,000)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    parser.add_argument("--envs", nargs="+", default=SCENARIOS)
+    parser.add_argument("--paper-frames", action="store_true", help="240x320 colour frames (the paper); default: the CPU default")
+    parser.add_argument("--concurrent", type=int, default=2, help="runs at a time")
+    parser.add_argument("--evals", type=int, default=4, help="evaluations per run (learning curves), the last at the end")
+    parser.add_argument("--runs", default="runs/drl")
+    parser.add_argument("--report", default="reports/drl")
+    parser.add_argument("--videos", default="videos")
+    parser.add_argument("--video-format", choices=["mp4", "avi"], default=None, help="default: mp4 if imageio-ffmpeg is there")
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--skip-report", action="store_true")
+    parser.add_argument("--skip-media", action="store_true")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap replications")
+    parser.add_argument("train_args", nargs="*", help="after --: more camal-train flags")
+    options = parser.parse_args()
+    runs, report = Path(options.runs), Path(options.report)
+    setting = {"steps_per_run": options.steps, "seeds": options.seeds, "envs": options.envs,
+               "frames": "240x320 RGB (paper)" if options.paper_frames else "CPU default (camal-train defaults)",
+               "machine": machine(), "date": time.strftime("%Y-%m-%d")}
+
+    if not options.skip_train:
+        runs.mkdir(parents=True, exist_ok=True)
+        (runs / "setting.json").write_text(json.dumps(setting, indent=2))
+        train_args = ["--total-timesteps", str(options.steps), "--eval-interval", str(max(1, options.steps // options.evals)),
+                      "--checkpoint-interval", "25", *(["--paper-frames"] if options.paper_frames else []),
+                      *options.train_args]
+        if options.concurrent > 1:
+            train_args += ["--env-workers", "0"]  # many runs at once: each keeps one core busy, no extra processes
+        started = time.time()
+        result = sweep.sweep(options.envs, ["camal", "vanilla"], options.seeds, runs, train_args=train_args,
+                             workers=options.concurrent, compare=False)
+        print(f"sweep: ran {len(result['ran'])}, skipped {len(result['skipped'])}, failed {len(result['failed'])} "
+              f"in {time.time() - started:.0f} s", flush=True)
+
+    if not options.skip_report:
+        saved = runs / "setting.json"
+        if saved.exists():
+            setting = json.loads(saved.read_text())
+        analysis.compare([runs], report, reps=options.reps, setting=setting)
+        print(f"wrote {report / 'report.md'}", flush=True)
+
+    if not options.skip_media:
+        fmt = options.video_format or ("mp4" if _has_ffmpeg() else "avi")
+        pairs = []
+        for env in options.envs:
+            seed = min(options.seeds)
+            camal_run, vanilla_run = runs / f"{env}__camal__{seed}", runs / f"{env}__vanilla__{seed}"
+            if not all((run / name).exists() for run in (camal_run, vanilla_run) for name in ("checkpoint.pt", "summary.json")):
+                print(f"{env} seed {seed}: a run is unfinished or missing, so no video and no panel row", file=sys.stderr)
+                continue
+            pairs.append((str(camal_run), str(vanilla_run)))
+            out = Path(options.videos) / f"{env}_camal_vs_vanilla.{fmt}"
+            scale = 1 if options.paper_frames else 2
+            done = record.record([str(camal_run), str(vanilla_run)], out, episodes=3, seed=0, fps=10, scale=scale,
+                                 max_frames=200, cuda=torch.cuda.is_available(), progress=False)
+            print(f"wrote {out}: {done['frames']} frames", flush=True)
+        if pairs:
+            rows = record.attention_panel(pairs, report / "attention_panel.png", seed=0, cuda=torch.cuda.is_available())
+            (report / "attention_panel.json").write_text(json.dumps(rows, indent=2))
+            print(f"wrote {report / 'attention_panel.png'}", flush=True)
+
+
+def _has_ffmpeg() -> bool:
+    try:
+        import imageio_ffmpeg
+
+        imageio_ffmpeg.get_ffmpeg_exe()
+        return True
+    except Exception:
+        return False
+
+
+if __name__ == "__main__":
+    main()
