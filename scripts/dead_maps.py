@@ -35,7 +35,7 @@ def run_key(size: str, scenario: str, seed: int, method: str) -> str:
     return f"{size}|{scenario}|{seed}|{method}"
 
 
-def measure(size: str, scenario: str, seed: int, method: str, iterations: int, cuda: bool) -> dict:
+def measure(size: str, scenario: str, seed: int, method: str, iterations: int, cuda: bool, threads: int = 0) -> dict:
     """Train one run and return the all-zero share of each attention method's maps at the end."""
     captured = {}
 
@@ -45,7 +45,7 @@ def measure(size: str, scenario: str, seed: int, method: str, iterations: int, c
     with tempfile.TemporaryDirectory() as root:
         args = ppo.Args(env=scenario, seed=seed, total_timesteps=iterations * 8 * 128, camal_coef=0.0 if method == "vanilla" else 1.0,
                         attention="gradcam" if method == "vanilla" else method, eval_episodes=0, progress=False,
-                        checkpoint_interval=10**9, cuda=cuda, run_dir=f"{root}/run", **SIZES[size])
+                        checkpoint_interval=10**9, cuda=cuda, run_dir=f"{root}/run", threads=threads, **SIZES[size])
         ppo.train(args, on_rollout=keep_last_rollout)
         checkpoint = ppo.load_checkpoint(Path(root) / "run")
     device = torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--out", default="runs/dead_maps.jsonl")
     parser.add_argument("--cuda", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: all cores)")
     parser.add_argument("--table", action="store_true", help="only print the table of what --out holds")
     options = parser.parse_args()
     out = Path(options.out)
@@ -115,7 +116,7 @@ def main() -> None:
                 for scenario in options.scenarios for method in options.methods
                 if run_key(size, scenario, seed, method) not in done]
         for index, (size, scenario, seed, method) in enumerate(todo, 1):
-            record = measure(size, scenario, seed, method, options.iterations, options.cuda)
+            record = measure(size, scenario, seed, method, options.iterations, options.cuda, options.threads)
             with open(out, "a") as stream:
                 stream.write(json.dumps(record) + "\n")
             records.append(record)
