@@ -65,6 +65,38 @@ def find_results(paths: Iterable[str | Path]) -> tuple[list[dict], list[dict]]:
     return runs, folds
 
 
+EVAL_TAGS = {"eval_return_mean": "eval/return_mean", "eval_iou_mean": "eval/iou_mean",
+             "eval_zero_map_fraction": "eval/zero_map_fraction"}
+
+
+def runs_at_step(paths: Iterable[str | Path], step: int) -> tuple[list[dict], list[str]]:
+    """Every run folder under ``paths`` (finished or not) with its evaluation at agent step ``step``.
+
+    Compares runs at a common budget, also runs that a time limit stopped after that evaluation.
+    Runs are named ``<env>__<method>__<seed>`` (camal-sweep) or carry a summary.json."""
+    runs, notes = [], []
+    for root in map(Path, paths):
+        for events in sorted(root.rglob("events.out.tfevents.*")):
+            folder = events.parent
+            if any(r["_path"] == str(folder) for r in runs):
+                continue
+            summary = folder / "summary.json"
+            if summary.exists():
+                record = json.loads(summary.read_text())
+            else:
+                parts = folder.name.split("__")
+                if len(parts) < 3 or not parts[2].isdigit():
+                    notes.append(f"{folder}: no summary.json and not named env__method__seed; left out")
+                    continue
+                record = {"env": parts[0], "method": parts[1], "seed": int(parts[2]), "unfinished": True}
+            values = {key: dict(read_scalars(folder, tag)).get(step) for key, tag in EVAL_TAGS.items()}
+            if values["eval_return_mean"] is None:
+                notes.append(f"{folder}: no evaluation at step {step}; left out")
+                continue
+            runs.append({**record, **values, "global_step": step, "_path": str(folder)})
+    return runs, notes
+
+
 def read_scalars(run_dir: str | Path, tag: str) -> list[tuple[int, float]]:
     """(step, value) pairs of one TensorBoard scalar; the last value wins for a repeated step."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -221,9 +253,11 @@ def learning_curves(runs: list[dict]) -> dict:
             half = stats.t.ppf(0.975, len(seeds) - 1) * values.std(0, ddof=1) / np.sqrt(len(seeds))
         else:
             half = np.zeros_like(mean)
+        low, high = mean - half, mean + half
+        if metric != "return":  # IoU and shares live in [0, 1]
+            low, high = np.clip(low, 0, 1), np.clip(high, 0, 1)
         curves.setdefault(env, {}).setdefault(method, {})[metric] = {
-            "steps": steps, "mean": mean.tolist(), "low": (mean - half).tolist(), "high": (mean + half).tolist(),
-            "seeds": len(seeds)}
+            "steps": steps, "mean": mean.tolist(), "low": low.tolist(), "high": high.tolist(), "seeds": len(seeds)}
     return curves
 
 
@@ -318,11 +352,15 @@ def _fmt_ci(point: float, ci) -> str:
 
 
 def compare(paths: list[str], out: str | Path, *, reps: int = 2000, seed: int = 0, plots: bool = True,
-            setting: Optional[dict] = None) -> dict:
+            setting: Optional[dict] = None, at_step: Optional[int] = None) -> dict:
     """Analyse everything under ``paths``; write ``report.md``, ``results.json`` and PNGs into ``out``.
 
-    ``setting`` (frames, budget, seeds, machine, ...) is written at the top of the report."""
+    ``setting`` (frames, budget, seeds, machine, ...) is written at the top of the report.
+    ``at_step`` compares the RL runs at their evaluation at that agent step instead of their end."""
     runs, folds = find_results(paths)
+    step_notes: list[str] = []
+    if at_step is not None:
+        runs, step_notes = runs_at_step(paths, at_step)
     if not runs and not folds:
         raise AnalysisError(
             f"no results under {', '.join(map(str, paths))}: expected run folders with summary.json "
@@ -331,7 +369,9 @@ def compare(paths: list[str], out: str | Path, *, reps: int = 2000, seed: int = 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report = ["# CAMAL comparison report", ""]
-    results: dict = {"setting": setting or {}, "rl": {}, "classification": {}, "notes": []}
+    results: dict = {"setting": setting or {}, "rl": {}, "classification": {}, "notes": step_notes}
+    if at_step is not None:
+        report += [f"Runs compared at their evaluation at agent step {at_step:,} (`--at-step`), not at their end.", ""]
     if setting:
         report += ["| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in setting.items()] + [""]
     if runs:
@@ -347,6 +387,13 @@ def compare(paths: list[str], out: str | Path, *, reps: int = 2000, seed: int = 
     return results
 
 
+def maps_dead_at_end(run: dict, above: float = 0.9) -> bool:
+    """Whether the run's last logged rollout maps were all zero on more than ``above`` of the frames."""
+    series = [(s, v) for s, v in read_scalars(run["_path"], "attention/zero_map_fraction")
+              if s <= run.get("global_step", float("inf"))]
+    return bool(series) and series[-1][1] > above
+
+
 def _finite(values) -> list[float]:
     return [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
 
@@ -359,7 +406,7 @@ def rl_section(runs: list[dict], out: Path, results: dict, *, reps: int, seed: i
     lines.append(f"{len(runs)} runs; methods {', '.join(methods)}; envs {', '.join(envs)}; agent steps per run "
                  f"{', '.join(f'{s:,}' for s in steps)}. Standard deviations over seeds use ddof 1.")
     lines.append("")
-    lines.append("| env | method | seeds | eval return | normalised | eval IoU | all-zero maps (eval frames) | runs whose map died in training |")
+    lines.append("| env | method | seeds | eval return | normalised | eval IoU | all-zero maps (eval frames) | runs whose maps were dead at the end of training |")
     lines.append("|---|---|---|---|---|---|---|---|")
     grouped = defaultdict(list)
     for run in runs:
@@ -369,7 +416,7 @@ def rl_section(runs: list[dict], out: Path, results: dict, *, reps: int, seed: i
         returns = _finite(r.get("eval_return_mean") for r in group)
         ious = _finite(r.get("eval_iou_mean") for r in group)
         zero = _finite(r.get("eval_zero_map_fraction") for r in group)
-        dead = sum(bool(r.get("attention_dead")) for r in group)
+        dead = sum(maps_dead_at_end(r) for r in group)
         norm = [normalized_return(env, v) for v in returns]
         per_group[f"{env}/{method}"] = {"seeds": len(group), "return": returns, "normalised_return": norm, "iou": ious,
                                         "zero_map_fraction": zero, "dead_in_training": dead}
@@ -538,6 +585,8 @@ def cli(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap replications")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (results are reproducible for it)")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--at-step", type=int, default=None, help="compare RL runs at their evaluation at this step")
+    parser.add_argument("--setting", default=None, help="a JSON file of the study's setting, shown at the top")
     parser.add_argument("--table", action="store_true", help="also print the report to stdout")
     options = parser.parse_args(argv)
     import warnings
@@ -545,7 +594,9 @@ def cli(argv: Optional[list[str]] = None) -> None:
     # rliable hands arch a RandomState, which arch now warns about on every bootstrap
     warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
     try:
-        compare(options.runs, options.out, reps=options.reps, seed=options.seed, plots=not options.no_plots)
+        setting = json.loads(Path(options.setting).read_text()) if options.setting else None
+        compare(options.runs, options.out, reps=options.reps, seed=options.seed, plots=not options.no_plots,
+                setting=setting, at_step=options.at_step)
     except AnalysisError as error:
         print(f"camal-compare: error: {error}", file=sys.stderr)
         raise SystemExit(2)

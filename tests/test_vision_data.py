@@ -31,16 +31,18 @@ def test_oxford_pets(tmp_path):
     (base / "images").mkdir(parents=True)
     (base / "annotations" / "trimaps").mkdir(parents=True)
     lines = []
-    for i, (name, cls) in enumerate([("Abyssinian_1", 1), ("beagle_2", 4)]):
+    for i, (name, cls) in enumerate([("Abyssinian_1", 1), ("beagle_2", 4), ("beagle_7", 4)]):
         square_image(base / "images" / f"{name}.jpg")
         trimap = np.full((48, 60), 2, np.uint8)
         trimap[8:28, 10:30] = 1
         trimap[7, 10:30] = 3
         Image.fromarray(trimap).save(base / "annotations" / "trimaps" / f"{name}.png")
         lines.append(f"{name} {cls} 1 1")
-    (base / "annotations" / "trainval.txt").write_text("\n".join(lines))
-    dataset = data.OxfordPets(tmp_path, "trainval", SMALL)
-    assert len(dataset) == 2 and list(dataset.labels) == [0, 3]
+    (base / "annotations" / "trainval.txt").write_text("\n".join(lines[:2]))
+    (base / "annotations" / "test.txt").write_text(lines[2])
+    assert len(data.OxfordPets(tmp_path, "trainval", SMALL)) == 2
+    dataset = data.load_dataset("oxford_pets", str(tmp_path), resize=SMALL.resize, crop=SMALL.crop)
+    assert len(dataset) == 3 and list(dataset.labels) == [0, 3, 3]  # the folds are cut from the whole set
     image, mask, label = dataset[1]
     check_mask_on_object(image, mask)
     assert label == 3
@@ -101,8 +103,10 @@ def test_missing_file_is_named(tmp_path):
     base = tmp_path / "oxford-iiit-pet" / "annotations"
     base.mkdir(parents=True)
     (base / "trainval.txt").write_text("Abyssinian_1 1 1 1\n")
+    with pytest.raises(data.DatasetMissing, match="split file 'test'"):
+        data.OxfordPets(tmp_path)  # the whole set needs both lists
     with pytest.raises(data.DatasetMissing, match="Abyssinian_1.jpg"):
-        data.OxfordPets(tmp_path)
+        data.OxfordPets(tmp_path, "trainval")
 
 
 def test_decoy_digits_variants():

@@ -18,7 +18,7 @@ def test_attention_and_camal_gradient(name):
     model = models.create(name, num_classes=3, image_size=size)
     model.train()
     x = torch.randn(2, 3, size, size)
-    logits, features = model(x)
+    logits, features = model(x, double_backward=True)  # a loss will be built from gradients
     assert logits.shape == (2, 3)
     assert features.dim() == 4 and features.shape[0] == 2
     scores = logits[torch.arange(2), torch.tensor([0, 2])]

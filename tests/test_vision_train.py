@@ -81,3 +81,60 @@ def test_crash_inside_a_fold_resumes_at_the_last_finished_epoch(tmp_path, monkey
     result = decoy_run(tmp_path, "camal", epochs=2, only_folds=[2])
     assert calls["loss"] == steps_for_two_epochs  # both epochs were done: no training step repeated
     assert result["fold"] == 2 and (folder / "fold_02.json").exists()
+
+
+def test_resumed_fold_equals_the_uninterrupted_fold(tmp_path, monkeypatch):
+    """Model, optimizer, CPU (and CUDA) RNG and the loader's shuffle order all come back: same numbers."""
+    from camal_rl.vision import train
+
+    straight = decoy_run(tmp_path / "straight", "camal", epochs=3, only_folds=[3])
+    real_loss = train.training_loss
+    calls = {"n": 0}
+
+    def counting_loss(*args, **kwargs):
+        calls["n"] += 1
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train, "training_loss", counting_loss)
+    decoy_run(tmp_path / "count", "camal", epochs=1, only_folds=[3])
+    steps_per_epoch = calls["n"]
+
+    def crash_in_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == steps_per_epoch + 5:
+            raise RuntimeError("power cut")
+        return real_loss(*args, **kwargs)
+
+    calls["n"] = 0
+    monkeypatch.setattr(train, "training_loss", crash_in_second_epoch)
+    with pytest.raises(RuntimeError, match="power cut"):
+        decoy_run(tmp_path / "resumed", "camal", epochs=3, only_folds=[3])
+    monkeypatch.setattr(train, "training_loss", real_loss)
+    resumed = decoy_run(tmp_path / "resumed", "camal", epochs=3, only_folds=[3])
+    for key in ("test_accuracy", "test_accuracy_matched_decoy", "test_iou", "deletion_auc", "insertion_auc"):
+        assert resumed[key] == straight[key], key
+
+
+def test_vit_uses_the_math_kernel_only_when_camal_needs_a_double_backward(monkeypatch):
+    """Vanilla and evaluation keep PyTorch's fused attention; only CAMAL's loss on gradients needs MATH."""
+    import torch
+    from torch.nn.attention import SDPBackend
+
+    from camal_rl.vision import models
+
+    chosen = []
+    import torch.nn.attention as attention
+
+    original = attention.sdpa_kernel
+
+    def spy(backends, *args, **kwargs):
+        chosen.append(backends)
+        return original(backends, *args, **kwargs)
+
+    monkeypatch.setattr(attention, "sdpa_kernel", spy)
+    model = models.create("vit_b_16", 3, image_size=32)
+    images = torch.rand(2, 3, 32, 32)
+    model(images)
+    assert chosen == []  # Vanilla forward, even with gradients on
+    logits, features = model(images, double_backward=True)
+    assert chosen == [SDPBackend.MATH]

@@ -5,7 +5,7 @@ preprocessing (resize the short side to 256, centre crop 224, ImageNet normalisa
 with the SAME geometry to image and mask (mask with nearest neighbour). ``resize``/``crop``
 can be made smaller for quick runs.
 
-* ``OxfordPets(root)``: ``oxford-iiit-pet/images/<id>.jpg``, ``annotations/{trainval,test}.txt``
+* ``OxfordPets(root)``: ``oxford-iiit-pet/images/<id>.jpg``, ``annotations/{trainval,test}.txt`` (both: the whole set)
   (``id class species breed``, class 1-37), ``annotations/trimaps/<id>.png`` (1 = pet).
 * ``Flowers102(root)``: ``flowers-102/jpg/image_%05d.jpg``, ``imagelabels.mat``, ``setid.mat``,
   masks ``segmim/segmim_%05d.jpg`` = the flower on a blue (0, 0, 254) background (JPEG, so the
@@ -86,12 +86,19 @@ class MaskedImages(Dataset):
 
 
 class OxfordPets(MaskedImages):
-    def __init__(self, root, split: str = "trainval", preprocess: Preprocess | None = None):
+    """``split`` ``"trainval"`` or ``"test"``; ``None`` (default) is the whole set, both lists,
+    which the paper's k folds are cut from."""
+
+    def __init__(self, root, split: str | None = None, preprocess: Preprocess | None = None):
         super().__init__(preprocess)
         base = _require(Path(root) / "oxford-iiit-pet", "Oxford-IIIT-Pet folder")
-        listing = _require(base / "annotations" / f"{split}.txt", f"Oxford-IIIT-Pet split file '{split}'")
+        splits = ["trainval", "test"] if split is None else [split]
+        lines = []
+        for name in splits:
+            listing = _require(base / "annotations" / f"{name}.txt", f"Oxford-IIIT-Pet split file '{name}'")
+            lines += listing.read_text().splitlines()
         names = {}
-        for line in listing.read_text().splitlines():
+        for line in lines:
             if not line.strip() or line.startswith("#"):
                 continue
             image_id, class_id = line.split()[:2]
@@ -224,7 +231,7 @@ def load_dataset(name: str, root: str | None = None, *, resize: int = 256, crop:
         raise DatasetMissing(f"dataset {name} needs --data-root (the folder holding its published layout)")
     preprocess = Preprocess(resize, crop)
     if name == "oxford_pets":
-        return OxfordPets(root, "trainval", preprocess)
+        return OxfordPets(root, None, preprocess)  # the whole set: the folds are cut from it
     if name == "flowers102":
         return Flowers102(root, None, preprocess)
     return BUSI(root, preprocess)

@@ -19,8 +19,9 @@ small_cnn          last conv block                 a 4-layer CNN for quick CPU e
 The reshaping happens inside a forward hook that returns a tensor rebuilt FROM the spatial view,
 so the spatial view lies on the path to the logits and ``autograd.grad`` can reach it. ViT is
 taken before the last block's attention: after the last block only the class token reaches the
-head and the patch tokens would get no gradient. Its forward runs with the MATH attention kernel
-while gradients are on, because the fused CPU kernels have no double backward.
+head and the patch tokens would get no gradient. When a loss is built from its gradients (CAMAL
+training, ``model(x, double_backward=True)``) its forward runs with the MATH attention kernel, the
+only one with a double backward; everything else (Vanilla, evaluation) keeps the fast fused kernel.
 """
 
 from __future__ import annotations
@@ -61,8 +62,11 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def _tokens_to_spatial(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """ViT tokens (B, 1 + h*w, C) -> (spatial [B, C, h, w], tokens rebuilt from it)."""
+def tokens_to_spatial(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ViT tokens (B, 1 + h*w, C) -> (spatial [B, C, h, w], tokens rebuilt from it).
+
+    Return the rebuilt tokens from a forward hook: the layers after it then depend on the spatial
+    view, so ``autograd.grad`` can reach it (a reshaped copy made afterwards is not on the graph)."""
     batch, count, channels = tokens.shape
     side = int(round((count - 1) ** 0.5))
     spatial = tokens[:, 1:].reshape(batch, side, side, channels).permute(0, 3, 1, 2)
@@ -93,10 +97,11 @@ class SpatialClassifier(nn.Module):
         self._features = spatial
         return rebuilt  # downstream layers now depend on the spatial view
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, *, double_backward: bool = False):
+        """``double_backward``: a loss will be built from this forward's gradients (CAMAL training)."""
         self._features = None
         context = contextlib.nullcontext()
-        if self.name == "vit_b_16" and torch.is_grad_enabled():
+        if self.name == "vit_b_16" and double_backward:
             from torch.nn.attention import SDPBackend, sdpa_kernel
 
             context = sdpa_kernel(SDPBackend.MATH)
@@ -172,4 +177,4 @@ def create(name: str, num_classes: int, *, pretrained: bool = False, image_size:
         return SpatialClassifier(name, model, model.blocks[-1])
     if name == "swin_v2_t":
         return SpatialClassifier(name, model, model.features[-1], _channels_last_to_spatial)
-    return SpatialClassifier(name, model, model.encoder.layers[-1].ln_1, _tokens_to_spatial)  # vit_b_16
+    return SpatialClassifier(name, model, model.encoder.layers[-1].ln_1, tokens_to_spatial)  # vit_b_16

@@ -16,6 +16,7 @@ import torch
 from scipy import ndimage, stats
 
 from camal_rl import camal
+from camal_rl.analysis import wilcoxon_greater
 
 PERTURBATIONS = ("shift", "erode", "dilate")
 
@@ -81,10 +82,7 @@ def study(masks: list[np.ndarray], severities=tuple(range(0, 9))) -> dict:
             b = np.asarray(per_image[("suppress", measure)], float)
             both = np.isfinite(a) & np.isfinite(b)
             differences = a[both] - b[both]
-            if both.sum() >= 2 and not np.allclose(differences, 0):
-                p = float(stats.wilcoxon(differences, alternative="greater").pvalue)
-            else:
-                p = float("nan")
+            p = wilcoxon_greater(a[both], b[both]) if both.sum() >= 2 and not np.allclose(differences, 0) else float("nan")
             summary[f"wilcoxon_{measure}_p"] = p
         results[kind] = {"summary": summary, "curves": {k: np.asarray(v) for k, v in curves.items()},
                          "severities": severities}

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from camal_rl import camal
 from camal_rl.files import atomic_path
 from camal_rl.vision.data import IMAGENET_MEAN, IMAGENET_STD, DecoyDigits
+from camal_rl.vision.models import tokens_to_spatial
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -57,11 +58,8 @@ class ClipGradCAM:
             self.text = F.normalize(model.encode_text(tokens).float(), dim=-1)
 
     def _tokens_hook(self, module, inputs, output):
-        batch, count, channels = output.shape
-        side = int(round((count - 1) ** 0.5))
-        spatial = output[:, 1:].reshape(batch, side, side, channels).permute(0, 3, 1, 2)
-        self._features = spatial
-        return torch.cat([output[:, :1], spatial.permute(0, 2, 3, 1).reshape(batch, side * side, channels)], dim=1)
+        self._features, rebuilt = tokens_to_spatial(output)
+        return rebuilt
 
     def to_clip_input(self, images: torch.Tensor, imagenet_normalized: bool) -> torch.Tensor:
         if imagenet_normalized:
@@ -78,11 +76,13 @@ class ClipGradCAM:
                 imagenet_normalized: bool = True) -> torch.Tensor:
         """Binary ``uint8 [B, H, W]`` regions at the images' own size."""
         images, labels = images.to(self.device), labels.to(self.device)
-        with torch.enable_grad():
+
+        def forward():
             embedding = F.normalize(self.model.encode_image(self.to_clip_input(images, imagenet_normalized)).float(), dim=-1)
-            similarity = (embedding * self.text[labels]).sum(-1)
-            maps = camal.attention_map(self._features, similarity, tuple(images.shape[-2:]), create_graph=False)
-        return (maps.detach() > threshold).to(torch.uint8).cpu()
+            return self._features, (embedding * self.text[labels]).sum(-1), ()
+
+        _, maps = camal.inspect_attention(forward, tuple(images.shape[-2:]))
+        return (maps > threshold).to(torch.uint8).cpu()
 
 
 class PriorMasks(Dataset):

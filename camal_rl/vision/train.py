@@ -92,14 +92,20 @@ def target_scores(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return logits.gather(1, labels[:, None]).squeeze(1)
 
 
+def regularizer_of(method: str) -> str:
+    """The core's regulariser for a method: suppress-only for ``suppress``, else CAMAL's beta - alpha."""
+    return "suppress" if method == "suppress" else "camal"
+
+
 def training_loss(model, images, masks, labels, args: ClassifyArgs):
-    logits, features = model(images)
+    supervised = args.method != "vanilla" and args.camal_coef > 0
+    logits, features = model(images, double_backward=supervised)
     loss = F.cross_entropy(logits, labels)
     regulariser = None
-    if args.method != "vanilla" and args.camal_coef > 0:
+    if supervised:
         maps = camal.normalize(camal.attention(features, target_scores(logits, labels), method=args.attention))
-        mode = "suppress" if args.method == "suppress" else "camal"
-        regulariser = camal.camal_loss(maps, masks, mode=mode)  # implicit bilinear resize to the mask
+        # implicit bilinear resize to the mask
+        regulariser = camal.camal_loss(maps, masks, regularizer=regularizer_of(args.method))
         loss = loss + args.camal_coef * regulariser
     return loss, logits, regulariser
 
@@ -110,13 +116,15 @@ def evaluate(model, loader, device, args: ClassifyArgs) -> dict:
     ious, skipped = [], 0
     for images, masks, labels in loader:
         images, masks, labels = images.to(device), masks.to(device), labels.to(device)
-        with torch.enable_grad():
+
+        def forward():
             logits, features = model(images)
-            maps = camal.attention_map(features, target_scores(logits, labels), tuple(masks.shape[-2:]),
-                                       method=args.attention, create_graph=False)
+            return features, target_scores(logits, labels), (logits,)
+
+        (logits,), maps = camal.inspect_attention(forward, tuple(masks.shape[-2:]), method=args.attention)
         correct += int((logits.argmax(1) == labels).sum())
         total += len(labels)
-        iou = camal.attention_iou(maps.detach(), masks)
+        iou = camal.attention_iou(maps, masks)
         ious += iou[~torch.isnan(iou)].tolist()
         skipped += int(torch.isnan(iou).sum())
     return {"test_accuracy": correct / max(total, 1), "test_iou": float(np.mean(ious)) if ious else float("nan"),
@@ -131,11 +139,14 @@ def faithfulness_scores(model, test_set, device, args: ClassifyArgs, fold: int) 
     for position in chosen:
         image, _, _ = test_set[position]
         image = image.to(device)
-        with torch.enable_grad():
+
+        def forward():
             logits, features = model(image[None])
             predicted = logits.argmax(1)
-            attention = camal.attention_map(features, target_scores(logits, predicted), tuple(image.shape[-2:]),
-                                            method=args.attention, create_graph=False)[0].detach()
+            return features, target_scores(logits, predicted), (predicted,)
+
+        (predicted,), attention = camal.inspect_attention(forward, tuple(image.shape[-2:]), method=args.attention)
+        attention = attention[0]
         curve = faithfulness.deletion_insertion(model, image, attention, steps=args.faithfulness_steps,
                                                 target=int(predicted))
         deletion.append(curve["deletion_auc"])
@@ -174,6 +185,8 @@ def train_fold(args: ClassifyArgs, dataset, fold: int, train_idx, test_idx, devi
                              f"({type(error).__name__}); delete it to restart the fold") from None
         start_epoch = state["epoch"] + 1
         torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         generator.set_state(state["loader_rng"])
     started = time.time()
     bar = tqdm(total=args.epochs, initial=start_epoch, unit="epoch", disable=not args.progress, desc=f"fold {fold}")
@@ -198,7 +211,8 @@ def train_fold(args: ClassifyArgs, dataset, fold: int, train_idx, test_idx, devi
             writer.add_scalar("train/camal_loss", np.mean(regularisers), step)
         with atomic_path(checkpoint_path) as partial:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                        "rng": torch.get_rng_state(), "loader_rng": generator.get_state()}, partial)
+                        "rng": torch.get_rng_state(), "loader_rng": generator.get_state(),
+                        **({"cuda_rng": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {})}, partial)
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", acc=f"{correct / max(seen, 1):.2f}")
     bar.close()
