@@ -5,9 +5,10 @@ import subprocess
 import sys
 
 import imageio_ffmpeg
+import numpy as np
 import pytest
 
-from camal_rl import ppo, record
+from camal_rl import overlay, ppo, record
 
 
 @pytest.fixture(scope="module")
@@ -47,4 +48,32 @@ def test_bad_run_dir_is_one_line_error(tmp_path):
     result = subprocess.run([sys.executable, "-m", "camal_rl.record", str(tmp_path / "missing"), "--out", str(out)],
                             capture_output=True, text=True)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
-    assert "no checkpoint" in result.stderr and not out.exists()
+    assert "no checkpoint" in result.stderr and "camal-record needs a run folder" in result.stderr
+    assert "--resume" not in result.stderr and not out.exists()
+
+
+def test_two_recordings_of_the_same_run_are_identical(tiny_run, tmp_path):
+    """Actions come from a generator seeded by the episode: the same video every time."""
+    first, second = tmp_path / "a.avi", tmp_path / "b.avi"
+    for out in (first, second):
+        record.record([str(tiny_run)], out, episodes=2, seed=5, max_steps=25, scale=1, progress=False)
+    # Motion JPEG codes every frame on its own, deterministically: equal frames give equal bytes
+    assert first.stat().st_size > 10_000 and first.read_bytes() == second.read_bytes()
+
+
+def test_overlay_puts_the_hottest_cell_where_the_map_says():
+    """A 4x6 map with one hot cell: the reddest region of the drawn frame lies over that cell."""
+    screen = np.full((120, 160, 3), 90, np.uint8)
+    for row, col in [(0, 0), (2, 4), (3, 1)]:
+        attention = np.zeros((4, 6), np.float32)
+        attention[row, col] = 1.0
+        frame = overlay.draw_attention(screen, attention, None, scale=2)
+        redness = frame[..., 0].astype(int) - frame[..., 2].astype(int)
+        y, x = np.unravel_index(np.argmax(redness), redness.shape)
+        cell_h, cell_w = frame.shape[0] / 4, frame.shape[1] / 6
+        assert int(y // cell_h) == row and int(x // cell_w) == col, ((y, x), (row, col))
+    # and the mask outline is drawn in green around the masked block
+    mask = np.zeros((120, 160), np.uint8)
+    mask[40:60, 60:100] = 1
+    frame = overlay.draw_attention(screen, np.zeros((4, 6)), mask)
+    assert tuple(frame[40, 80]) == overlay.MASK_COLOUR and tuple(frame[50, 80]) != overlay.MASK_COLOUR

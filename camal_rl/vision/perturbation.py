@@ -21,6 +21,25 @@ from camal_rl.analysis import wilcoxon_greater
 PERTURBATIONS = ("shift", "erode", "dilate")
 
 
+def blob_masks(count: int, size: int = 224, coverage: tuple[float, float] = (0.25, 0.6), seed: int = 0) -> list[np.ndarray]:
+    """Generated object masks as large as the paper's data sets' (pets and flowers fill a
+    quarter to over half of a 224x224 crop): unions of two or three rotated ellipses around the
+    centre, kept when their area falls in ``coverage``. For when the real sets are not on disk."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    masks = []
+    while len(masks) < count:
+        mask = np.zeros((size, size), np.uint8)
+        for _ in range(int(rng.integers(2, 4))):
+            centre = (int(size * rng.uniform(0.35, 0.65)), int(size * rng.uniform(0.35, 0.65)))
+            axes = (int(size * rng.uniform(0.15, 0.4)), int(size * rng.uniform(0.15, 0.4)))
+            cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, thickness=-1)
+        if coverage[0] <= mask.mean() <= coverage[1]:
+            masks.append(mask)
+    return masks
+
+
 def perturb(mask: np.ndarray, kind: str, severity: int) -> np.ndarray:
     """A binary attention map made from ``mask`` by ``severity`` pixels of the perturbation."""
     mask = mask.astype(bool)
