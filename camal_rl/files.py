@@ -1,8 +1,9 @@
-"""Writing files so that a crash never leaves a half-written one behind."""
+"""Writing files, and stopping, so that a crash never leaves a half-written one behind."""
 
 from __future__ import annotations
 
 import os
+import signal
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,3 +27,13 @@ def atomic_path(path: str | os.PathLike):
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as partial:
         partial.write_text(text)
+
+
+def exit_on_sigterm() -> None:
+    """Let SIGTERM (a cluster taking the node back, a launcher that died) unwind like Ctrl-C:
+    ``finally`` blocks run, partial files go, games close, and the last checkpoint stays."""
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)

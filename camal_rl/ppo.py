@@ -35,7 +35,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from camal_rl import camal, doom, overlay, vector
-from camal_rl.files import atomic_path, write_text_atomic
+from camal_rl.files import atomic_path, exit_on_sigterm, write_text_atomic
 
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
@@ -639,6 +639,8 @@ def _train_loop(args, run_dir, checkpoint, device, envs, eval_envs, agent, optim
                        "the run continues but not bit-identically", file=sys.stderr)
         next_done = checkpoint["next_done"].to(device)
         set_rng_state(checkpoint["rng"])
+        tqdm.write(f"camal-train: resuming {run_dir} at iteration {progress['iteration'] + 1} "
+                   f"(agent step {progress['global_step']})", file=sys.stderr)
     global_step = progress["global_step"]
     recent_returns: deque = deque(progress["recent_returns"], maxlen=20)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -875,6 +877,7 @@ def _train_loop(args, run_dir, checkpoint, device, envs, eval_envs, agent, optim
 
 def cli() -> None:
     args = tyro.cli(Args)
+    exit_on_sigterm()
     try:
         summary = train(args)
     except (TrainingError, doom.SpecError, vector.EnvWorkerError) as error:

@@ -1,17 +1,40 @@
-"""A grid of env x method x seed: ``camal-sweep --envs basic take_cover --methods camal vanilla --seeds 1 2 3``.
+"""Grids of training runs, on this machine or on a Ray cluster.
 
-Runs go into ``OUT/<env>__<method>__<seed>``. Finished runs (``summary.json``) are skipped,
-checkpointed ones resumed, the rest started; as parallel local processes (``--workers``) or as
-tasks on a Ray cluster (``--launcher ray``, the ``ray`` extra). When all are done the
-comparison report is written to ``OUT/report`` (``camal-compare``).
+    camal-sweep --envs basic take_cover --methods camal vanilla --seeds 1 2 3 --out runs/drl -- --total-timesteps 500000
+    camal-sweep --task classify --models resnet18 --datasets oxford_pets --methods vanilla camal --folds 10 \\
+                --out runs/cls -- --data-root /data --epochs 500
+    camal-sweep ... --launcher ray --ray-address auto --storage /shared/runs --cpus-per-run 4 --gpus-per-run 0.25
+
+Every run's folder lives in the storage (``--out``, or ``--storage`` for a cluster): a path every
+node sees (a shared file system), or an fsspec URI (``s3://bucket/runs``, ``gs://...``,
+``file:///...``) into which each run's folder is mirrored while it trains. A finished run (its
+``summary.json``, or a fold's ``fold_XX.json``) is skipped, a checkpointed one resumed, the rest
+started, so a sweep killed halfway and started again finishes only what was missing.
+
+On Ray each run is a task with ``--cpus-per-run`` CPUs and ``--gpus-per-run`` GPUs (fractions
+let several small runs share a card; with GPUs the runs get ``--cuda``). Ray places the tasks and
+retries a task whose worker or node dies (``--max-retries``); the retry finds the run's last
+checkpoint in the storage and resumes from it, so nothing restarts from zero or is counted twice.
+The training process is tied to its Ray worker (it gets SIGTERM when the worker dies and closes
+its games), so a dead node leaves no second writer behind. A GPU request that no node can meet
+is refused up front instead of waiting forever (``--wait-for-resources`` waits, for autoscalers).
+
+Classification sweeps run ``camal-classify --only-folds k`` per (model, dataset, method, fold); the
+fold files gather in ``<storage>/<model>__<dataset>__<method>/``, which ``camal-compare`` turns into
+the Table 1/2/5 shapes. When all runs are done the report is written to ``<storage>/report``
+(local storage only).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -26,54 +49,184 @@ METHOD_FLAGS = {
     "suppress": ["--regularizer", "suppress"],
     "vanilla": ["--camal-coef", "0"],
 }
+CLASSIFY_METHODS = ("vanilla", "camal", "suppress", "prior")
 
 
+class SweepError(ValueError):
+    """A grid or cluster request that cannot run; the message says what would."""
+
+
+# ---------------------------------------------------------------------------------------
+# Storage: a shared path, or an fsspec URI mirrored to a local scratch folder
+# ---------------------------------------------------------------------------------------
+class Storage:
+    def __init__(self, location: str | os.PathLike):
+        self.location = str(location)
+        self.is_local = "://" not in self.location
+        if self.is_local:
+            self.root = Path(self.location)
+        else:
+            import fsspec
+
+            self.fs, self.remote_root = fsspec.core.url_to_fs(self.location)
+
+    def _remote(self, relative: str) -> str:
+        return f"{self.remote_root.rstrip('/')}/{relative}"
+
+    def exists(self, relative: str) -> bool:
+        return (self.root / relative).exists() if self.is_local else self.fs.exists(self._remote(relative))
+
+    def download(self, folder: str, local_root: Path) -> dict:
+        """Copy ``folder`` to ``local_root/folder``; returns what each file looked like (for uploads)."""
+        target = local_root / folder
+        target.mkdir(parents=True, exist_ok=True)
+        remote = self._remote(folder)
+        if self.fs.exists(remote):
+            for path in self.fs.find(remote):
+                local = target / Path(path).relative_to(remote)
+                local.parent.mkdir(parents=True, exist_ok=True)
+                self.fs.get_file(path, str(local))
+        return _snapshot(target)
+
+    def upload(self, folder: str, local_root: Path, seen: dict) -> dict:
+        """Mirror the files of ``local_root/folder`` that changed since ``seen`` (other tasks' files stay theirs)."""
+        now = _snapshot(local_root / folder)
+        for relative, stamp in now.items():
+            if seen.get(relative) != stamp and ".partial" not in relative:
+                remote = self._remote(f"{folder}/{relative}")
+                self.fs.makedirs(str(Path(remote).parent), exist_ok=True)
+                self.fs.put_file(str(local_root / folder / relative), remote)
+        return now
+
+
+def _snapshot(folder: Path) -> dict:
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+# ---------------------------------------------------------------------------------------
+# Jobs
+# ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Job:
-    env: str
-    method: str
-    seed: int
-    run_dir: Path
+    """One training process: a camal-train run, or one fold of camal-classify."""
+
+    name: str  # what reports call it
+    folder: str  # its folder in the storage
+    program: str  # camal_rl.ppo or camal_rl.vision.train
+    args: tuple[str, ...]
+    fold: int | None = None
 
     @property
-    def name(self) -> str:
-        return self.run_dir.name
+    def result_file(self) -> str:
+        return f"{self.folder}/summary.json" if self.fold is None else f"{self.folder}/fold_{self.fold:02d}.json"
 
-    def state(self) -> str:
-        if (self.run_dir / "summary.json").exists():
+    def state(self, storage: Storage) -> str:
+        if storage.exists(self.result_file):
             return "finished"
-        if (self.run_dir / "checkpoint.pt").exists():
+        if self.fold is None and storage.exists(f"{self.folder}/checkpoint.pt"):
             return "resumable"
+        if self.fold is not None and storage.exists(f"{self.folder}/fold_{self.fold:02d}.ckpt.pt"):
+            return "resumable"  # camal-classify continues the fold from its last finished epoch
         return "new"
 
-    def command(self, train_args: list[str], threads: int) -> list[str]:
-        base = [sys.executable, "-m", "camal_rl.ppo"]
-        if self.state() == "resumable":
-            return base + ["--resume", str(self.run_dir), "--no-progress"]
-        return base + ["--env", self.env, "--seed", str(self.seed), "--run-dir", str(self.run_dir),
-                       "--threads", str(threads), "--no-progress", *METHOD_FLAGS[self.method], *train_args]
+    def command(self, root: Path, state: str, threads: int, device_flags: list[str]) -> list[str]:
+        base = [sys.executable, "-m", self.program]
+        if self.fold is None:
+            if state == "resumable":
+                return base + ["--resume", str(root / self.folder), "--no-progress", *device_flags]
+            return base + [*self.args, "--run-dir", str(root / self.folder), "--threads", str(threads), "--no-progress",
+                           *device_flags]
+        return base + [*self.args, "--only-folds", str(self.fold), "--out", str(root), "--no-progress", *device_flags]
+
+    @property
+    def log(self) -> str:
+        return f"{self.name}.log" if self.fold is None else f"{self.folder}/fold_{self.fold:02d}.log"
 
 
-def plan(envs: list[str], methods: list[str], seeds: list[int], out: Path) -> list[Job]:
+def plan(envs: list[str], methods: list[str], seeds: list[int], train_args=()) -> list[Job]:
     for env in envs:
         doom.load_spec(env)  # fail now, with the list of scenarios, rather than in every worker
     unknown = sorted(set(methods) - set(METHOD_FLAGS))
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHOD_FLAGS)}")
-    return [Job(env, method, seed, out / f"{Path(env).stem}__{method}__{seed}") for env in envs for method in methods for seed in seeds]
+        raise SweepError(f"unknown method(s) {unknown}; choose from {sorted(METHOD_FLAGS)}")
+    jobs = []
+    for env in envs:
+        for method in methods:
+            for seed in seeds:
+                name = f"{Path(env).stem}__{method}__{seed}"
+                args = ("--env", env, "--seed", str(seed), *METHOD_FLAGS[method], *train_args)
+                jobs.append(Job(name, name, "camal_rl.ppo", args))
+    return jobs
 
 
-def run_job(command: list[str], log_path: str) -> int:
-    """Run one training process, its output going to a log beside the run folder."""
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log:
-        return subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
+def plan_classify(models: list[str], datasets: list[str], methods: list[str], folds: int, classify_args=()) -> list[Job]:
+    unknown = sorted(set(methods) - set(CLASSIFY_METHODS))
+    if unknown:
+        raise SweepError(f"unknown classification method(s) {unknown}; choose from {list(CLASSIFY_METHODS)}")
+    jobs = []
+    for model in models:
+        for dataset in datasets:
+            for method in methods:
+                folder = f"{model}__{dataset}__{method}"
+                args = ("--model", model, "--dataset", dataset, "--method", method, "--folds", str(folds), *classify_args)
+                jobs += [Job(f"{folder}__fold{fold:02d}", folder, "camal_rl.vision.train", args, fold) for fold in range(folds)]
+    return jobs
 
 
-def run_local(jobs: list[Job], train_args: list[str], workers: int, threads: int) -> dict[str, int]:
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the process that launched it (say a Ray worker) dies."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: a dead worker's child finishes on its own
+
+
+def run_job(job: Job, location: str, threads: int = 1, device_flags: tuple[str, ...] = (), sync_seconds: float = 30.0) -> int:
+    """Run one job against the storage (on this machine or a Ray worker); returns its exit code."""
+    storage = Storage(location)
+    state = job.state(storage)
+    if state == "finished":
+        return 0
+    scratch = None
+    if storage.is_local:
+        root = storage.root
+    else:
+        scratch = tempfile.TemporaryDirectory(prefix="camal-sweep-")
+        root = Path(scratch.name)
+        seen = storage.download(job.folder, root)
+    (root / job.log).parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    with open(root / job.log, "a") as log:
+        process = subprocess.Popen(job.command(root, state, threads, list(device_flags)), stdout=log,
+                                   stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
+        try:
+            while process.poll() is None:
+                try:
+                    process.wait(timeout=sync_seconds)
+                except subprocess.TimeoutExpired:
+                    if scratch is not None:  # mirror checkpoints while training
+                        seen = storage.upload(job.folder, root, seen)
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                process.wait()
+    if scratch is not None:
+        storage.upload(job.folder, root, seen)
+        if job.fold is None:
+            storage.fs.put_file(str(root / job.log), storage._remote(job.log))
+        scratch.cleanup()
+    return process.returncode
+
+
+# ---------------------------------------------------------------------------------------
+# Launchers
+# ---------------------------------------------------------------------------------------
+def run_local(jobs: list[Job], location: str, workers: int, threads: int) -> dict[str, int]:
     codes = {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(run_job, job.command(train_args, threads), str(job.run_dir) + ".log"): job for job in jobs}
+        futures = {pool.submit(run_job, job, location, threads): job for job in jobs}
         bar = tqdm(total=len(jobs), unit="run", desc="sweep")
         for future in as_completed(futures):
             codes[futures[future].name] = future.result()
@@ -82,88 +235,157 @@ def run_local(jobs: list[Job], train_args: list[str], workers: int, threads: int
     return codes
 
 
-def run_ray(jobs: list[Job], train_args: list[str], address: str | None, num_cpus: int | None, threads: int) -> dict[str, int]:
+def check_cluster(resources: dict, nodes: list[dict], cpus_per_run: float, gpus_per_run: float) -> None:
+    """Refuse requests no node can meet (Ray would wait for such a node forever)."""
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
+    if gpus_per_run > 0 and not any(r.get("GPU", 0) >= gpus_per_run for r in alive):
+        raise SweepError(f"--gpus-per-run {gpus_per_run} but no node of the Ray cluster has that many GPUs "
+                         f"(cluster: {resources.get('GPU', 0):g} GPU, {resources.get('CPU', 0):g} CPU); add a GPU node, "
+                         f"drop --gpus-per-run, or pass --wait-for-resources if an autoscaler will add one")
+    if not any(r.get("CPU", 0) >= cpus_per_run for r in alive):
+        largest = max((r.get("CPU", 0) for r in alive), default=0)
+        raise SweepError(f"--cpus-per-run {cpus_per_run:g} but the largest node of the Ray cluster has {largest:g} CPUs")
+
+
+def run_ray(jobs: list[Job], location: str, *, address: str | None, num_cpus: int | None, cpus_per_run: float,
+            gpus_per_run: float, max_retries: int, wait_for_resources: bool) -> dict[str, int]:
     try:
         import ray
     except ImportError:
-        raise SystemExit("camal-sweep: error: --launcher ray needs the ray extra: pip install -e '.[ray]'") from None
+        raise SweepError("--launcher ray needs the ray extra: pip install -e '.[ray]'") from None
     if address:
-        ray.init(address=address, ignore_reinit_error=True)
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True,
+        ray.init(num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(sys.path)}})
-    remote = ray.remote(num_cpus=1)(run_job)
-    refs = {remote.remote(job.command(train_args, threads), str(job.run_dir) + ".log"): job for job in jobs}
-    codes = {}
-    pending = list(refs)
-    bar = tqdm(total=len(jobs), unit="run", desc="sweep (ray)")
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        for ref in done:
-            codes[refs[ref].name] = ray.get(ref)
-            bar.update(1)
-    bar.close()
-    if not address:
+    codes: dict[str, int] = {}
+    try:
+        if not wait_for_resources:
+            check_cluster(ray.cluster_resources(), ray.nodes(), cpus_per_run, gpus_per_run)
+        device_flags = ("--cuda",) if gpus_per_run > 0 else ("--no-cuda",)
+        threads = max(1, int(cpus_per_run))
+        remote = ray.remote(run_job).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=max_retries)
+        refs = {remote.remote(job, location, threads, device_flags): job for job in jobs}
+        pending = list(refs)
+        bar = tqdm(total=len(jobs), unit="run", desc="sweep (ray)")
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                try:
+                    codes[refs[ref].name] = ray.get(ref)
+                except ray.exceptions.RayError as error:  # retries used up: the node or worker kept dying
+                    print(f"camal-sweep: {refs[ref].name}: {type(error).__name__} after {max_retries} retries",
+                          file=sys.stderr)
+                    codes[refs[ref].name] = -1
+                bar.update(1)
+        bar.close()
+    finally:
         ray.shutdown()
     return codes
 
 
-def sweep(envs, methods, seeds, out, *, train_args=(), workers=2, launcher="local", ray_address=None,
-          compare=True, reps=2000) -> dict:
-    out = Path(out)
-    jobs = plan(envs, methods, seeds, out)
-    todo = [job for job in jobs if job.state() != "finished"]
-    skipped = [job.name for job in jobs if job.state() == "finished"]
+def _execute(jobs: list[Job], location: str, *, workers: int, launcher: str, ray_address, cpus_per_run, gpus_per_run,
+             max_retries, wait_for_resources) -> dict:
+    storage = Storage(location)
+    if storage.is_local:
+        storage.root.mkdir(parents=True, exist_ok=True)
+    states = {job.name: job.state(storage) for job in jobs}
+    todo = [job for job in jobs if states[job.name] != "finished"]
+    skipped = sorted(name for name, state in states.items() if state == "finished")
     for name in skipped:
         print(f"skip (finished): {name}")
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     started = time.time()
     if not todo:
         codes = {}
     elif launcher == "ray":
-        codes = run_ray(todo, list(train_args), ray_address, workers, threads)
+        codes = run_ray(todo, location, address=ray_address, num_cpus=workers, cpus_per_run=cpus_per_run,
+                        gpus_per_run=gpus_per_run, max_retries=max_retries, wait_for_resources=wait_for_resources)
     else:
-        codes = run_local(todo, list(train_args), workers, threads)
+        codes = run_local(todo, location, workers, threads=max(1, (os.cpu_count() or 1) // max(1, workers)))
     failed = sorted(name for name, code in codes.items() if code != 0)
     for name in failed:
-        print(f"failed: {name} (see {out / name}.log)", file=sys.stderr)
-    result = {"ran": sorted(codes), "skipped": skipped, "failed": failed, "seconds": time.time() - started}
-    if compare:
+        print(f"failed: {name} (see its .log in {location})", file=sys.stderr)
+    return {"ran": sorted(codes), "skipped": skipped, "failed": failed, "seconds": time.time() - started,
+            "resumed": sorted(name for name in codes if states[name] == "resumable")}
+
+
+def _report(location: str, result: dict, compare: bool, reps: int) -> dict:
+    storage = Storage(location)
+    if compare and storage.is_local:
         try:
-            analysis.compare([out], out / "report", reps=reps)
-            result["report"] = str(out / "report" / "report.md")
+            analysis.compare([storage.root], storage.root / "report", reps=reps)
+            result["report"] = str(storage.root / "report" / "report.md")
         except analysis.AnalysisError as error:
             print(f"camal-sweep: no report: {error}", file=sys.stderr)
     return result
 
 
+def sweep(envs, methods, seeds, out, *, train_args=(), workers=2, launcher="local", ray_address=None, compare=True,
+          reps=2000, cpus_per_run: float = 1, gpus_per_run: float = 0, max_retries: int = 3,
+          wait_for_resources: bool = False) -> dict:
+    """camal-train over envs x methods x seeds into ``out`` (a path or an fsspec URI)."""
+    jobs = plan(envs, methods, seeds, tuple(train_args))
+    result = _execute(jobs, str(out), workers=workers, launcher=launcher, ray_address=ray_address,
+                      cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, max_retries=max_retries,
+                      wait_for_resources=wait_for_resources)
+    return _report(str(out), result, compare, reps)
+
+
+def sweep_classify(models, datasets, methods, folds, out, *, classify_args=(), workers=2, launcher="local",
+                   ray_address=None, compare=True, reps=2000, cpus_per_run: float = 1, gpus_per_run: float = 0,
+                   max_retries: int = 3, wait_for_resources: bool = False) -> dict:
+    """camal-classify over models x datasets x methods x folds, one fold per job, into ``out``."""
+    jobs = plan_classify(models, datasets, methods, folds, tuple(classify_args))
+    result = _execute(jobs, str(out), workers=workers, launcher=launcher, ray_address=ray_address,
+                      cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, max_retries=max_retries,
+                      wait_for_resources=wait_for_resources)
+    return _report(str(out), result, compare, reps)
+
+
 def cli(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="camal-sweep", description=__doc__.splitlines()[0],
-                                     epilog="Arguments after -- go to camal-train, e.g. -- --total-timesteps 500000")
+                                     epilog="Arguments after -- go to camal-train (or camal-classify with --task classify)")
+    parser.add_argument("--task", choices=["train", "classify"], default="train")
     parser.add_argument("--envs", nargs="+", default=["basic", "defend_the_line", "defend_the_center", "take_cover"])
-    parser.add_argument("--methods", nargs="+", default=["camal", "vanilla"])
+    parser.add_argument("--methods", nargs="+", default=None, help="default: camal vanilla")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
-    parser.add_argument("--out", default="runs/sweep")
-    parser.add_argument("--workers", type=int, default=2, help="runs at a time (local) / CPUs (ray, local cluster)")
+    parser.add_argument("--models", nargs="+", default=["resnet18"])
+    parser.add_argument("--datasets", nargs="+", default=["oxford_pets"])
+    parser.add_argument("--folds", type=int, default=10)
+    parser.add_argument("--out", default="runs/sweep", help="where the run folders go (local launcher)")
+    parser.add_argument("--storage", default=None, help="a path every node sees, or an fsspec URI (default: --out)")
+    parser.add_argument("--workers", type=int, default=2, help="runs at a time (local) / CPUs of a Ray cluster started here")
     parser.add_argument("--launcher", choices=["local", "ray"], default="local")
-    parser.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start one here)")
+    parser.add_argument("--ray-address", default=None, help="an existing Ray cluster, e.g. auto (default: start one here)")
+    parser.add_argument("--cpus-per-run", type=float, default=1)
+    parser.add_argument("--gpus-per-run", type=float, default=0, help="fractions share a GPU, e.g. 0.25")
+    parser.add_argument("--max-retries", type=int, default=3, help="Ray retries of a run whose worker or node died")
+    parser.add_argument("--wait-for-resources", action="store_true", help="submit even if no node can run it yet")
     parser.add_argument("--no-compare", action="store_true")
     parser.add_argument("--reps", type=int, default=2000)
     argv = sys.argv[1:] if argv is None else list(argv)
-    train_args = []
+    extra = []
     if "--" in argv:
         split = argv.index("--")
-        argv, train_args = argv[:split], argv[split + 1 :]
+        argv, extra = argv[:split], argv[split + 1 :]
     options = parser.parse_args(argv)
+    location = options.storage or options.out
+    common = dict(workers=options.workers, launcher=options.launcher, ray_address=options.ray_address,
+                  compare=not options.no_compare, reps=options.reps, cpus_per_run=options.cpus_per_run,
+                  gpus_per_run=options.gpus_per_run, max_retries=options.max_retries,
+                  wait_for_resources=options.wait_for_resources)
     try:
-        result = sweep(options.envs, options.methods, options.seeds, options.out, train_args=train_args,
-                       workers=options.workers, launcher=options.launcher, ray_address=options.ray_address,
-                       compare=not options.no_compare, reps=options.reps)
+        if options.task == "classify":
+            result = sweep_classify(options.models, options.datasets, options.methods or ["vanilla", "camal"],
+                                    options.folds, location, classify_args=extra, **common)
+        else:
+            result = sweep(options.envs, options.methods or ["camal", "vanilla"], options.seeds, location,
+                           train_args=extra, **common)
     except (ValueError, doom.SpecError) as error:
         print(f"camal-sweep: error: {error}", file=sys.stderr)
         raise SystemExit(2)
-    print(f"ran {len(result['ran'])}, skipped {len(result['skipped'])}, failed {len(result['failed'])}"
-          + (f"; report: {result['report']}" if "report" in result else ""))
+    print(f"ran {len(result['ran'])} (resumed {len(result['resumed'])}), skipped {len(result['skipped'])}, "
+          f"failed {len(result['failed'])}" + (f"; report: {result['report']}" if "report" in result else ""))
     if result["failed"]:
         raise SystemExit(1)
 

@@ -1,6 +1,11 @@
-"""camal-sweep: a 2 x 1 x 1 grid locally and through Ray (local cluster, 2 CPUs); reruns skip finished runs."""
+"""camal-sweep: local grids, a Ray cluster of several nodes with one killed mid-run, classification folds,
+fsspec storage, and requests no node can meet."""
 
 import json
+import os
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -11,10 +16,10 @@ TINY = ["--total-timesteps", "128", "--num-envs", "2", "--num-steps", "64", "--n
 GRID = dict(envs=["basic", "defend_the_line"], methods=["camal"], seeds=[1])
 
 
-def check_finished(out):
+def check_finished(out, steps=128):
     for env in GRID["envs"]:
         summary = json.loads((out / f"{env}__camal__1" / "summary.json").read_text())
-        assert summary["env"] == env and summary["global_step"] == 128
+        assert summary["env"] == env and summary["global_step"] == steps
 
 
 def test_local_sweep_then_skip(tmp_path):
@@ -27,21 +32,56 @@ def test_local_sweep_then_skip(tmp_path):
     assert again["ran"] == [] and sorted(again["skipped"]) == ["basic__camal__1", "defend_the_line__camal__1"]
 
 
-def test_ray_sweep(tmp_path):
-    pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
-    out = tmp_path / "ray"
-    result = sweep.sweep(out=out, train_args=TINY, workers=2, launcher="ray", compare=False, **GRID)
-    assert result["failed"] == [] and len(result["ran"]) == 2
-    check_finished(out)
-    again = sweep.sweep(out=out, train_args=TINY, workers=2, launcher="ray", compare=False, **GRID)
-    assert again["ran"] == [] and len(again["skipped"]) == 2
+def test_a_sweep_killed_halfway_finishes_only_what_was_missing(tmp_path):
+    """One run finished, one stopped after a checkpoint, one never started: the rerun skips,
+    resumes and starts them in that order, and ends with one summary each."""
+    out = tmp_path / "grid"
+    args = TINY[:1] + ["256"] + TINY[2:] + ["--checkpoint-interval", "1"]
+    grid = dict(envs=["basic"], methods=["camal", "vanilla", "suppress"], seeds=[1])
+    sweep.sweep(grid["envs"], ["camal"], [1], out, train_args=args, compare=False)
+    from camal_rl import ppo
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(iteration, rollout):
+        if iteration == 2:
+            raise Stop
+    with pytest.raises(Stop):  # a run stopped after its first checkpoint, as a killed sweep leaves it
+        ppo.train(ppo.Args(env="basic", seed=1, camal_coef=0.0, total_timesteps=256, num_envs=2, num_steps=64,
+                           num_minibatches=2, update_epochs=1, eval_episodes=1, checkpoint_interval=1, progress=False,
+                           cuda=False, run_dir=str(out / "basic__vanilla__1")), on_rollout=stop_after_first)
+    result = sweep.sweep(out=out, train_args=args, compare=False, **grid)
+    assert result["skipped"] == ["basic__camal__1"]
+    assert result["resumed"] == ["basic__vanilla__1"] and result["ran"] == ["basic__suppress__1", "basic__vanilla__1"]
+    assert "resuming" in (out / "basic__vanilla__1.log").read_text()
+    for method in grid["methods"]:
+        assert json.loads((out / f"basic__{method}__1" / "summary.json").read_text())["global_step"] == 256
 
 
-def test_resumes_a_checkpointed_run(tmp_path):
-    job = sweep.Job("basic", "camal", 1, tmp_path / "basic__camal__1")
-    job.run_dir.mkdir()
-    (job.run_dir / "checkpoint.pt").write_bytes(b"")
-    assert job.state() == "resumable" and "--resume" in job.command([], 1)
+def test_fsspec_storage_mirrors_the_run_folders(tmp_path):
+    """A URI storage (file:// here, s3:// or gs:// on a cluster): runs train in scratch, their folders land there."""
+    remote = tmp_path / "bucket"
+    result = sweep.sweep(["basic"], ["camal"], [1], f"file://{remote}", train_args=TINY, compare=False)
+    assert result["failed"] == []
+    summary = json.loads((remote / "basic__camal__1" / "summary.json").read_text())
+    assert summary["global_step"] == 128 and (remote / "basic__camal__1" / "checkpoint.pt").exists()
+    assert (remote / "basic__camal__1.log").exists()
+    assert sweep.sweep(["basic"], ["camal"], [1], f"file://{remote}", train_args=TINY, compare=False)["skipped"] == ["basic__camal__1"]
+
+
+def test_classification_folds_sweep_into_one_folder_each(tmp_path):
+    pytest.importorskip("torchvision", reason="the vision extra installs torchvision")
+    out = tmp_path / "cls"
+    args = ["--camal-coef", "0.3", "--epochs", "1", "--image-size", "32", "--faithfulness-steps", "4", "--no-cuda"]
+    result = sweep.sweep_classify(["small_cnn"], ["decoy_digits"], ["vanilla", "camal"], 2, out, classify_args=args,
+                                  workers=2, reps=100)
+    assert result["failed"] == [] and len(result["ran"]) == 4
+    for method in ("vanilla", "camal"):
+        folder = out / f"small_cnn__decoy_digits__{method}"
+        assert sorted(p.name for p in folder.glob("fold_*.json")) == ["fold_00.json", "fold_01.json"]
+    report = (out / "report" / "report.md").read_text()
+    assert "CAMAL vs vanilla" in report and "small_cnn" in report
 
 
 def test_bad_grid_fails_fast(tmp_path):
@@ -49,3 +89,83 @@ def test_bad_grid_fails_fast(tmp_path):
         sweep.sweep(["no_such_env"], ["camal"], [1], tmp_path)
     with pytest.raises(ValueError, match="unknown method"):
         sweep.sweep(["basic"], ["magic"], [1], tmp_path)
+    with pytest.raises(ValueError, match="unknown classification method"):
+        sweep.sweep_classify(["small_cnn"], ["decoy_digits"], ["magic"], 2, tmp_path)
+
+
+def test_requests_no_node_can_meet_are_refused():
+    nodes = [{"Alive": True, "Resources": {"CPU": 2.0}}, {"Alive": True, "Resources": {"CPU": 4.0}}]
+    with pytest.raises(sweep.SweepError, match="--gpus-per-run 0.5 but no node .* 0 GPU"):
+        sweep.check_cluster({"CPU": 6.0}, nodes, cpus_per_run=1, gpus_per_run=0.5)
+    with pytest.raises(sweep.SweepError, match="largest node .* 4 CPUs"):
+        sweep.check_cluster({"CPU": 6.0}, nodes, cpus_per_run=8, gpus_per_run=0)
+    sweep.check_cluster({"CPU": 6.0, "GPU": 1.0}, nodes + [{"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}}], 8, 0.25)
+
+
+def _raylet_of(pid: int) -> int:
+    """The raylet that spawned the Ray worker that launched process ``pid``."""
+    def parent(p):
+        return int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    worker = parent(pid)
+    return parent(worker)
+
+
+def _trainer_pids(marker: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "camal_rl.ppo" in command and marker in command:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_ray_cluster_of_two_nodes_survives_a_killed_node(tmp_path):
+    """A run on a node that dies is retried on the other one and resumes from its checkpoint in the
+    shared storage: the right step count, one summary, and a log that says it resumed."""
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0,  # runs go to the worker nodes only
+        "_system_config": {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
+                           "health_check_failure_threshold": 3}})
+    try:
+        workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+        cluster.wait_for_nodes()
+        storage = tmp_path / "shared"
+        args = ["--total-timesteps", str(8 * 2 * 64), "--num-envs", "2", "--num-steps", "64", "--num-minibatches", "2",
+                "--update-epochs", "1", "--eval-episodes", "0", "--checkpoint-interval", "1", "--env-workers", "0"]
+        outcome = {}
+        runner = threading.Thread(target=lambda: outcome.update(sweep.sweep(
+            ["basic"], ["camal"], [1], storage, train_args=args, launcher="ray", ray_address=cluster.address,
+            compare=False, max_retries=3)))
+        runner.start()
+        checkpoint = storage / "basic__camal__1" / "checkpoint.pt"
+        deadline = time.time() + 180
+        while not checkpoint.exists() and time.time() < deadline:
+            time.sleep(0.5)
+        assert checkpoint.exists(), "the run never checkpointed"
+        trainer = _trainer_pids(str(storage))
+        assert len(trainer) == 1
+        raylet = _raylet_of(trainer[0])
+        victim = next(node for node in workers if node.all_processes["raylet"][0].process.pid == raylet)
+        cluster.remove_node(victim, allow_graceful=False)
+        runner.join(timeout=300)
+        assert not runner.is_alive(), "the sweep did not finish after the node died"
+        assert outcome["failed"] == [], outcome
+        summary = json.loads((storage / "basic__camal__1" / "summary.json").read_text())
+        assert summary["global_step"] == 8 * 2 * 64
+        log = (storage / "basic__camal__1.log").read_text()
+        assert "resuming" in log and "at iteration 1 " not in log  # resumed from a checkpoint, not from zero
+        assert list(storage.glob("basic__camal__1/summary*.json")) == [storage / "basic__camal__1" / "summary.json"]
+        deadline = time.time() + 20
+        while _trainer_pids(str(storage)) and time.time() < deadline:
+            time.sleep(0.5)
+        assert not _trainer_pids(str(storage)), "a trainer of the dead node kept running"
+    finally:
+        cluster.shutdown()
+        os.environ.pop("RAY_ADDRESS", None)

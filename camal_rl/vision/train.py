@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from camal_rl import camal
-from camal_rl.files import atomic_path, write_text_atomic
+from camal_rl.files import atomic_path, exit_on_sigterm, write_text_atomic
 from camal_rl.vision import data as vision_data
 from camal_rl.vision import faithfulness, models
 
@@ -269,6 +269,7 @@ def run(args: ClassifyArgs) -> list[dict]:
 
 def cli() -> None:
     args = tyro.cli(ClassifyArgs)
+    exit_on_sigterm()
     try:
         run(args)
     except (ValueError, FileNotFoundError) as error:
