@@ -284,8 +284,10 @@ def run_ray(jobs: list[Job], location: str, *, address: str | None, num_cpus: in
     return codes
 
 
-def _execute(jobs: list[Job], location: str, *, workers: int, launcher: str, ray_address, cpus_per_run, gpus_per_run,
-             max_retries, wait_for_resources) -> dict:
+def run_grid(jobs: list[Job], location: str, *, workers: int = 2, launcher: str = "local", ray_address=None,
+             compare: bool = True, reps: int = 2000, cpus_per_run: float = 1, gpus_per_run: float = 0,
+             max_retries: int = 3, wait_for_resources: bool = False) -> dict:
+    """Skip the finished jobs, run the rest (locally or on Ray), then write the report (local storage)."""
     storage = Storage(location)
     if storage.is_local:
         storage.root.mkdir(parents=True, exist_ok=True)
@@ -305,12 +307,8 @@ def _execute(jobs: list[Job], location: str, *, workers: int, launcher: str, ray
     failed = sorted(name for name, code in codes.items() if code != 0)
     for name in failed:
         print(f"failed: {name} (see its .log in {location})", file=sys.stderr)
-    return {"ran": sorted(codes), "skipped": skipped, "failed": failed, "seconds": time.time() - started,
-            "resumed": sorted(name for name in codes if states[name] == "resumable")}
-
-
-def _report(location: str, result: dict, compare: bool, reps: int) -> dict:
-    storage = Storage(location)
+    result = {"ran": sorted(codes), "skipped": skipped, "failed": failed, "seconds": time.time() - started,
+              "resumed": sorted(name for name in codes if states[name] == "resumable")}
     if compare and storage.is_local:
         try:
             analysis.compare([storage.root], storage.root / "report", reps=reps)
@@ -320,26 +318,14 @@ def _report(location: str, result: dict, compare: bool, reps: int) -> dict:
     return result
 
 
-def sweep(envs, methods, seeds, out, *, train_args=(), workers=2, launcher="local", ray_address=None, compare=True,
-          reps=2000, cpus_per_run: float = 1, gpus_per_run: float = 0, max_retries: int = 3,
-          wait_for_resources: bool = False) -> dict:
-    """camal-train over envs x methods x seeds into ``out`` (a path or an fsspec URI)."""
-    jobs = plan(envs, methods, seeds, tuple(train_args))
-    result = _execute(jobs, str(out), workers=workers, launcher=launcher, ray_address=ray_address,
-                      cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, max_retries=max_retries,
-                      wait_for_resources=wait_for_resources)
-    return _report(str(out), result, compare, reps)
+def sweep(envs, methods, seeds, out, *, train_args=(), **launch) -> dict:
+    """camal-train over envs x methods x seeds into ``out`` (a path or an fsspec URI); ``launch``: ``run_grid``'s."""
+    return run_grid(plan(envs, methods, seeds, tuple(train_args)), str(out), **launch)
 
 
-def sweep_classify(models, datasets, methods, folds, out, *, classify_args=(), workers=2, launcher="local",
-                   ray_address=None, compare=True, reps=2000, cpus_per_run: float = 1, gpus_per_run: float = 0,
-                   max_retries: int = 3, wait_for_resources: bool = False) -> dict:
+def sweep_classify(models, datasets, methods, folds, out, *, classify_args=(), **launch) -> dict:
     """camal-classify over models x datasets x methods x folds, one fold per job, into ``out``."""
-    jobs = plan_classify(models, datasets, methods, folds, tuple(classify_args))
-    result = _execute(jobs, str(out), workers=workers, launcher=launcher, ray_address=ray_address,
-                      cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, max_retries=max_retries,
-                      wait_for_resources=wait_for_resources)
-    return _report(str(out), result, compare, reps)
+    return run_grid(plan_classify(models, datasets, methods, folds, tuple(classify_args)), str(out), **launch)
 
 
 def cli(argv=None) -> None:
