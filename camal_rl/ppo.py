@@ -583,6 +583,31 @@ def save_checkpoint(run_dir: Path, agent: Agent, optimizer, args: Args, envs: ve
     )
 
 
+def start_or_restore(args: Args, run_dir: Path, checkpoint: Optional[dict], agent: Agent, optimizer,
+                     envs: vector.DoomVector, storage: FrameStorage, device) -> tuple[dict, torch.Tensor]:
+    """A fresh start resets the envs. A resume restores weights, optimizer, random streams and the
+    rollout's carried frames, and replays every env to where it stood: the run goes on bit for bit.
+    Returns the progress record (iteration, steps, times, last evaluation, ...) and ``next_done``."""
+    progress = {"iteration": 0, "global_step": 0, "train_time_s": 0.0, "eval_time_s": 0.0,
+                "recent_returns": [], "last_eval": {}, "dead_attention_step": None, "grid": None}
+    if checkpoint is None:
+        envs.reset()
+        storage.put(0, envs.frames, envs.masks, envs.episode_starts)
+        return progress, torch.zeros(args.num_envs, device=device)
+    restore_agent(agent, checkpoint, args.env, run_dir / CHECKPOINT)
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    progress.update({k: checkpoint[k] for k in progress if k in checkpoint})
+    envs.restore(checkpoint["env_states"])
+    storage.load_state(checkpoint["storage"])
+    if not np.array_equal(envs.frames, checkpoint["storage"]["frames"][-1].numpy()):
+        tqdm.write("camal-train: warning: the replayed environments differ from the checkpoint's frames; "
+                   "the run continues but not bit-identically", file=sys.stderr)
+    set_rng_state(checkpoint["rng"])
+    tqdm.write(f"camal-train: resuming {run_dir} at iteration {progress['iteration'] + 1} "
+               f"(agent step {progress['global_step']})", file=sys.stderr)
+    return progress, checkpoint["next_done"].to(device)
+
+
 # ---------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------
@@ -621,26 +646,7 @@ def train(args: Args, *, on_rollout: Optional[Callable[[int, dict], None]] = Non
 
 
 def _train_loop(args, run_dir, checkpoint, device, envs, eval_envs, agent, optimizer, storage, workers, on_rollout) -> dict:
-    # ---- start or resume ---------------------------------------------------------------
-    progress = {"iteration": 0, "global_step": 0, "train_time_s": 0.0, "eval_time_s": 0.0,
-                "recent_returns": [], "last_eval": {}, "dead_attention_step": None, "grid": None}
-    next_done = torch.zeros(args.num_envs, device=device)
-    if checkpoint is None:
-        envs.reset()
-        storage.put(0, envs.frames, envs.masks, envs.episode_starts)
-    else:
-        restore_agent(agent, checkpoint, args.env, run_dir / CHECKPOINT)
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        progress.update({k: checkpoint[k] for k in progress if k in checkpoint})
-        envs.restore(checkpoint["env_states"])  # replays each env to where it stood
-        storage.load_state(checkpoint["storage"])
-        if not np.array_equal(envs.frames, checkpoint["storage"]["frames"][-1].numpy()):
-            tqdm.write("camal-train: warning: the replayed environments differ from the checkpoint's frames; "
-                       "the run continues but not bit-identically", file=sys.stderr)
-        next_done = checkpoint["next_done"].to(device)
-        set_rng_state(checkpoint["rng"])
-        tqdm.write(f"camal-train: resuming {run_dir} at iteration {progress['iteration'] + 1} "
-                   f"(agent step {progress['global_step']})", file=sys.stderr)
+    progress, next_done = start_or_restore(args, run_dir, checkpoint, agent, optimizer, envs, storage, device)
     global_step = progress["global_step"]
     recent_returns: deque = deque(progress["recent_returns"], maxlen=20)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -657,7 +663,6 @@ def _train_loop(args, run_dir, checkpoint, device, envs, eval_envs, agent, optim
 
     def finish_step(step: int, group: slice) -> None:
         """Collect one group's env step: rewards, done flags, the next frames, finished episodes."""
-        nonlocal next_done
         envs.step_wait(group)
         reward = np.clip(envs.rewards[group], -1.0, 1.0) if args.clip_reward else envs.rewards[group]
         rewards[step, group] = torch.as_tensor(reward, dtype=torch.float32, device=device)
