@@ -28,6 +28,7 @@ from camal_rl.files import write_text_atomic
 
 CLASSIFICATION_METRICS = {
     "test_accuracy": "test accuracy (%)",
+    "test_accuracy_matched_decoy": "test accuracy with the decoys still matching the class (%, DecoyDigits)",
     "test_iou": "test IoU (%)",
     "deletion_auc": "deletion AUC (lower is better)",
     "insertion_auc": "insertion AUC",
@@ -327,15 +328,16 @@ def classification_tables(folds: list[dict]) -> tuple[str, list[str]]:
                         notes.append(f"{model}/{dataset}/{metric}: only folds {paired} are paired with {baseline}")
                     a = [ours[f] for f in paired]
                     b = [theirs[f] for f in paired]
-                    scale = 100.0 if metric in ("test_accuracy", "test_iou") else 1.0
+                    percent = metric.startswith("test_")
+                    scale, digits = (100.0, 1) if percent else (1.0, 3)
                     p = wilcoxon_greater(a, b, metric in LOWER_IS_BETTER) if len(paired) >= 2 else float("nan")
                     better = (np.mean(a) < np.mean(b)) if metric in LOWER_IS_BETTER else (np.mean(a) > np.mean(b))
-                    text = mean_std(a, scale)
+                    text = mean_std(a, scale, digits)
                     if better and p < SIGNIFICANCE:
                         text = f"**{text}**"
                     elif better:
                         text = f"<u>{text}</u>"
-                    cells += [f"{text} {ci95(a, scale)} (p={p:.3g})", f"{mean_std(b, scale)} {ci95(b, scale)}"]
+                    cells += [f"{text} {ci95(a, scale, digits)} (p={p:.3g})", f"{mean_std(b, scale, digits)} {ci95(b, scale, digits)}"]
                 rows.append(f"| {model} | " + " | ".join(cells) + " |")
             if any_value:
                 out.append(f"### {title}: CAMAL vs {baseline}\n\nMean ± standard deviation over folds (ddof 1), "

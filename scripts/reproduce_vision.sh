@@ -15,4 +15,11 @@ for method in "${methods[@]}"; do
     camal-classify --model small_cnn --dataset decoy_digits --method "$method" --camal-coef 0.3 --epochs "$EPOCHS" \
         --folds 10 --image-size 40 --out "$OUT" --no-progress "${prior[@]}"
 done
-camal-compare "$OUT" --out "$REPORT"
+mkdir -p "$REPORT"
+cat > "$OUT/setting.json" <<JSON
+{"data": "DecoyDigits (scikit-learn's 8x8 digits on a 40x40 canvas, a decoy square whose place matches the class in training and not in testing)",
+ "model": "small_cnn", "folds": 10, "epochs": $EPOCHS, "lambda": 0.3, "methods": "${methods[*]}",
+ "prior": "${PRIOR_WEIGHTS:-not run: no CLIP weights on disk (this machine cannot download them)}",
+ "machine": "$(python -c 'import os, platform; print(platform.machine(), os.cpu_count(), "cores")')", "date": "$(date +%F)"}
+JSON
+camal-compare "$OUT" --out "$REPORT" --setting "$OUT/setting.json"
