@@ -93,7 +93,7 @@ def study(masks: list[np.ndarray], severities=tuple(range(0, 9))) -> dict:
             finite = values[np.isfinite(values)]
             summary[f"{name}_{measure}"] = {
                 "mean": float(finite.mean()) if finite.size else float("nan"),
-                "std": float(finite.std()) if finite.size else float("nan"),
+                "std": float(finite.std(ddof=1)) if finite.size > 1 else float("nan"),  # ddof 1, as in every report
                 "images": int(finite.size), "no_response": int(values.size - finite.size),
             }
         for measure in ("spearman", "pearson"):
