@@ -545,6 +545,8 @@ def _learning_curve_plot(out: Path, curves: dict) -> list[str]:
                 axis.set_ylabel(label, fontsize=10)
             if row == len(metrics) - 1:
                 axis.set_xlabel("agent steps", fontsize=10)
+            if metric == "zero_maps":
+                axis.set_ylim(-0.03, 1.03)  # a share: the full range, so "never dead" reads as a line at 0
             axis.tick_params(labelsize=8)
             axis.ticklabel_format(axis="x", style="sci", scilimits=(3, 3))
             axis.grid(alpha=0.3)

@@ -175,14 +175,19 @@ def record(run_dirs: list[str], out: str | Path, *, episodes: int = 1, seed: int
     return {"frames": frames_written, "steps": steps_played, "out": str(out)}
 
 
+PANEL_MAX_MASK_SHARE = 0.25
+
+
 def panel_frame(player: Player, seed: int, max_steps: int = 300) -> dict:
-    """The frame of the run's episode ``seed`` whose label mask is largest (ties: the earliest):
-    the labelled object in plain view. A rule, so the same runs always give the same panel."""
+    """The frame of the run's episode ``seed`` whose label mask is largest (ties: the earliest) while
+    covering at most a quarter of the screen: the labelled object in plain view, not a fireball
+    bursting in the player's face. A rule, so the same runs always give the same panel."""
     player.reset(seed)
     best = None
     while not player.done and player.steps < max_steps:
         area = int(player.env.screen_mask.sum())
-        if area > 0 and (best is None or area > best["area"]):
+        in_view = 0 < area <= PANEL_MAX_MASK_SHARE * player.env.screen_mask.size
+        if in_view and (best is None or area > best["area"]):
             best = {"area": area, "image": player.obs["image"].copy(), "screen": player.env.render(),
                     "mask": player.env.screen_mask.copy(), "step": player.steps}
         player.step()
@@ -193,7 +198,7 @@ def panel_frame(player: Player, seed: int, max_steps: int = 300) -> dict:
 
 def attention_panel(pairs: list[tuple[str, str]], out: str | Path, *, seed: int = 0, cuda: bool = False) -> list[dict]:
     """Figure-11-style panel: per (CAMAL run, Vanilla run) pair one row with the frame, its label
-    mask, and each agent's Grad-CAM of V(s) on that same observation (IoU at tau 0.7 in the title)."""
+    mask, and each agent's attention of V(s) on that same observation (IoU at tau 0.7 in the title)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -211,12 +216,13 @@ def attention_panel(pairs: list[tuple[str, str]], out: str | Path, *, seed: int 
             frame = panel_frame(players[0], seed)
             image = torch.as_tensor(frame["image"][None], device=device)
             mask = torch.as_tensor(frame["mask"][None], device=device)
-            row = {"env": Path(players[0].args.env).stem, "frame": frame, "maps": [], "ious": [], "labels": []}
+            row = {"env": Path(players[0].args.env).stem, "frame": frame, "maps": [], "ious": [], "labels": [],
+                   "methods": [player.args.method for player in players]}
             for player in players:
                 maps = ppo.value_attention(player.agent, image, player.agent.feature_grid, method=player.args.attention)
                 row["maps"].append(maps[0].cpu().numpy())
                 row["ious"].append(float(camal.attention_iou(camal.resize(maps, tuple(mask.shape[-2:])), mask)[0]))
-                row["labels"].append(player.args.method)
+                row["labels"].append(f"{player.args.method}: {camal.ATTENTION_NAMES[player.args.attention]}")
             rows.append(row)
         finally:
             for player in players:
@@ -231,7 +237,7 @@ def attention_panel(pairs: list[tuple[str, str]], out: str | Path, *, seed: int 
         for column, (attention, iou, label) in enumerate(zip(row["maps"], row["ious"], row["labels"]), start=2):
             axis_row[column].imshow(overlay.draw_attention(frame["screen"], attention, frame["mask"]))
             dead = ", map all zero" if float(attention.max()) == 0 else ""
-            axis_row[column].set_title(f"{label}: Grad-CAM of V(s), IoU {iou:.2f}{dead}", fontsize=9)
+            axis_row[column].set_title(f"{label} of V(s), IoU {iou:.2f}{dead}", fontsize=9)
         for axis in axis_row:
             axis.axis("off")
     figure.tight_layout()
@@ -241,7 +247,7 @@ def attention_panel(pairs: list[tuple[str, str]], out: str | Path, *, seed: int 
         figure.savefig(partial, dpi=110)
     plt.close(figure)
     return [{"env": r["env"], "step": r["frame"]["step"], "mask_pixels": r["frame"]["area"],
-             **{f"iou_{label}": iou for label, iou in zip(r["labels"], r["ious"])}} for r in rows]
+             **{f"iou_{method}": iou for method, iou in zip(r["methods"], r["ious"])}} for r in rows]
 
 
 def cli(argv=None) -> None:

@@ -7,6 +7,7 @@ import sys
 import imageio_ffmpeg
 import numpy as np
 import pytest
+import torch
 
 from camal_rl import overlay, ppo, record
 
@@ -77,3 +78,35 @@ def test_overlay_puts_the_hottest_cell_where_the_map_says():
     mask[40:60, 60:100] = 1
     frame = overlay.draw_attention(screen, np.zeros((4, 6)), mask)
     assert tuple(frame[40, 80]) == overlay.MASK_COLOUR and tuple(frame[50, 80]) != overlay.MASK_COLOUR
+
+
+def test_panel_picks_the_largest_in_view_mask(tiny_run, tmp_path, monkeypatch):
+    """The panel's frame: the largest label mask of the episode that covers at most
+    PANEL_MAX_MASK_SHARE of the screen (checked against a replay of the same seeded episode)."""
+    player = record.Player(str(tiny_run), scale=1, device=torch.device("cpu"))
+    areas = []
+    try:
+        player.reset(0)
+        while not player.done and player.steps < 300:
+            areas.append(int(player.env.screen_mask.sum()))
+            player.step()
+        screen_pixels = player.env.screen_mask.size
+    finally:
+        player.close()
+    assert max(areas) > 0
+
+    def expected(cap_share):
+        in_view = [(area, -step) for step, area in enumerate(areas) if 0 < area <= cap_share * screen_pixels]
+        area, neg_step = max(in_view)
+        return area, -neg_step
+
+    rows = record.attention_panel([(str(tiny_run), str(tiny_run))], tmp_path / "panel.png", seed=0)
+    assert (rows[0]["mask_pixels"], rows[0]["step"]) == expected(record.PANEL_MAX_MASK_SHARE)
+    assert (tmp_path / "panel.png").stat().st_size > 10_000
+    # a cap below the largest mask moves the choice to a smaller, in-view one
+    sizes = sorted({a for a in areas if a > 0})
+    assert len(sizes) > 1, "the episode should show its monster at more than one size"
+    cap = (sizes[-2] + 0.5) / screen_pixels
+    monkeypatch.setattr(record, "PANEL_MAX_MASK_SHARE", cap)
+    rows = record.attention_panel([(str(tiny_run), str(tiny_run))], tmp_path / "panel2.png", seed=0)
+    assert (rows[0]["mask_pixels"], rows[0]["step"]) == expected(cap) and rows[0]["mask_pixels"] < max(areas)
