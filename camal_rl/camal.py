@@ -22,7 +22,7 @@ Defined results at the edges (all documented, none produce NaN in the loss):
 
 from __future__ import annotations
 
-from typing import Callable, Literal, NamedTuple
+from typing import Callable, Literal, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +71,9 @@ ATTENTION_METHODS: dict[str, Weighting] = {
     "gradcam++": _gradcam_plus_plus_weighting,
     "layercam": _layercam_weighting,
 }
+# How plots and captions name them.
+ATTENTION_NAMES = {"gradcam": "Grad-CAM", "signed-gradcam": "signed Grad-CAM", "gradcam++": "Grad-CAM++",
+                   "layercam": "LayerCAM"}
 
 
 def _check_inputs(features: torch.Tensor, scores: torch.Tensor) -> None:
@@ -287,6 +290,7 @@ def camal_loss(
     *,
     regularizer: Literal["camal", "suppress"] = "camal",
     empty_mask: Literal["skip", "suppress"] = "skip",
+    mode: Optional[Literal["camal", "suppress"]] = None,
 ) -> torch.Tensor:
     """Eq. 2's regulariser without lambda: ``mean_b(beta_b - alpha_b)``.
 
@@ -295,7 +299,10 @@ def camal_loss(
     ``empty_mask="skip"`` leaves them out of the mean (a batch of only such samples gives a
     zero loss that still backpropagates); ``"suppress"`` counts alpha as 0, so they add beta,
     pushing attention down everywhere on frames with nothing to look at.
+    ``mode`` is the same switch under the name DESIGN.md's contract gives it.
     """
+    if mode is not None:
+        regularizer = mode
     if regularizer not in REGULARIZERS:
         raise ValueError(f"unknown regularizer {regularizer!r}; choose one of {REGULARIZERS}")
     if empty_mask not in EMPTY_MASK_POLICIES:
