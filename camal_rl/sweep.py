@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import itertools
 import os
 import signal
 import subprocess
@@ -148,31 +149,29 @@ class Job:
 def plan(envs: list[str], methods: list[str], seeds: list[int], train_args=()) -> list[Job]:
     for env in envs:
         doom.load_spec(env)  # fail now, with the list of scenarios, rather than in every worker
-    unknown = sorted(set(methods) - set(METHOD_FLAGS))
-    if unknown:
-        raise SweepError(f"unknown method(s) {unknown}; choose from {sorted(METHOD_FLAGS)}")
+    _check_known("method(s)", methods, sorted(METHOD_FLAGS))
     jobs = []
-    for env in envs:
-        for method in methods:
-            for seed in seeds:
-                name = f"{Path(env).stem}__{method}__{seed}"
-                args = ("--env", env, "--seed", str(seed), *METHOD_FLAGS[method], *train_args)
-                jobs.append(Job(name, name, "camal_rl.ppo", args))
+    for env, method, seed in itertools.product(envs, methods, seeds):
+        name = f"{Path(env).stem}__{method}__{seed}"
+        args = ("--env", env, "--seed", str(seed), *METHOD_FLAGS[method], *train_args)
+        jobs.append(Job(name, name, "camal_rl.ppo", args))
     return jobs
 
 
 def plan_classify(models: list[str], datasets: list[str], methods: list[str], folds: int, classify_args=()) -> list[Job]:
-    unknown = sorted(set(methods) - set(CLASSIFY_METHODS))
-    if unknown:
-        raise SweepError(f"unknown classification method(s) {unknown}; choose from {list(CLASSIFY_METHODS)}")
+    _check_known("classification method(s)", methods, list(CLASSIFY_METHODS))
     jobs = []
-    for model in models:
-        for dataset in datasets:
-            for method in methods:
-                folder = f"{model}__{dataset}__{method}"
-                args = ("--model", model, "--dataset", dataset, "--method", method, "--folds", str(folds), *classify_args)
-                jobs += [Job(f"{folder}__fold{fold:02d}", folder, "camal_rl.vision.train", args, fold) for fold in range(folds)]
+    for model, dataset, method in itertools.product(models, datasets, methods):
+        folder = f"{model}__{dataset}__{method}"
+        args = ("--model", model, "--dataset", dataset, "--method", method, "--folds", str(folds), *classify_args)
+        jobs += [Job(f"{folder}__fold{fold:02d}", folder, "camal_rl.vision.train", args, fold) for fold in range(folds)]
     return jobs
+
+
+def _check_known(what: str, given: list[str], known: list[str]) -> None:
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise SweepError(f"unknown {what} {unknown}; choose from {known}")
 
 
 def _die_with_parent() -> None:
