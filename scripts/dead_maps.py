@@ -76,7 +76,7 @@ def table(records: list[dict]) -> str:
     sizes = [s for s in SIZES if any(r["size"] == s for r in records)]
     iterations = sorted({r["iterations"] for r in records})
     lines = [f"Dead runs (map all zero on > {DEAD_ABOVE:.0%} of 256 last-rollout frames after {iterations} iterations), "
-             "CAMAL / Vanilla, dead of runs:", "",
+             "CAMAL / Vanilla, dead of runs ('-': not run):", "",
              "| frames | attention | " + " | ".join(SCENARIOS) + " | all |", "|---|---|" + "---|" * (len(SCENARIOS) + 1)]
     for size in sizes:
         for attention in METHODS:
@@ -89,9 +89,10 @@ def table(records: list[dict]) -> str:
                 c, v = c or [0, 0], v or [0, 0]
                 total_c = [total_c[0] + c[0], total_c[1] + c[1]]
                 total_v = [total_v[0] + v[0], total_v[1] + v[1]]
-                cells.append(f"{c[0]}/{c[1]} · {v[0]}/{v[1]}")
+                cells.append(" · ".join(f"{dead}/{runs}" if runs else "-" for dead, runs in (c, v)))
             if any(cell != "-" for cell in cells):
-                lines.append(f"| {size} | {attention} | " + " | ".join(cells) + f" | {total_c[0]}/{total_c[1]} · {total_v[0]}/{total_v[1]} |")
+                total = " · ".join(f"{dead}/{runs}" if runs else "-" for dead, runs in (total_c, total_v))
+                lines.append(f"| {size} | {attention} | " + " | ".join(cells) + f" | {total} |")
     return "\n".join(lines)
 
 
