@@ -302,6 +302,8 @@ def camal_loss(
     ``mode`` is the same switch under the name DESIGN.md's contract gives it.
     """
     if mode is not None:
+        if regularizer != "camal" and regularizer != mode:
+            raise ValueError(f"mode={mode!r} and regularizer={regularizer!r} disagree; give one of them")
         regularizer = mode
     if regularizer not in REGULARIZERS:
         raise ValueError(f"unknown regularizer {regularizer!r}; choose one of {REGULARIZERS}")

@@ -63,6 +63,11 @@ def measure(size: str, scenario: str, seed: int, method: str, iterations: int, c
             "zero_fraction": zero, "iou": float(iou.nanmean()) if torch.isfinite(iou).any() else None}
 
 
+def _cell(camal_counts, vanilla_counts) -> str:
+    """'dead/runs · dead/runs', with '-' for a side that was not run."""
+    return " · ".join(f"{dead}/{runs}" if runs else "-" for dead, runs in (camal_counts, vanilla_counts))
+
+
 def table(records: list[dict]) -> str:
     """Rows (size, method) x scenario: dead CAMAL runs / runs, dead Vanilla runs / runs."""
     camal_dead = defaultdict(lambda: [0, 0])
@@ -89,10 +94,9 @@ def table(records: list[dict]) -> str:
                 c, v = c or [0, 0], v or [0, 0]
                 total_c = [total_c[0] + c[0], total_c[1] + c[1]]
                 total_v = [total_v[0] + v[0], total_v[1] + v[1]]
-                cells.append(" · ".join(f"{dead}/{runs}" if runs else "-" for dead, runs in (c, v)))
+                cells.append(_cell(c, v))
             if any(cell != "-" for cell in cells):
-                total = " · ".join(f"{dead}/{runs}" if runs else "-" for dead, runs in (total_c, total_v))
-                lines.append(f"| {size} | {attention} | " + " | ".join(cells) + f" | {total} |")
+                lines.append(f"| {size} | {attention} | " + " | ".join(cells) + f" | {_cell(total_c, total_v)} |")
     return "\n".join(lines)
 
 

@@ -151,6 +151,8 @@ def test_alpha_beta_iou_by_hand():
     assert math.isclose(camal.camal_loss(attention, mask, regularizer="suppress").item(), beta.item(), rel_tol=1e-6)
     # DESIGN.md's contract names the switch ``mode``: the same loss under that name
     assert math.isclose(camal.camal_loss(attention, mask, mode="suppress").item(), beta.item(), rel_tol=1e-6)
+    with pytest.raises(ValueError, match="disagree"):
+        camal.camal_loss(attention, mask, mode="camal", regularizer="suppress")
     # attention > 0.7 -> {(0,0), (0,1)}; mask has 3 pixels; intersection 2, union 3
     assert math.isclose(camal.attention_iou(attention, mask).item(), 2 / 3, rel_tol=1e-6)
 
