@@ -303,15 +303,20 @@ class FrameStorage:
         stacked = self.frames[torch.as_tensor(slots, device=self.device), self._envs[envs, None]]  # [E, S, C, H, W]
         return stacked.flatten(1, 2)
 
-    def minibatch(self, flat_indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(stacked observations ``[B, S*C, H, W]``, masks ``[B, sH, sW]``) for flat (step, env) indices."""
+    def minibatch(self, flat_indices: torch.Tensor) -> torch.Tensor:
+        """Stacked observations ``[B, S*C, H, W]`` for flat (step, env) indices."""
         if self._first_slot_device is None:
             self._first_slot_device = torch.as_tensor(self.first_slot[: self.num_steps], device=self.device)
         steps = torch.div(flat_indices, self.num_envs, rounding_mode="floor")
         envs = flat_indices % self.num_envs
         offsets = torch.arange(self.stack, device=self.device)
         slots = torch.maximum(steps[:, None] + offsets[None, :], self._first_slot_device[steps, envs][:, None])
-        return self.frames[slots, envs[:, None]].flatten(1, 2), self.masks[steps, envs]
+        return self.frames[slots, envs[:, None]].flatten(1, 2)
+
+    def minibatch_masks(self, flat_indices: torch.Tensor) -> torch.Tensor:
+        """Screen-size masks ``[B, sH, sW]`` for flat (step, env) indices (only for measuring: the
+        loss uses masks pulled back to the feature grid)."""
+        return self.masks[: self.num_steps].flatten(0, 1)[flat_indices]
 
     def carry_over(self) -> None:
         """After the update: the bootstrap observation becomes step 0 of the next rollout."""
@@ -690,7 +695,7 @@ def _train_loop(args, run_dir, checkpoint, device, envs, eval_envs, agent, optim
             # Double-buffered when there are several env groups: one group's envs step while the
             # policy acts for the next. Each env's action still comes from the same policy and
             # its own observation, and the groups are the same whichever backend runs them.
-            rollout_start_step = global_step
+            rollout_start_step, rollout_start_time = global_step, time.perf_counter()
             for step in range(args.num_steps):
                 for group in env_groups:
                     if step > 0:
@@ -703,6 +708,7 @@ def _train_loop(args, run_dir, checkpoint, device, envs, eval_envs, agent, optim
             for group in env_groups:
                 finish_step(args.num_steps - 1, group)
             global_step = rollout_start_step + args.batch_size
+            update_start_time = time.perf_counter()
             if on_rollout is not None:
                 stacked = torch.stack([storage.observation(t) for t in range(args.num_steps)])
                 on_rollout(iteration, {"obs": stacked, "masks": storage.masks[: args.num_steps].clone(),
@@ -734,7 +740,7 @@ def _train_loop(args, run_dir, checkpoint, device, envs, eval_envs, agent, optim
                 np.random.shuffle(b_inds)
                 for start in range(0, args.batch_size, args.minibatch_size):
                     mb_inds = torch.as_tensor(b_inds[start : start + args.minibatch_size], device=device)
-                    mb_obs, mb_masks = storage.minibatch(mb_inds)
+                    mb_obs = storage.minibatch(mb_inds)
                     logits, newvalue, features = agent(mb_obs)
                     probs = Categorical(logits=logits)
                     newlogprob, entropy = probs.log_prob(b_actions[mb_inds]), probs.entropy()
@@ -776,7 +782,7 @@ def _train_loop(args, run_dir, checkpoint, device, envs, eval_envs, agent, optim
                         loss = loss + args.camal_coef * camal_term
                         camal_losses.append(camal_term.item())
                     if epoch == 0 and start == 0:  # attention on the rollout: the same measurement for every method
-                        attention_log = measure_attention(features, newvalue, maps, mb_masks, args)
+                        attention_log = measure_attention(features, newvalue, maps, storage.minibatch_masks(mb_inds), args)
 
                     optimizer.zero_grad()
                     loss.backward()
@@ -786,6 +792,7 @@ def _train_loop(args, run_dir, checkpoint, device, envs, eval_envs, agent, optim
                 if args.target_kl is not None and approx_kl > args.target_kl:
                     break
             storage.carry_over()
+            update_end_time = time.perf_counter()
 
             y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
             var_y = np.var(y_true)
@@ -796,6 +803,8 @@ def _train_loop(args, run_dir, checkpoint, device, envs, eval_envs, agent, optim
             log_iteration(writer, global_step, {
                 "charts/learning_rate": optimizer.param_groups[0]["lr"],
                 "charts/SPS": sps,
+                "perf/rollout_seconds": update_start_time - rollout_start_time,  # env steps + the policy's actions
+                "perf/update_seconds": update_end_time - update_start_time,  # GAE + PPO (+ CAMAL) epochs
                 "losses/value_loss": v_loss.item(),
                 "losses/policy_loss": pg_loss.item(),
                 "losses/entropy": entropy_loss.item(),

@@ -29,7 +29,7 @@ FRAMES = {"60x80": {"obs_size": [60, 80]}, "paper": {"paper_frames": True}}
 
 # Runs inside the child process, against whichever camal_rl is first on PYTHONPATH.
 RUNNER = r"""
-import dataclasses, json, sys, tempfile
+import dataclasses, json, statistics, sys, tempfile
 from camal_rl import ppo
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 config = json.loads(sys.argv[1])
@@ -40,10 +40,13 @@ with tempfile.TemporaryDirectory() as root:
     events = EventAccumulator(root + "/run", size_guidance={"scalars": 0})
     events.Reload()
     points = [(e.step, e.value) for e in events.Scalars("charts/SPS")]
+    phases = {tag: [e.value for e in events.Scalars(tag)][1:] or [e.value for e in events.Scalars(tag)]
+              for tag in ("perf/rollout_seconds", "perf/update_seconds") if tag in events.Tags()["scalars"]}
 (first_step, first_sps), (last_step, last_sps) = points[0], points[-1]
 steady = (last_step - first_step) / (last_step / last_sps - first_step / first_sps) if len(points) > 1 else last_sps
 print("RESULT " + json.dumps({"steady_sps": steady, "sps": summary["sps"], "workers": summary.get("env_workers"),
-                             "groups": summary.get("env_groups")}))
+                             "groups": summary.get("env_groups"),
+                             **{tag.split("/")[1]: statistics.median(values) for tag, values in phases.items()}}))
 """
 
 
@@ -99,7 +102,8 @@ def main() -> None:
             roots["old"] = Path(options.old_tree) if options.old_tree else old_tree(options.old_rev, Path(scratch))
         grid = list(itertools.product(options.frames, options.num_envs, options.env_workers, options.env_groups,
                                       options.paths, options.methods))
-        for _, (frames, num_envs, workers_option, groups_option, path, method) in itertools.product(range(options.repeats), grid):
+        for round_index, (frames, num_envs, workers_option, groups_option, path, method) in itertools.product(
+                range(options.repeats), grid):
             workers = None if workers_option == "auto" else int(workers_option)
             groups = None if groups_option == "auto" else int(groups_option)
             if path == "old" and (workers_option, groups_option) != (options.env_workers[0], options.env_groups[0]):
@@ -114,9 +118,11 @@ def main() -> None:
             config["async_envs"] = num_envs > 8 if workers is None else workers > 0
             result = run(roots[path], config, options.timeout)
             label = "old" if path == "old" else f"new, workers {result.get('workers', workers_option)}, groups {result.get('groups', groups_option)}"
-            row = {"frames": frames, "num_envs": num_envs, "path": label, "method": method, **result}
+            row = {"round": round_index, "frames": frames, "num_envs": num_envs, "path": label, "method": method, **result}
             rows.append(row)
             shown = f"{result['steady_sps']:8.0f} steps/s" if "steady_sps" in result else result["error"]
+            if "rollout_seconds" in result:  # the new path says where an iteration's time goes
+                shown += f"  (rollout {result['rollout_seconds']:.2f} s + update {result['update_seconds']:.2f} s per iteration)"
             print(f"{frames:6s} {num_envs:3d} envs  {label:26s} {method:7s} {shown}", flush=True)
 
     print(f"\n| frames | envs | path | Vanilla steps/s | CAMAL steps/s | CAMAL / Vanilla |  (best of {options.repeats})")
@@ -130,11 +136,19 @@ def main() -> None:
         ratio = f"{camal / vanilla:.2f}" if vanilla and camal else "-"
         cells = [f"{v:.0f}" if v else "-" for v in (vanilla, camal)]
         print(f"| {frames} | {num_envs} | {path} | {cells[0]} | {cells[1]} | {ratio} |")
+    # This machine's speed drifts by 10-20 % between runs: ratios are also taken within each round
+    # (runs minutes apart) and their median is given with the spread over rounds.
+    speed = {(r["round"], r["frames"], r["num_envs"], r["path"], r["method"]): r.get("steady_sps") for r in rows}
     for (frames, num_envs, path), by_method in table.items():
         old = table.get((frames, num_envs, "old"), {})
         for method in options.methods:
             if path != "old" and old.get(method) and by_method.get(method):
-                print(f"{path} / old, {frames}, {num_envs} envs, {method}: {by_method[method] / old[method]:.2f}x")
+                paired = sorted(speed[(r, frames, num_envs, path, method)] / speed[(r, frames, num_envs, "old", method)]
+                                for r in range(options.repeats)
+                                if speed.get((r, frames, num_envs, path, method)) and speed.get((r, frames, num_envs, "old", method)))
+                print(f"{path} / old, {frames}, {num_envs} envs, {method}: {by_method[method] / old[method]:.2f}x best vs best; "
+                      f"within rounds median {paired[len(paired) // 2]:.2f}x (range {paired[0]:.2f}-{paired[-1]:.2f}, "
+                      f"{len(paired)} rounds)")
     if options.sb3:
         sb3_peer(options)
     if options.json:

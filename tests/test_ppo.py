@@ -17,7 +17,7 @@ TAGS = [
     "charts/episodic_return", "charts/SPS", "charts/learning_rate", "losses/value_loss", "losses/policy_loss",
     "losses/entropy", "losses/approx_kl", "losses/clipfrac", "losses/camal_loss", "attention/alpha",
     "attention/beta", "attention/iou", "attention/zero_map_fraction", "attention/empty_mask_fraction",
-    "eval/return_mean", "eval/iou_mean", "eval/zero_map_fraction",
+    "eval/return_mean", "eval/iou_mean", "eval/zero_map_fraction", "perf/rollout_seconds", "perf/update_seconds",
 ]
 COMPARED = ["losses/value_loss", "losses/policy_loss", "losses/entropy", "losses/camal_loss", "losses/approx_kl",
             "charts/episodic_return", "attention/alpha", "attention/beta", "eval/return_mean"]
@@ -88,6 +88,11 @@ def test_crash_and_resume_continue_bit_identically(tmp_path):
     missing = [tag for tag in TAGS if tag not in logged]
     assert not missing, f"missing TensorBoard tags {missing}"
     assert sorted(logged["charts/SPS"]) == [128, 256, 384, 512]  # the step axis continues after the resume
+    rollout_seconds, update_seconds = logged["perf/rollout_seconds"], logged["perf/update_seconds"]
+    assert sorted(rollout_seconds) == sorted(update_seconds) == [128, 256, 384, 512]
+    assert min(rollout_seconds.values()) > 0 and min(update_seconds.values()) > 0
+    # the phases are parts of the training time
+    assert sum(rollout_seconds.values()) + sum(update_seconds.values()) <= on_disk["train_time_s"]
     assert "eval/attention" in events(run_dir).Tags()["images"]  # the attention grid of fixed eval frames
     assert not list(run_dir.glob("*.partial*"))  # atomic writes leave nothing behind
 
