@@ -40,8 +40,9 @@ with tempfile.TemporaryDirectory() as root:
     events = EventAccumulator(root + "/run", size_guidance={"scalars": 0})
     events.Reload()
     points = [(e.step, e.value) for e in events.Scalars("charts/SPS")]
-    phases = {tag: [e.value for e in events.Scalars(tag)][1:] or [e.value for e in events.Scalars(tag)]
-              for tag in ("perf/rollout_seconds", "perf/update_seconds") if tag in events.Tags()["scalars"]}
+    phases = {tag: [e.value for e in events.Scalars(tag)] for tag in ("perf/rollout_seconds", "perf/update_seconds")
+              if tag in events.Tags()["scalars"]}
+    phases = {tag: values[1:] or values for tag, values in phases.items()}  # after the first iteration, as steady_sps
 (first_step, first_sps), (last_step, last_sps) = points[0], points[-1]
 steady = (last_step - first_step) / (last_step / last_sps - first_step / first_sps) if len(points) > 1 else last_sps
 print("RESULT " + json.dumps({"steady_sps": steady, "sps": summary["sps"], "workers": summary.get("env_workers"),
