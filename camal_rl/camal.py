@@ -65,15 +65,20 @@ def _signed_gradcam_weighting(features: torch.Tensor, grads: torch.Tensor) -> to
     return (weights * features).mean(dim=1)
 
 
-ATTENTION_METHODS: dict[str, Weighting] = {
-    "gradcam": _gradcam_weighting,
-    "signed-gradcam": _signed_gradcam_weighting,
-    "gradcam++": _gradcam_plus_plus_weighting,
-    "layercam": _layercam_weighting,
+class AttentionMethod(NamedTuple):
+    title: str  # how plots and captions name it
+    weighting: Weighting
+
+
+# The registry: adding a method is one weighting function above and one line here.
+ATTENTION_METHODS: dict[str, AttentionMethod] = {
+    "gradcam": AttentionMethod("Grad-CAM", _gradcam_weighting),
+    "signed-gradcam": AttentionMethod("signed Grad-CAM", _signed_gradcam_weighting),
+    "gradcam++": AttentionMethod("Grad-CAM++", _gradcam_plus_plus_weighting),
+    "layercam": AttentionMethod("LayerCAM", _layercam_weighting),
 }
-# How plots and captions name them.
-ATTENTION_NAMES = {"gradcam": "Grad-CAM", "signed-gradcam": "signed Grad-CAM", "gradcam++": "Grad-CAM++",
-                   "layercam": "LayerCAM"}
+# For typed options (tyro builds the choices of --attention from it).
+AttentionName = Literal[tuple(ATTENTION_METHODS)]  # type: ignore[valid-type]
 
 
 def _check_inputs(features: torch.Tensor, scores: torch.Tensor) -> None:
@@ -94,7 +99,7 @@ def attention(
     features: torch.Tensor,
     scores: torch.Tensor,
     *,
-    method: str = "gradcam",
+    method: str,
     create_graph: bool = True,
 ) -> torch.Tensor:
     """Unnormalised batch-level attention map ``[B, h, w]`` by name.
@@ -111,7 +116,7 @@ def attention(
     the features, and costs no double backward.
     """
     try:
-        weighting = ATTENTION_METHODS[method]
+        weighting = ATTENTION_METHODS[method].weighting
     except KeyError:
         raise ValueError(
             f"unknown attention method {method!r}; choose one of {sorted(ATTENTION_METHODS)}"

@@ -30,6 +30,9 @@ import gymnasium as gym
 import numpy as np
 import vizdoom as vzd
 
+from camal_rl.errors import CamalError
+from camal_rl.recipes import check as check_recipe
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -52,8 +55,10 @@ ENGINE_GRAY_WEIGHTS = np.array([[0.2126, 0.7152, 0.0722]], dtype=np.float32)
 _SPEC_KEYS = {
     "name", "description", "config", "mask_categories", "mask_objects", "actions",
     "frame_skip", "resolution", "episode_timeout", "random_score", "reference_score",
-    "custom_objects",
+    "custom_objects", "recipes",
 }
+# The paper's four scenarios (section 4), named once: studies, sweeps and reports use this.
+PAPER_SCENARIOS = ("basic", "defend_the_line", "defend_the_center", "take_cover")
 # ViZDoom's object categories (state.labels[i].object_category).
 KNOWN_CATEGORIES = {
     "Self", "Monster", "Ammo", "Armor", "Decoration", "Explosive", "Gibs", "Health",
@@ -76,7 +81,7 @@ KNOWN_OBJECTS = {
 }
 
 
-class SpecError(ValueError):
+class SpecError(CamalError, ValueError):
     """A scenario spec that cannot be used; the message names the file and what is wrong."""
 
 
@@ -94,10 +99,44 @@ class ScenarioSpec:
     reference_score: float = 1.0
     description: str = ""
     source: Path = field(default=Path("."), compare=False)
+    # recipe name -> hyperparameters (camal_rl.recipes); compare=False: a dict is not hashable
+    recipes: dict = field(default_factory=dict, compare=False, hash=False)
 
     def normalize_return(self, episodic_return: float) -> float:
         """Return on a common scale: 0 = random policy, 1 = reference score."""
         return (episodic_return - self.random_score) / (self.reference_score - self.random_score)
+
+    def record(self) -> dict:
+        """Everything needed to rebuild the env and normalise returns, for a run's checkpoint and summary."""
+        return {"name": self.name, "config": str(self.config), "mask_categories": list(self.mask_categories),
+                "mask_objects": list(self.mask_objects), "actions": [list(a) for a in self.actions],
+                "frame_skip": self.frame_skip, "resolution": self.resolution, "episode_timeout": self.episode_timeout,
+                "random_score": self.random_score, "reference_score": self.reference_score,
+                "description": self.description, "source": str(self.source), "recipes": self.recipes}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "ScenarioSpec":
+        values = dict(record)
+        values["config"], values["source"] = Path(values["config"]), Path(values.get("source", "."))
+        values["mask_categories"] = tuple(values.get("mask_categories", ()))
+        values["mask_objects"] = tuple(values.get("mask_objects", ()))
+        values["actions"] = tuple(tuple(a) for a in values.get("actions", ()))
+        return cls(**values)
+
+
+def is_resolution(name: str) -> bool:
+    return isinstance(name, str) and name.startswith("RES_") and hasattr(vzd.ScreenResolution, name)
+
+
+def spec_of_run(saved: dict, env: str) -> ScenarioSpec:
+    """The scenario a run (checkpoint or summary) was trained on: its recorded spec where the run
+    has one (so a moved or edited .toml still gives the run's own scenario), else ``env`` looked up."""
+    record = saved.get("scenario")
+    if isinstance(record, dict):
+        spec = ScenarioSpec.from_record(record)
+        if spec.config.is_file():
+            return spec
+    return load_spec(env)
 
 
 def spec_search_path() -> list[Path]:
@@ -139,8 +178,11 @@ def _resolve_config(value: str, spec_file: Path) -> Path:
     raise SpecError(f"{spec_file}: key 'config': no .cfg at {relative} nor {bundled}")
 
 
-def load_spec(name_or_path: str | os.PathLike) -> ScenarioSpec:
-    """Load a scenario spec by name (searched in $CAMAL_ENVS, ./envs, the bundled specs) or path."""
+def load_spec(name_or_path: str | os.PathLike | ScenarioSpec) -> ScenarioSpec:
+    """Load a scenario spec by name (searched in $CAMAL_ENVS, ./envs, the bundled specs) or path;
+    a ``ScenarioSpec`` is returned as it is."""
+    if isinstance(name_or_path, ScenarioSpec):
+        return name_or_path
     path = _find_spec_file(name_or_path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -163,26 +205,38 @@ def load_spec(name_or_path: str | os.PathLike) -> ScenarioSpec:
             f"names (e.g. Cacodemon, DoomImpBall) or list your WAD's own under 'custom_objects'"
         )
     resolution = raw.get("resolution", "RES_160X120")
-    if not hasattr(vzd.ScreenResolution, resolution):
+    if not is_resolution(resolution):
         raise SpecError(f"{path}: key 'resolution': unknown {resolution!r}, e.g. RES_160X120 or RES_320X240")
     for key in ("random_score", "reference_score"):
         if key in raw and not isinstance(raw[key], (int, float)):
             raise SpecError(f"{path}: key {key!r} must be a number")
     if raw.get("reference_score", 1.0) == raw.get("random_score", 0.0):
         raise SpecError(f"{path}: 'reference_score' must differ from 'random_score'")
+    frame_skip = raw.get("frame_skip", 4)
+    if not isinstance(frame_skip, int) or frame_skip < 1:
+        raise SpecError(f"{path}: key 'frame_skip' must be a whole number >= 1, got {frame_skip!r}")
+    recipes = raw.get("recipes", {})
+    if not isinstance(recipes, dict) or not all(isinstance(v, dict) for v in recipes.values()):
+        raise SpecError(f"{path}: key 'recipes' must be tables of hyperparameters, e.g. [recipes.tuned] learning_rate = 3e-4")
+    for recipe_name, recipe in recipes.items():
+        try:
+            check_recipe(recipe, f"{path}: [recipes.{recipe_name}]")
+        except ValueError as error:
+            raise SpecError(str(error)) from None
     return ScenarioSpec(
         name=raw.get("name", path.stem),
         config=_resolve_config(raw["config"], path),
         mask_categories=tuple(raw.get("mask_categories", ())),
         mask_objects=tuple(raw.get("mask_objects", ())),
         actions=tuple(tuple(a) for a in raw.get("actions", ())),
-        frame_skip=int(raw.get("frame_skip", 4)),
+        frame_skip=frame_skip,
         resolution=resolution,
         episode_timeout=raw.get("episode_timeout"),
         random_score=float(raw.get("random_score", 0.0)),
         reference_score=float(raw.get("reference_score", 1.0)),
         description=raw.get("description", ""),
         source=path,
+        recipes=recipes,
     )
 
 
@@ -201,6 +255,79 @@ def episode_seed(base_seed: int, episode_index: int) -> int:
     if episode_index == 0:
         return int(base_seed) % (2**31)
     return int(np.random.SeedSequence([int(base_seed) % (2**63), int(episode_index)]).generate_state(1)[0]) % (2**31)
+
+
+# ---------------------------------------------------------------------------------------
+# Engines outlive a killed process: a reaper ends them
+# ---------------------------------------------------------------------------------------
+# A ViZDoom engine is a child process that ignores SIGTERM and outlives a parent killed with
+# SIGKILL. A small reaper process per Python process holds the list of its live engines and kills
+# them when the pipe from its parent closes without a goodbye (the parent died).
+_REAPER_CODE = """
+import os, signal, sys
+live = set()
+for line in sys.stdin:
+    sign, pid = line[0], int(line[1:])
+    if sign == "+":
+        live.add(pid)
+    else:
+        live.discard(pid)
+for pid in live:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+class _EngineReaper:
+    _instance: "_EngineReaper | None" = None
+
+    def __init__(self):
+        import subprocess
+
+        self.owner = os.getpid()
+        self.process = subprocess.Popen([sys.executable, "-c", _REAPER_CODE], stdin=subprocess.PIPE, text=True,
+                                        start_new_session=True)  # Ctrl-C in the terminal must not end it first
+
+    @classmethod
+    def get(cls) -> "_EngineReaper":
+        if cls._instance is None or cls._instance.owner != os.getpid():
+            cls._instance = cls()
+        return cls._instance
+
+    def tell(self, sign: str, pid: int) -> None:
+        try:
+            self.process.stdin.write(f"{sign}{pid}\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+
+
+def _forget_parent_reaper() -> None:
+    # A forked child must not hold its parent's pipe open (the reaper would never see it close).
+    reaper = _EngineReaper._instance
+    if reaper is not None and reaper.owner != os.getpid():
+        try:
+            reaper.process.stdin.close()  # this process's copy of the pipe only
+        except OSError:
+            pass
+        reaper.process.returncode = 0  # not ours to wait for
+        _EngineReaper._instance = None
+
+
+os.register_at_fork(after_in_child=_forget_parent_reaper)
+
+
+def _child_pids() -> set[int]:
+    pids: set[int] = set()
+    try:
+        for task in os.listdir(f"/proc/{os.getpid()}/task"):
+            with open(f"/proc/{os.getpid()}/task/{task}/children") as children:
+                pids.update(int(p) for p in children.read().split())
+    except OSError:  # not Linux: no reaper
+        pass
+    return pids
 
 
 class DoomEnv(gym.Env):
@@ -252,8 +379,12 @@ class DoomEnv(gym.Env):
             game.set_episode_timeout(int(spec.episode_timeout))
         if seed is not None:
             game.set_seed(int(seed) % (2**31))
+        before = _child_pids()
         game.init()
         self.game = game
+        self._engine_pids = _child_pids() - before
+        for pid in self._engine_pids:
+            _EngineReaper.get().tell("+", pid)
 
         buttons = [str(b).split(".")[-1] for b in game.get_available_buttons()]
         action_sets = spec.actions or tuple((b,) for b in buttons)
@@ -393,6 +524,8 @@ class DoomEnv(gym.Env):
         if getattr(self, "game", None) is not None:
             self.game.close()
             self.game = None
+            for pid in self._engine_pids:
+                _EngineReaper.get().tell("-", pid)
 
 
 def make_env(name_or_path: str | os.PathLike, *, seed: int | None = None, **options) -> DoomEnv:

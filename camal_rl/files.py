@@ -1,7 +1,9 @@
-"""Writing files, and stopping, so that a crash never leaves a half-written one behind."""
+"""Writing files so that a crash never leaves a half-written one behind, and child processes
+that end with their parent."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 from contextlib import contextmanager
@@ -20,6 +22,10 @@ def atomic_path(path: str | os.PathLike):
     try:
         yield partial
         os.replace(partial, path)
+    except OSError as error:
+        if error.filename is None:  # a failed write or close (a full disk) names no file: name it
+            raise OSError(error.errno, error.strerror, str(path)) from None
+        raise
     finally:
         partial.unlink(missing_ok=True)
 
@@ -29,11 +35,10 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         partial.write_text(text)
 
 
-def exit_on_sigterm() -> None:
-    """Let SIGTERM (a cluster taking the node back, a launcher that died) unwind like Ctrl-C:
-    ``finally`` blocks run, partial files go, games close, and the last checkpoint stays."""
-
-    def stop(signum, frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, stop)
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """In a child process: get ``signum`` when the process that started it dies (Linux), so a
+    killed learner or launcher leaves no worker behind. Elsewhere a no-op."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signum))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

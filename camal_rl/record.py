@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import cv2
@@ -25,8 +24,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from camal_rl import doom, overlay, ppo
+from camal_rl import camal, doom, overlay, runs
+from camal_rl.agent import Agent, act_with_attention, value_attention
+from camal_rl.errors import ConfigError, run_cli
 from camal_rl.files import atomic_path
+from camal_rl.rollout import env_options
 
 CAPTION_HEIGHT = 34
 
@@ -36,13 +38,14 @@ class Player:
 
     def __init__(self, run_dir: str | Path, *, scale: int, device: torch.device):
         run_dir = Path(run_dir)
-        checkpoint = ppo.load_checkpoint(run_dir, purpose="camal-record")
-        self.args = ppo.Args.from_saved(checkpoint["args"])
-        self.label = f"{Path(self.args.env).stem} / {self.args.method} / seed {self.args.seed}"
-        self.env = doom.make_env(self.args.env, seed=self.args.seed, render_mode="rgb_array", **ppo.env_kwargs(self.args))
-        self.agent = ppo.Agent(self.env.observation_space["image"].shape, int(self.env.action_space.n)).to(device)
+        checkpoint = runs.load_checkpoint(run_dir, purpose="camal-record")
+        self.run = runs.saved_run(checkpoint)
+        self.spec = doom.spec_of_run(checkpoint, self.run.env)
+        self.label = f"{self.spec.name} / {self.run.method} / seed {self.run.seed}"
+        self.env = doom.make_env(self.spec, seed=self.run.seed, render_mode="rgb_array", **env_options(self.run))
+        self.agent = Agent(self.env.observation_space["image"].shape, int(self.env.action_space.n)).to(device)
         try:
-            ppo.restore_agent(self.agent, checkpoint, self.args.env, run_dir / ppo.CHECKPOINT)
+            runs.restore_agent(self.agent, checkpoint, run_dir / runs.CHECKPOINT)
         except Exception:
             self.env.close()
             raise
@@ -61,8 +64,8 @@ class Player:
         if self.done:
             return self.frame
         image = torch.as_tensor(self.obs["image"][None], device=self.device)
-        action, value, attention = ppo.act_with_attention(self.agent, image, self.agent.feature_grid,
-                                                          method=self.args.attention, generator=self.generator)
+        action, value, attention = act_with_attention(self.agent, image, self.agent.feature_grid,
+                                                      method=self.run.attention, generator=self.generator)
         self.frame = self._annotate(attention[0].cpu().numpy(), value.item())
         self.obs, _, terminated, truncated, info = self.env.step(int(action))
         self.steps += 1
@@ -80,6 +83,20 @@ class Player:
 
     def close(self):
         self.env.close()
+
+
+def check_comparable(players: list[Player]) -> None:
+    """Side by side only what can be shown honestly: one scenario, one screen size."""
+    if len(players) < 2:
+        return
+    first, second = players
+    if first.spec.name != second.spec.name:
+        raise ConfigError(f"{first.label} and {second.label} play different scenarios ({first.spec.name}, "
+                          f"{second.spec.name}); a side-by-side needs the same episodes: record them one at a time")
+    if first.env.screen_size != second.env.screen_size:
+        raise ConfigError(f"{first.label} and {second.label} have different screens ({first.env.screen_size} vs "
+                          f"{second.env.screen_size}, e.g. one trained with --paper-frames); pair runs of one setting "
+                          f"or record them one at a time")
 
 
 class _MotionJpegWriter:
@@ -127,15 +144,16 @@ def record(run_dirs: list[str], out: str | Path, *, episodes: int = 1, seed: int
 
     ``max_steps`` cuts each episode, ``max_frames`` the whole video (fps x seconds)."""
     if not 1 <= len(run_dirs) <= 2:
-        raise ppo.TrainingError("give one run folder, or two to compare side by side")
+        raise ConfigError("give one run folder, or two to compare side by side")
     out = Path(out)
     if out.suffix.lower() not in (".mp4", ".avi"):
-        raise ppo.TrainingError(f"--out must end in .mp4 (H.264) or .avi (Motion JPEG), got {out.name}")
+        raise ConfigError(f"--out must end in .mp4 (H.264) or .avi (Motion JPEG), got {out.name}")
     device = torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
     players = []
     try:
         for run_dir in run_dirs:
             players.append(Player(run_dir, scale=scale, device=device))
+        check_comparable(players)
         out.parent.mkdir(parents=True, exist_ok=True)
         frames_for_gif = []
         steps_played = [0] * len(players)
@@ -192,7 +210,7 @@ def panel_frame(player: Player, seed: int, max_steps: int = 300) -> dict:
                     "mask": player.env.screen_mask.copy(), "step": player.steps}
         player.step()
     if best is None:
-        raise ppo.TrainingError(f"{player.label}: no frame of episode {seed} shows a labelled object")
+        raise ConfigError(f"{player.label}: no frame of episode {seed} shows a labelled object")
     return best
 
 
@@ -204,25 +222,25 @@ def attention_panel(pairs: list[tuple[str, str]], out: str | Path, *, seed: int 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from camal_rl import camal
-
     device = torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
     rows = []
     for camal_run, vanilla_run in pairs:
-        players = [Player(run, scale=1, device=device) for run in (camal_run, vanilla_run)]
+        players = []
         try:
+            players += [Player(run, scale=1, device=device) for run in (camal_run, vanilla_run)]
+            check_comparable(players)
             if players[0].agent.obs_shape != players[1].agent.obs_shape:
-                raise ppo.TrainingError(f"{camal_run} and {vanilla_run} see different observations; pair runs of one setting")
+                raise ConfigError(f"{camal_run} and {vanilla_run} see different observations; pair runs of one setting")
             frame = panel_frame(players[0], seed)
             image = torch.as_tensor(frame["image"][None], device=device)
             mask = torch.as_tensor(frame["mask"][None], device=device)
-            row = {"env": Path(players[0].args.env).stem, "frame": frame, "maps": [], "ious": [], "labels": [],
-                   "methods": [player.args.method for player in players]}
+            row = {"env": players[0].spec.name, "frame": frame, "maps": [], "ious": [], "labels": [],
+                   "methods": [player.run.method for player in players]}
             for player in players:
-                maps = ppo.value_attention(player.agent, image, player.agent.feature_grid, method=player.args.attention)
+                maps = value_attention(player.agent, image, player.agent.feature_grid, method=player.run.attention)
                 row["maps"].append(maps[0].cpu().numpy())
                 row["ious"].append(float(camal.attention_iou(camal.resize(maps, tuple(mask.shape[-2:])), mask)[0]))
-                row["labels"].append(f"{player.args.method}: {camal.ATTENTION_NAMES[player.args.attention]}")
+                row["labels"].append(f"{player.run.method}: {camal.ATTENTION_METHODS[player.run.attention].title}")
             rows.append(row)
         finally:
             for player in players:
@@ -253,36 +271,43 @@ def attention_panel(pairs: list[tuple[str, str]], out: str | Path, *, seed: int 
 def cli(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="camal-record", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="one run folder, or two (side by side)")
-    parser.add_argument("--episodes", type=int, default=1)
-    parser.add_argument("--out", default=None, help="MP4 path (default videos/<env>__<method>.mp4)")
+    parser.add_argument("--episodes", type=int, default=1, help="episodes to play (each run plays the same seeds)")
+    parser.add_argument("--out", default=None,
+                        help="MP4 or AVI path (default videos/<run folder>[__<run folder>].mp4; with --panel attention_panel.png)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (episode i uses seed + i)")
-    parser.add_argument("--fps", type=int, default=10)
+    parser.add_argument("--fps", type=int, default=10, help="frames per second of the video")
     parser.add_argument("--scale", type=int, default=3, help="upscaling of the native screen")
     parser.add_argument("--max-steps", type=int, default=None, help="cut each episode after this many steps")
     parser.add_argument("--max-seconds", type=float, default=None, help="cut the whole video at this length")
     parser.add_argument("--gif", action="store_true", help="also write a GIF")
     parser.add_argument("--panel", action="store_true",
                         help="write a PNG panel instead: RUN_DIRs are CAMAL/Vanilla pairs, one row each")
-    parser.add_argument("--cuda", action=argparse.BooleanOptionalAction, default=torch.cuda.is_available())
+    parser.add_argument("--cuda", action=argparse.BooleanOptionalAction, default=torch.cuda.is_available(),
+                        help="play on the GPU (default: on when one is available)")
     options = parser.parse_args(argv)
-    try:
+
+    def main() -> str:
+        for name in ("episodes", "fps", "scale"):
+            if getattr(options, name) < 1:
+                raise ConfigError(f"--{name} must be >= 1, got {getattr(options, name)}")
+        if options.max_steps is not None and options.max_steps < 1:
+            raise ConfigError(f"--max-steps must be >= 1, got {options.max_steps}")
+        if options.max_seconds is not None and not options.max_seconds > 0:
+            raise ConfigError(f"--max-seconds must be > 0, got {options.max_seconds}")
         if options.panel:
             if len(options.runs) % 2:
-                raise ppo.TrainingError("--panel takes pairs of run folders: CAMAL_RUN VANILLA_RUN [...]")
+                raise ConfigError("--panel takes pairs of run folders: CAMAL_RUN VANILLA_RUN [...]")
             out = options.out or "attention_panel.png"
             rows = attention_panel(list(zip(options.runs[::2], options.runs[1::2])), out, seed=options.seed, cuda=options.cuda)
-            print(json.dumps(rows, indent=2))
-            print(f"wrote {out}")
-            return
+            return json.dumps(rows, indent=2) + f"\nwrote {out}"
         out = options.out or str(Path("videos") / ("__".join(Path(r).name for r in options.runs) + ".mp4"))
         max_frames = None if options.max_seconds is None else int(options.max_seconds * options.fps)
         result = record(options.runs, out, episodes=options.episodes, seed=options.seed, fps=options.fps,
                         scale=options.scale, gif=options.gif, max_steps=options.max_steps, max_frames=max_frames,
                         cuda=options.cuda)
-    except (ppo.TrainingError, doom.SpecError) as error:
-        print(f"camal-record: error: {error}", file=sys.stderr)
-        raise SystemExit(2)
-    print(f"wrote {result['out']}: {result['frames']} frames")
+        return f"wrote {result['out']}: {result['frames']} frames"
+
+    print(run_cli("camal-record", main))
 
 
 if __name__ == "__main__":

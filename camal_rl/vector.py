@@ -5,7 +5,7 @@ processes (``workers=N``, envs split evenly among them). Workers write the newes
 mask, rewards and flags straight into memory shared with the learner, so a step moves one
 frame per env (230 KB at 240x320 colour) instead of a whole stack, and nothing is pickled;
 a one-byte message per worker says "step" and "done". Frame stacking happens once, on the
-learner's side (``ppo.FrameStorage``). Both modes give the same numbers for the same seed.
+learner's side (``camal_rl.rollout.FrameStorage``). Both modes give the same numbers for the same seed.
 
 Autoreset is CleanRL's: an env whose episode ends starts the next (seeded) episode in the same
 step, and ``episode_starts`` marks the frames that begin an episode. ``state()`` and
@@ -27,13 +27,15 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 from camal_rl import doom
+from camal_rl.errors import CamalError
+from camal_rl.files import die_with_parent
 
 # A step takes milliseconds; a worker silent for this long is hung.
 STEP_TIMEOUT_S = 120.0
 RESTORE_TIMEOUT_S = 1800.0
 
 
-class EnvWorkerError(RuntimeError):
+class EnvWorkerError(CamalError, RuntimeError):
     """A worker process died or failed; the message names the worker, its envs and the cause."""
 
 
@@ -102,17 +104,18 @@ def _run_envs(envs: list[doom.DoomEnv], indices: range, buffers: _Buffers, comma
     raise ValueError(f"unknown command {command!r}")
 
 
-def _worker(conn: Connection, parent_end: Connection, name: str, indices: range, seeds: list[int],
+def _worker(conn: Connection, parent_end: Connection, spec: doom.ScenarioSpec, indices: range, seeds: list[int],
             env_kwargs: dict, buffers: _Buffers) -> None:
     parent_end.close()
     # Its own process group: the ViZDoom engines it starts join it, so the learner can end
     # them even when this worker is killed (an orphaned engine would run on otherwise).
     os.setpgid(0, 0)
+    die_with_parent(signal.SIGKILL)  # a learner killed with -9 takes its workers along (their reapers end the engines)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
     envs = []
     try:
         for i in indices:
-            envs.append(doom.make_env(name, seed=seeds[i], frame_stack=1, **env_kwargs))
+            envs.append(doom.make_env(spec, seed=seeds[i], frame_stack=1, **env_kwargs))
         conn.send_bytes(b"k")
         while True:
             message = conn.recv_bytes()
@@ -156,7 +159,7 @@ class DoomVector:
         spec = doom.load_spec(name_or_path)  # a bad name fails here, in this process
         if num_envs < 1:
             raise ValueError("num_envs must be at least 1")
-        self.name, self.num_envs, self.seeds = str(name_or_path), num_envs, [seed + i for i in range(num_envs)]
+        self.spec, self.num_envs, self.seeds = spec, num_envs, [seed + i for i in range(num_envs)]
         grayscale = env_kwargs.get("grayscale", True)
         height, width = env_kwargs.get("obs_size", (60, 80))
         self.frame_shape = (1 if grayscale else 3, height, width)
@@ -173,7 +176,7 @@ class DoomVector:
         self.action_names: list[str] = []
         try:
             if self.workers == 0:
-                self._envs = [doom.make_env(name_or_path, seed=s, frame_stack=1, **env_kwargs) for s in self.seeds]
+                self._envs = [doom.make_env(spec, seed=s, frame_stack=1, **env_kwargs) for s in self.seeds]
                 self.action_names = self._envs[0].action_names
                 self.num_actions = int(self._envs[0].action_space.n)
             else:
@@ -200,7 +203,7 @@ class DoomVector:
         for group in self._groups:
             parent_end, child_end = context.Pipe(duplex=True)
             process = context.Process(
-                target=_worker, args=(child_end, parent_end, self.name, group, self.seeds, env_kwargs, self.buffers),
+                target=_worker, args=(child_end, parent_end, self.spec, group, self.seeds, env_kwargs, self.buffers),
                 daemon=True, name=f"camal-env-{group.start}-{group.stop - 1}",
             )
             process.start()
@@ -246,9 +249,18 @@ class DoomVector:
         self._send(range(len(self._connections)), command + (pickle.dumps(payload) if payload is not None else b""))
         return self._gather(timeout)
 
+    def _in_process(self, envs: slice, command: bytes, payload=None) -> object:
+        try:
+            return _run_envs(self._envs[envs], range(self.num_envs)[envs], self.buffers, command, payload)
+        except (vzd_errors() + (OSError,)) as error:
+            indices = range(self.num_envs)[envs]
+            raise EnvWorkerError(f"the ViZDoom engines of envs {indices.start}-{indices.stop - 1} (in this process) "
+                                 f"failed: {type(error).__name__}: {error}; the run stops here - continue it with "
+                                 f"--resume from its last checkpoint") from None
+
     def _command(self, command: bytes, payload=None, timeout: float = STEP_TIMEOUT_S) -> list:
         if self.workers == 0:
-            return [_run_envs(self._envs, range(self.num_envs), self.buffers, command, payload)]
+            return [self._in_process(slice(None), command, payload)]
         return self._broadcast(command, payload, timeout)
 
     # -- the API -------------------------------------------------------------------------------
@@ -283,7 +295,7 @@ class DoomVector:
     def step_wait(self, envs: slice) -> None:
         """Wait for a group started by ``step_async``; its entries of the arrays are then current."""
         if self.workers == 0:
-            _run_envs(self._envs[envs], range(envs.start, envs.stop), self.buffers, b"s", None)
+            self._in_process(envs, b"s")
             return
         for w in self._workers_of(envs):
             self._receive(w, STEP_TIMEOUT_S)
@@ -329,6 +341,15 @@ class DoomVector:
             self.close()
         except Exception:
             pass
+
+
+def vzd_errors() -> tuple[type, ...]:
+    """ViZDoom's exceptions for a dead or stuck engine (its SignalException, UnexpectedExit, ...)."""
+    import vizdoom
+
+    return tuple(getattr(vizdoom, name) for name in ("ViZDoomUnexpectedExitException", "ViZDoomIsNotRunningException",
+                                                       "ViZDoomErrorException", "SignalException")
+                 if isinstance(getattr(vizdoom, name, None), type))
 
 
 def default_workers(num_envs: int) -> int:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from camal_rl import camal, ppo
+from camal_rl import agent as agent_module
+from camal_rl import camal, ppo, runs
 
 METHODS = ["gradcam", "signed-gradcam", "gradcam++", "layercam"]
 SCENARIOS = ["basic", "defend_the_line", "defend_the_center", "take_cover"]
@@ -47,16 +48,16 @@ def measure(size: str, scenario: str, seed: int, method: str, iterations: int, c
                         attention="gradcam" if method == "vanilla" else method, eval_episodes=0, progress=False,
                         checkpoint_interval=10**9, cuda=cuda, run_dir=f"{root}/run", threads=threads, **SIZES[size])
         ppo.train(args, on_rollout=keep_last_rollout)
-        checkpoint = ppo.load_checkpoint(Path(root) / "run")
+        checkpoint = runs.load_checkpoint(Path(root) / "run")
     device = torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
-    agent = ppo.Agent(tuple(checkpoint["obs_shape"]), checkpoint["num_actions"]).to(device)
+    agent = agent_module.Agent(tuple(checkpoint["obs_shape"]), checkpoint["num_actions"]).to(device)
     agent.load_state_dict(checkpoint["agent"])
     obs = captured["obs"].flatten(0, 1)
     masks = captured["masks"].flatten(0, 1)
     sample = torch.randperm(obs.shape[0], generator=torch.Generator().manual_seed(seed))[:256].to(obs.device)
     zero, maps = {}, {}
     for attention in (METHODS if method == "vanilla" else [method]):
-        maps[attention] = ppo.value_attention(agent, obs[sample].to(device), agent.feature_grid, method=attention)
+        maps[attention] = agent_module.value_attention(agent, obs[sample].to(device), agent.feature_grid, method=attention)
         zero[attention] = (maps[attention].flatten(1).amax(1) == 0).float().mean().item()
     iou = camal.attention_iou(next(iter(maps.values())), masks[sample].to(device))  # the run's own (Vanilla: gradcam)
     return {"size": size, "scenario": scenario, "seed": seed, "method": method, "iterations": iterations,

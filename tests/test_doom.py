@@ -1,7 +1,6 @@
 """ViZDoom environments with label-buffer masks, on the real engine."""
 
 import multiprocessing
-import subprocess
 import time
 
 import cv2
@@ -176,17 +175,8 @@ def test_same_seed_same_observations_and_masks():
     assert masks_a.any()
 
 
-@pytest.fixture
-def short_basic(tmp_path):
-    spec = tmp_path / "short_basic.toml"
-    spec.write_text(
-        'config = "basic"\nmask_categories = ["Monster"]\nactions = [["MOVE_LEFT"], ["MOVE_RIGHT"]]\n'
-        "episode_timeout = 40\n"  # 10 agent steps at frame skip 4
-    )
-    return str(spec)
-
-
-def test_mask_stays_aligned_across_autoreset(short_basic):
+def test_mask_stays_aligned_across_autoreset(short_scenario):
+    short_basic = short_scenario(40, actions=(("MOVE_LEFT",), ("MOVE_RIGHT",)))  # 10 agent steps
     envs = doom.make_vector_env(short_basic, num_envs=2, seed=5, asynchronous=False, obs_size=(60, 80))
     obs, _ = envs.reset(seed=5)
     resets = 0
@@ -202,13 +192,8 @@ def test_mask_stays_aligned_across_autoreset(short_basic):
     assert resets >= 4
 
 
-def _engine_pids():
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in out.splitlines() if "vizdoom/vizdoom -iwad" in line}
-
-
-def test_async_vector_env_closes_its_processes(short_basic):
-    before = _engine_pids()
+def test_async_vector_env_closes_its_processes(short_basic, engines):
+    before = engines()
     envs = doom.make_vector_env(short_basic, num_envs=2, seed=0, asynchronous=True)
     envs.reset(seed=0)
     obs, *_ = envs.step(np.array([0, 1]))
@@ -219,9 +204,9 @@ def test_async_vector_env_closes_its_processes(short_basic):
     while multiprocessing.active_children() and time.time() < deadline:
         time.sleep(0.1)
     assert multiprocessing.active_children() == []
-    while (_engine_pids() - before) and time.time() < deadline:
+    while (engines() - before) and time.time() < deadline:
         time.sleep(0.1)
-    assert _engine_pids() - before == set(), "ViZDoom engine processes left behind"
+    assert engines() - before == set(), "ViZDoom engine processes left behind"
 
 
 def test_unknown_scenario_lists_available():

@@ -11,7 +11,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from camal_rl import camal, doom, ppo, vector
+from camal_rl import agent as agent_module
+from camal_rl import camal, doom, errors, ppo, runs, vector
 
 TAGS = [
     "charts/episodic_return", "charts/SPS", "charts/learning_rate", "losses/value_loss", "losses/policy_loss",
@@ -65,21 +66,21 @@ def test_crash_and_resume_continue_bit_identically(tmp_path):
     with pytest.raises(Crash):
         ppo.train(tiny_args(tmp_path, checkpoint_interval=2), on_rollout=crash_at_third)
     run_dir = tmp_path / "run"
-    checkpoint = torch.load(run_dir / ppo.CHECKPOINT, weights_only=False)
+    checkpoint = torch.load(run_dir / runs.CHECKPOINT, weights_only=False)
     assert checkpoint["iteration"] == 2 and checkpoint["global_step"] == 256
     assert any(state["actions"] for state in checkpoint["env_states"])  # mid-episode: the replay matters
-    assert not (run_dir / ppo.SUMMARY).exists()
+    assert not (run_dir / runs.SUMMARY).exists()
 
     summary = ppo.train(ppo.Args(resume=str(run_dir), progress=False, cuda=False, threads=2))
     assert summary["global_step"] == 512
     resumed, straight = numbers(run_dir), numbers(uninterrupted)
     assert resumed == straight, "resumed run differs from the uninterrupted one"
     assert len(straight["losses/value_loss"]) == 4 and len(straight["charts/episodic_return"]) >= 2
-    on_disk = json.loads((run_dir / ppo.SUMMARY).read_text())
+    on_disk = json.loads((run_dir / runs.SUMMARY).read_text())
     for key in ["env", "method", "seed", "global_step", "eval_return_mean", "eval_iou_mean", "eval_zero_map_fraction",
                 "sps", "train_time_s", "eval_time_s", "wall_time_s", "attention_dead", "args"]:
         assert key in on_disk
-    assert on_disk["eval_return_mean"] == json.loads((uninterrupted / ppo.SUMMARY).read_text())["eval_return_mean"]
+    assert on_disk["eval_return_mean"] == json.loads((uninterrupted / runs.SUMMARY).read_text())["eval_return_mean"]
     assert on_disk["method"] == "camal" and on_disk["env"] == "basic"
     assert on_disk["train_time_s"] > 0 and on_disk["eval_time_s"] > 0
     assert abs(on_disk["wall_time_s"] - on_disk["train_time_s"] - on_disk["eval_time_s"]) < 1e-6
@@ -127,14 +128,6 @@ def test_stacks_from_single_frames_equal_the_gymnasium_stacks(tmp_path, short_ba
     assert resets >= 4
 
 
-@pytest.fixture
-def short_basic(tmp_path):
-    spec = tmp_path / "short_basic.toml"
-    spec.write_text('config = "basic"\nmask_categories = ["Monster"]\nactions = [["MOVE_LEFT"], ["MOVE_RIGHT"], ["ATTACK"]]\n'
-                    "episode_timeout = 80\n")
-    return str(spec)
-
-
 def test_evaluation_leaves_training_untouched(tmp_path):
     common = dict(total_timesteps=3 * 2 * 64, checkpoint_interval=10)
     ppo.train(tiny_args(tmp_path, run_dir=str(tmp_path / "quiet"), eval_episodes=0, **common))
@@ -159,9 +152,9 @@ def test_vanilla_and_camal_share_the_first_rollout(tmp_path):
     for key in ["obs", "masks", "actions", "rewards"]:
         assert torch.equal(rollouts["vanilla"][1][key], rollouts["camal"][1][key]), key
     # ... while the updates differ: the CAMAL term changed the trunk's weights
-    weights = [torch.load(tmp_path / m / ppo.CHECKPOINT, weights_only=False)["agent"]["conv.0.weight"] for m in "vc"]
+    weights = [torch.load(tmp_path / m / runs.CHECKPOINT, weights_only=False)["agent"]["conv.0.weight"] for m in "vc"]
     assert not torch.equal(*weights)
-    assert json.loads((tmp_path / "v" / ppo.SUMMARY).read_text())["method"] == "vanilla"
+    assert json.loads((tmp_path / "v" / runs.SUMMARY).read_text())["method"] == "vanilla"
 
 
 def _basic_frames(count=64, seed=0):
@@ -184,11 +177,11 @@ def test_camal_term_alone_raises_alpha_minus_beta():
     torch.manual_seed(0)
     images, masks = _basic_frames()
     assert masks.shape[-2:] == (120, 160)  # screen-resolution masks; the maps are upsampled to them
-    agent = ppo.Agent(tuple(images.shape[1:]), 3)
+    agent = agent_module.Agent(tuple(images.shape[1:]), 3)
     optimizer = torch.optim.Adam(agent.parameters(), lr=2.5e-4, eps=1e-5)
 
     def gap():
-        maps = ppo.value_attention(agent, images, agent.feature_grid, method="signed-gradcam")
+        maps = agent_module.value_attention(agent, images, agent.feature_grid, method="signed-gradcam")
         alpha, beta = camal.alpha_beta(maps, masks)
         return (alpha - beta).mean().item()
 
@@ -209,28 +202,29 @@ def test_camal_term_alone_raises_alpha_minus_beta():
 def test_bad_input_errors(tmp_path):
     with pytest.raises(doom.SpecError, match="available"):
         ppo.train(tiny_args(tmp_path, env="basik"))
-    with pytest.raises(ppo.TrainingError, match="divisible"):
+    with pytest.raises(errors.ConfigError, match="divisible"):
         ppo.train(tiny_args(tmp_path, num_envs=3, num_steps=5, num_minibatches=4))
-    with pytest.raises(ppo.TrainingError, match="--env-groups"):
+    with pytest.raises(errors.ConfigError, match="--env-groups"):
         ppo.train(tiny_args(tmp_path, env_groups=5))
-    with pytest.raises(ppo.TrainingError, match="no checkpoint"):
+    with pytest.raises(errors.RunFolderError, match="no checkpoint"):
         ppo.train(ppo.Args(resume=str(tmp_path / "nowhere"), progress=False))
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
-    (corrupt / ppo.CHECKPOINT).write_bytes(b"not a checkpoint")
-    with pytest.raises(ppo.TrainingError, match="corrupt"):
+    (corrupt / runs.CHECKPOINT).write_bytes(b"not a checkpoint")
+    with pytest.raises(errors.RunFolderError, match="corrupt"):
         ppo.train(ppo.Args(resume=str(corrupt), progress=False))
     assert not (tmp_path / "run").exists()  # nothing was written for the failed starts
 
 
-def test_checkpoint_from_other_network_or_env_is_refused(tmp_path):
-    agent = ppo.Agent((4, 60, 80), 3)
+def test_checkpoint_from_other_network_is_refused(tmp_path):
+    agent = agent_module.Agent((4, 60, 80), 3)
     checkpoint = {"env": "take_cover", "obs_shape": (4, 60, 80), "num_actions": 2, "agent": agent.state_dict()}
-    with pytest.raises(ppo.TrainingError, match="take_cover"):
-        ppo.restore_agent(agent, checkpoint, "basic", tmp_path / "x.pt")
-    checkpoint["env"] = "basic"
-    with pytest.raises(ppo.TrainingError, match="network"):
-        ppo.restore_agent(agent, checkpoint, "basic", tmp_path / "x.pt")
+    with pytest.raises(errors.RunFolderError, match="network"):
+        runs.restore_agent(agent, checkpoint, tmp_path / "x.pt")
+    checkpoint["num_actions"] = 3
+    checkpoint["agent"] = {k: v[:1] for k, v in checkpoint["agent"].items()}
+    with pytest.raises(errors.RunFolderError, match="does not fit"):
+        runs.restore_agent(agent, checkpoint, tmp_path / "x.pt")
 
 
 def test_cli_prints_one_line_and_exits_nonzero(tmp_path):
@@ -254,7 +248,7 @@ def test_a_dying_env_worker_stops_the_run_clearly_and_it_resumes(tmp_path):
     args = tiny_args(tmp_path, env_workers=2, eval_episodes=0, total_timesteps=3 * 2 * 64)
     with pytest.raises(vector.EnvWorkerError, match="died .*--resume"):
         ppo.train(args, on_rollout=kill_a_worker)
-    assert torch.load(tmp_path / "run" / ppo.CHECKPOINT, weights_only=False)["iteration"] == 1
+    assert torch.load(tmp_path / "run" / runs.CHECKPOINT, weights_only=False)["iteration"] == 1
     summary = ppo.train(ppo.Args(resume=str(tmp_path / "run"), progress=False, cuda=False))
     assert summary["global_step"] == 3 * 2 * 64
 

@@ -1,0 +1,60 @@
+"""Hyperparameter recipes: the paper's Table 8, and per-scenario recipes in the scenario specs.
+
+A recipe names values for the trainer's learning hyperparameters (``HYPERPARAMETERS``). The
+paper's is ``PAPER`` (CleanRL's Atari recipe, Table 8 of arXiv:2605.08325). A scenario spec may
+carry its own under ``[recipes.<name>]``; a user's scenario carries its recipes the same way.
+``--recipe default`` takes the scenario's ``tuned`` recipe where it has one, else ``paper``; a
+flag given on the command line (in Python: a field set to other than its default) always wins over
+its recipe value. Pure Python: no torch here.
+"""
+
+from __future__ import annotations
+
+PAPER = {
+    "learning_rate": 2.5e-4, "num_envs": 8, "num_steps": 128, "anneal_lr": True, "gamma": 0.99, "gae_lambda": 0.95,
+    "num_minibatches": 4, "update_epochs": 4, "clip_coef": 0.1, "clip_vloss": True, "ent_coef": 0.01, "vf_coef": 0.5,
+    "clip_reward": True, "reward_scale": 1.0,
+}
+HYPERPARAMETERS = tuple(PAPER)
+TYPES = {name: type(value) for name, value in PAPER.items()}
+
+
+def check(recipe: dict, where: str) -> None:
+    """Refuse unknown names and wrongly typed values in a recipe table (``where`` names it)."""
+    unknown = sorted(set(recipe) - set(HYPERPARAMETERS))
+    if unknown:
+        raise ValueError(f"{where}: unknown hyperparameter(s) {unknown}; a recipe sets {list(HYPERPARAMETERS)}")
+    for name, value in recipe.items():
+        wanted = TYPES[name]
+        ok = isinstance(value, bool) if wanted is bool else (
+            isinstance(value, (int, float)) and not isinstance(value, bool) if wanted is float else
+            isinstance(value, int) and not isinstance(value, bool))
+        if not ok:
+            raise ValueError(f"{where}: {name} = {value!r} should be a {wanted.__name__}")
+
+
+def resolve(name: str, scenario_recipes: dict) -> tuple[str, dict]:
+    """(the recipe's resolved name, its full set of values) for ``--recipe name``."""
+    if name == "default":
+        name = "tuned" if "tuned" in scenario_recipes else "paper"
+    if name == "paper":
+        return name, dict(PAPER)
+    if name not in scenario_recipes:
+        raise KeyError(name)
+    return name, {**PAPER, **scenario_recipes[name]}
+
+
+def apply(args, spec, given: set[str]) -> None:
+    """Set every recipe hyperparameter of ``args`` that is not in ``given`` (the flags a user typed)
+    from its recipe; ``args.recipe`` becomes the resolved name. ``ConfigError`` for a recipe the
+    scenario does not have."""
+    from camal_rl.errors import ConfigError
+
+    try:
+        args.recipe, values = resolve(args.recipe, spec.recipes)
+    except KeyError:
+        have = ", ".join(["default", "paper", *sorted(spec.recipes)])
+        raise ConfigError(f"--recipe {args.recipe!r}: scenario {spec.name} has no such recipe; choose one of {have}") from None
+    for name, value in values.items():
+        if name not in given:
+            setattr(args, name, value)

@@ -1,0 +1,136 @@
+"""The rollout's storage and what carries the envs' frames into it (the trainer's side of
+``camal_rl.vector``).
+
+``FrameStorage`` keeps one frame per env and step and builds the 4-frame stacks by indexing, in
+the rollout and in every minibatch. ``env_options`` turns a run's arguments into the env's
+settings, the same for training, evaluation, videos and ``camal-eval``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+
+# --paper-frames: the engine's native 240x320 colour frames at RES_320X240 (the paper's setting).
+PAPER_FRAMES = {"obs_size": (240, 320), "grayscale": False, "resolution": "RES_320X240"}
+
+
+def env_options(args) -> dict:
+    """DoomEnv / DoomVector settings of a run's arguments (``camal_rl.ppo.Args`` or a saved copy)."""
+    return dict(
+        frame_skip=args.frame_skip,
+        obs_size=tuple(args.obs_size),
+        grayscale=args.grayscale,
+        clip_reward=False,  # the trainer clips, so that episodic returns stay unclipped
+        resolution=args.resolution,
+    )
+
+
+class FrameStorage:
+    """One frame per env and step instead of a 4-frame stack per step.
+
+    Slot ``t + S - 1`` holds the newest frame of step ``t``'s observation, ``t = 0 .. T`` (``T``
+    is the bootstrap observation); slots ``0 .. S-2`` hold the frames before the rollout. A stack
+    never reaches back before its episode's first frame: those positions repeat that frame, as
+    ``DoomEnv``'s own stack does after a reset. Masks stay at screen resolution.
+    """
+
+    def __init__(self, num_steps: int, num_envs: int, frame_stack: int, frame_shape, mask_shape, device,
+                 *, staging: Optional[bool] = None):
+        self.num_steps, self.num_envs, self.stack = num_steps, num_envs, frame_stack
+        self.device = device
+        self.frames = torch.zeros((num_steps + frame_stack, num_envs, *frame_shape), dtype=torch.uint8, device=device)
+        self.masks = torch.zeros((num_steps + 1, num_envs, *mask_shape), dtype=torch.uint8, device=device)
+        self.first_slot = np.zeros((num_steps + 1, num_envs), dtype=np.int64)  # first slot of each step's episode
+        self.episode_first = np.zeros(num_envs, dtype=np.int64)
+        self._offsets = np.arange(frame_stack)
+        self._envs = torch.arange(num_envs, device=device)
+        self._first_slot_device: Optional[torch.Tensor] = None
+        self.host_registered = False
+        # Pinned staging: the copy to the GPU is asynchronous; the policy's .cpu() before the
+        # next step synchronises the stream, so the staging buffer is free again by then.
+        # ``staging=True`` on a CPU takes the same path unpinned (tests compare the two paths).
+        self.staging = device.type != "cpu" if staging is None else staging
+        if self.staging:
+            pinned = torch.cuda.is_available()
+            self._frame_staging = torch.empty((num_envs, *frame_shape), dtype=torch.uint8, pin_memory=pinned)
+            self._mask_staging = torch.empty((num_envs, *mask_shape), dtype=torch.uint8, pin_memory=pinned)
+
+    def put(self, t: int, frames: np.ndarray, masks: np.ndarray, episode_starts: np.ndarray,
+            envs: slice = slice(None)) -> None:
+        """Store step ``t``'s newest frames and masks of ``envs`` (the arrays' rows ``envs``);
+        ``episode_starts`` marks first frames of episodes."""
+        slot = t + self.stack - 1
+        frames, masks = frames[envs], masks[envs]
+        if not self.staging or self.host_registered:
+            # from shared memory that CUDA has pinned (or on a CPU): no staging copy
+            self.frames[slot, envs].copy_(torch.from_numpy(frames), non_blocking=True)
+            self.masks[t, envs].copy_(torch.from_numpy(masks), non_blocking=True)
+        else:
+            self._frame_staging[envs].numpy()[:] = frames
+            self._mask_staging[envs].numpy()[:] = masks
+            self.frames[slot, envs].copy_(self._frame_staging[envs], non_blocking=True)
+            self.masks[t, envs].copy_(self._mask_staging[envs], non_blocking=True)
+        self.episode_first[envs][episode_starts[envs]] = slot
+        self.first_slot[t, envs] = self.episode_first[envs]
+        self._first_slot_device = None
+
+    def observation(self, t: int, envs: slice = slice(None)) -> torch.Tensor:
+        """The stacked observations of step ``t`` for ``envs``, ``[E, S*C, H, W]``."""
+        first = self.first_slot[t, envs]
+        slots = np.maximum(t + self._offsets[None, :], first[:, None])
+        stacked = self.frames[torch.as_tensor(slots, device=self.device), self._envs[envs, None]]  # [E, S, C, H, W]
+        return stacked.flatten(1, 2)
+
+    def minibatch(self, flat_indices: torch.Tensor) -> torch.Tensor:
+        """Stacked observations ``[B, S*C, H, W]`` for flat (step, env) indices."""
+        if self._first_slot_device is None:
+            self._first_slot_device = torch.as_tensor(self.first_slot[: self.num_steps], device=self.device)
+        steps = torch.div(flat_indices, self.num_envs, rounding_mode="floor")
+        envs = flat_indices % self.num_envs
+        offsets = torch.arange(self.stack, device=self.device)
+        slots = torch.maximum(steps[:, None] + offsets[None, :], self._first_slot_device[steps, envs][:, None])
+        return self.frames[slots, envs[:, None]].flatten(1, 2)
+
+    def minibatch_masks(self, flat_indices: torch.Tensor) -> torch.Tensor:
+        """Screen-size masks ``[B, sH, sW]`` for flat (step, env) indices (only for measuring: the
+        loss uses masks pulled back to the feature grid)."""
+        return self.masks[: self.num_steps].flatten(0, 1)[flat_indices]
+
+    def carry_over(self) -> None:
+        """After the update: the bootstrap observation becomes step 0 of the next rollout."""
+        T = self.num_steps
+        self.frames[: self.stack] = self.frames[T : T + self.stack].clone()
+        self.masks[0] = self.masks[T]
+        self.episode_first = np.maximum(self.episode_first - T, 0)
+        self.first_slot[0] = self.episode_first
+        self._first_slot_device = None
+
+    def state(self) -> dict:
+        return {"frames": self.frames[: self.stack].cpu(), "mask": self.masks[0].cpu(),
+                "episode_first": self.episode_first.copy()}
+
+    def load_state(self, state: dict) -> None:
+        self.frames[: self.stack] = state["frames"].to(self.device)
+        self.masks[0] = state["mask"].to(self.device)
+        self.episode_first = np.asarray(state["episode_first"], dtype=np.int64).copy()
+        self.first_slot[0] = self.episode_first
+        self._first_slot_device = None
+
+
+def pin_host_memory(memory) -> Optional[int]:
+    """Page-lock the env buffers for CUDA so frames go to the GPU without a staging copy.
+
+    Returns the address to unpin later, or None where CUDA refuses (the staging path is used)."""
+    import ctypes
+
+    try:
+        address = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+        if int(torch.cuda.cudart().cudaHostRegister(address, len(memory), 0)) == 0:
+            return address
+    except (RuntimeError, AttributeError, TypeError, ValueError):
+        pass
+    return None

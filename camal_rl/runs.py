@@ -1,0 +1,195 @@
+"""The run folder: what the trainer writes and what every other command reads.
+
+A run folder ``runs/<env>__<method>__<seed>__<time>/`` holds one run, never more:
+
+- ``checkpoint.pt``: weights, optimiser, random streams, each env's place in its episode, the
+  carried rollout frames, progress, the run's arguments and its scenario (``SCENARIO_KEY``), so a
+  run can be resumed bit for bit and recorded or evaluated even after its spec file moved.
+- ``summary.json``: the final numbers (``SUMMARY_KEYS``), the scenario, the full arguments.
+- TensorBoard events with the scalars in ``Tag``: the only tags analysis reads.
+
+Everything is written beside its target and renamed (``camal_rl.files``), so a crash or a full
+disk leaves the last good file in place.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from camal_rl.errors import RunFolderError
+from camal_rl.files import atomic_path, write_text_atomic
+
+CHECKPOINT = "checkpoint.pt"
+SUMMARY = "summary.json"
+SCENARIO_KEY = "scenario"
+# What a checkpoint must hold to be resumed or played (older files may lack the last two).
+CHECKPOINT_KEYS = ("agent", "args", "env", "obs_shape", "num_actions")
+RESUME_KEYS = ("optimizer", "rng", "env_states", "storage", "iteration", "global_step", "next_done")
+SUMMARY_KEYS = ("env", "method", "seed", "global_step")
+
+
+class Tag:
+    """TensorBoard scalar tags (CleanRL's names plus CAMAL's); analysis reads these, nothing else."""
+
+    EPISODIC_RETURN = "charts/episodic_return"
+    EPISODIC_LENGTH = "charts/episodic_length"
+    LEARNING_RATE = "charts/learning_rate"
+    SPS = "charts/SPS"
+    ROLLOUT_SECONDS = "perf/rollout_seconds"
+    UPDATE_SECONDS = "perf/update_seconds"
+    VALUE_LOSS = "losses/value_loss"
+    POLICY_LOSS = "losses/policy_loss"
+    ENTROPY = "losses/entropy"
+    OLD_APPROX_KL = "losses/old_approx_kl"
+    APPROX_KL = "losses/approx_kl"
+    CLIPFRAC = "losses/clipfrac"
+    EXPLAINED_VARIANCE = "losses/explained_variance"
+    CAMAL_LOSS = "losses/camal_loss"
+    ALPHA = "attention/alpha"
+    BETA = "attention/beta"
+    IOU = "attention/iou"
+    ZERO_MAP_FRACTION = "attention/zero_map_fraction"
+    EMPTY_MASK_FRACTION = "attention/empty_mask_fraction"
+    EVAL_RETURN = "eval/return_mean"
+    EVAL_IOU = "eval/iou_mean"
+    EVAL_ZERO_MAP_FRACTION = "eval/zero_map_fraction"
+    EVAL_IMAGE = "eval/attention"
+
+
+# summary.json key -> the TensorBoard tag holding the same number at each evaluation
+EVAL_SUMMARY_TAGS = {"eval_return_mean": Tag.EVAL_RETURN, "eval_iou_mean": Tag.EVAL_IOU,
+                     "eval_zero_map_fraction": Tag.EVAL_ZERO_MAP_FRACTION}
+
+
+# ---------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------
+def save_torch(obj: Any, path: Path) -> None:
+    """A torch file written whole or not at all. Serialised in memory first, so a full disk is an
+    ``OSError`` naming the file (torch's own writer says only ``enforce fail at inline_container``)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_path(path) as partial:
+        partial.write_bytes(buffer.getbuffer())
+
+
+def save_json(obj: Any, path: Path) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, default=str))
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------
+def load_checkpoint(run_dir: str | Path, *, purpose: str = "--resume", for_resume: bool = False) -> dict:
+    """The checkpoint of ``run_dir``, checked for the keys its use needs; ``RunFolderError`` otherwise."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise RunFolderError(f"no checkpoint at {path}; {purpose} needs a run folder written by camal-train "
+                             f"(it saves {CHECKPOINT} every --checkpoint-interval iterations)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises many types for a damaged file
+        raise RunFolderError(f"checkpoint {path} is corrupt or unreadable ({type(error).__name__}); delete the run "
+                             f"folder {path.parent} and train again") from None
+    if not isinstance(checkpoint, dict):
+        raise RunFolderError(f"checkpoint {path} is not a camal-train checkpoint (it holds a {type(checkpoint).__name__})")
+    needed = CHECKPOINT_KEYS + (RESUME_KEYS if for_resume else ())
+    missing = [key for key in needed if key not in checkpoint]
+    if missing:
+        older = " (an older camal-rl wrote it: it can be recorded, not resumed)" if set(missing) <= set(RESUME_KEYS) else ""
+        raise RunFolderError(f"checkpoint {path} lacks {', '.join(missing)}{older}; {purpose} needs a complete "
+                             f"checkpoint written by camal-train")
+    return checkpoint
+
+
+def restore_agent(agent: torch.nn.Module, checkpoint: dict, source: Path) -> None:
+    """Load the checkpoint's weights into ``agent`` (``camal_rl.agent.Agent``), checking they fit."""
+    if tuple(checkpoint.get("obs_shape", ())) != agent.obs_shape or checkpoint.get("num_actions") != agent.num_actions:
+        raise RunFolderError(
+            f"checkpoint {source} is for a network with observations {checkpoint.get('obs_shape')} and "
+            f"{checkpoint.get('num_actions')} actions, this run has {agent.obs_shape} and {agent.num_actions}"
+        )
+    try:
+        agent.load_state_dict(checkpoint["agent"])
+    except (RuntimeError, KeyError, TypeError) as error:
+        raise RunFolderError(f"checkpoint {source} does not fit this network: {str(error).splitlines()[0]}") from None
+
+
+def read_summary(path: str | Path) -> dict:
+    """A run's ``summary.json``; ``RunFolderError`` naming the file and why when it cannot be used."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / SUMMARY
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunFolderError(f"{path} does not exist (the run has not finished; compare unfinished runs with "
+                             f"--at-step)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunFolderError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(record, dict):
+        raise RunFolderError(f"{path} holds a {type(record).__name__}, not a run summary")
+    missing = [key for key in SUMMARY_KEYS if key not in record]
+    if missing:
+        raise RunFolderError(f"{path} lacks {', '.join(missing)}; it was not written by camal-train")
+    return record
+
+
+def holds_a_run(folder: Path) -> list[str]:
+    """The files in ``folder`` that belong to a run (events, summary, checkpoint)."""
+    if not folder.is_dir():
+        return []
+    names = [p.name for p in folder.iterdir() if p.name.startswith("events.out.tfevents.")]
+    return names + [name for name in (SUMMARY, CHECKPOINT) if (folder / name).exists()]
+
+
+def method_name(camal_coef: float, regularizer: str) -> str:
+    """What reports call a run's method: vanilla (no CAMAL term), camal or suppress."""
+    return "vanilla" if camal_coef == 0 else regularizer
+
+
+class SavedRun:
+    """The settings a recorded or evaluated run needs, read from its saved arguments (any version)."""
+
+    def __init__(self, saved_args: dict):
+        from camal_rl.agent import default_attention
+        from camal_rl.rollout import PAPER_FRAMES
+
+        self.args = dict(saved_args)
+        self.env = str(self.args["env"])
+        self.seed = int(self.args.get("seed", 1))
+        self.method = method_name(self.args.get("camal_coef", 1.0), self.args.get("regularizer", "camal"))
+        paper_frames = bool(self.args.get("paper_frames", False))
+        self.attention = self.args.get("attention") or default_attention(paper_frames)
+        self.frame_stack = int(self.args.get("frame_stack", 4))
+        self.frame_skip = self.args.get("frame_skip")
+        frames = PAPER_FRAMES if paper_frames else {}
+        self.obs_size = tuple(frames.get("obs_size", self.args.get("obs_size", (60, 80))))
+        self.grayscale = frames.get("grayscale", self.args.get("grayscale", True))
+        self.resolution = frames.get("resolution", self.args.get("resolution"))
+
+
+def saved_run(checkpoint_or_summary: dict) -> SavedRun:
+    return SavedRun(checkpoint_or_summary["args"])

@@ -1,0 +1,41 @@
+"""Shared fixtures. Tests marked ``slow`` (whole training runs, sweeps, clusters) are left out by
+``python -m pytest -m "not slow"``, the quick tier for working; README's command and CI run all."""
+
+import subprocess
+
+import pytest
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: trains, sweeps or records for real (seconds to minutes); "
+                                       "deselect with -m 'not slow' while working")
+
+
+@pytest.fixture
+def short_scenario(tmp_path):
+    """Make a Basic spec file outside envs/ whose episodes end after ``episode_timeout`` tics (4 per agent step)."""
+    def make(episode_timeout: int = 60, actions=(("MOVE_LEFT",), ("MOVE_RIGHT",), ("ATTACK",)), name: str = "short_basic"):
+        spec = tmp_path / f"{name}.toml"
+        listed = ", ".join("[" + ", ".join(f'"{b}"' for b in action) + "]" for action in actions)
+        spec.write_text(f'config = "basic"\nmask_categories = ["Monster"]\nactions = [{listed}]\n'
+                        f"episode_timeout = {episode_timeout}\nrandom_score = -70.0\nreference_score = 95.0\n")
+        return str(spec)
+
+    return make
+
+
+@pytest.fixture
+def short_basic(short_scenario):
+    """Basic with 15-step episodes (several resets in a short test), as a spec file outside envs/."""
+    return short_scenario(60)
+
+
+def vizdoom_engines() -> set[str]:
+    """PIDs of every ViZDoom engine process on the machine."""
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if "vizdoom/vizdoom -iwad" in line}
+
+
+@pytest.fixture
+def engines():
+    return vizdoom_engines
