@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,9 @@ from typing import Iterable, Optional
 
 import numpy as np
 
+from camal_rl import runs as run_folder
+from camal_rl.doom import SpecError, load_spec
+from camal_rl.errors import CamalError, run_cli
 from camal_rl.files import write_text_atomic
 
 CLASSIFICATION_METRICS = {
@@ -38,64 +40,134 @@ LOWER_IS_BETTER = {"deletion_auc"}
 SIGNIFICANCE = 0.05
 
 
-class AnalysisError(ValueError):
+# Fewer runs than this per method and task give intervals but no verdict: rliable's authors
+# (Agarwal et al. 2021) show how unreliable point estimates from 3 runs are, and the paper uses 5 seeds.
+MIN_RUNS_FOR_VERDICT = 5
+TOO_FEW = "too few runs for a verdict"
+
+
+class AnalysisError(CamalError, ValueError):
     """Nothing (or nothing comparable) to analyse; the message says what was found."""
+
+
+@dataclass
+class Found:
+    """What ``find_results`` found: RL run records, classification folds, and what was left out (with why)."""
+
+    runs: list[dict]
+    folds: list[dict]
+    left_out: list[str]
 
 
 # ---------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------
-def find_results(paths: Iterable[str | Path]) -> tuple[list[dict], list[dict]]:
-    """(RL run summaries, classification fold results) found under ``paths``."""
-    runs, folds = [], []
+def _run_folders(root: Path) -> list[Path]:
+    """Folders under ``root`` (itself included) that hold a run: events, a checkpoint or a summary."""
+    marks = ["events.out.tfevents.*", run_folder.CHECKPOINT, run_folder.SUMMARY]
+    folders = {path.parent for mark in marks for path in ([*root.rglob(mark)] if root.is_dir() else [])}
+    return sorted(folders)
+
+
+def find_results(paths: Iterable[str | Path], *, at_step: Optional[int] = None, skip_broken: bool = False) -> Found:
+    """Every RL run and classification fold under ``paths``. A run folder or fold file that cannot be
+    read is an ``AnalysisError`` naming the file and why, or with ``skip_broken`` is left out and listed.
+
+    RL runs are their final summary, or with ``at_step`` their evaluation at that agent step (runs
+    that a time limit stopped later are included; a run folder then needs no summary if it is named
+    ``<env>__<method>__<seed>``)."""
+    found = Found([], [], [])
+
+    def broken(where: Path, why: str) -> None:
+        if not skip_broken:
+            raise AnalysisError(f"{where}: {why}; fix or remove it, or pass --skip-broken to leave such runs out "
+                                f"(the report lists them)")
+        found.left_out.append(f"{where}: {why}")
+
     for root in map(Path, paths):
         if not root.exists():
             raise AnalysisError(f"{root} does not exist")
-        files = [root] if root.is_file() else sorted(root.rglob("*.json"))
-        for path in files:
+        for folder in _run_folders(root):
+            try:
+                record = load_run(folder, at_step)
+            except (CamalError, OSError) as error:
+                broken(folder, str(error).removeprefix(f"{folder}: "))
+                continue
+            if record is not None:
+                found.runs.append(record)
+        fold_files = [root] if root.is_file() else sorted(root.rglob("fold_*.json"))
+        for path in fold_files:
             try:
                 record = json.loads(path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+                broken(path, f"not readable JSON ({error})")
                 continue
-            if not isinstance(record, dict):
+            if not isinstance(record, dict) or record.get("task") != "classification":
+                broken(path, "not a camal-classify fold result (no task: classification)")
                 continue
-            if record.get("task") == "classification":
-                folds.append({**record, "_path": str(path)})
-            elif path.name == "summary.json" and {"env", "method", "seed"} <= record.keys():
-                runs.append({**record, "_path": str(path.parent)})
-    return runs, folds
-
-
-EVAL_TAGS = {"eval_return_mean": "eval/return_mean", "eval_iou_mean": "eval/iou_mean",
-             "eval_zero_map_fraction": "eval/zero_map_fraction"}
-
-
-def runs_at_step(paths: Iterable[str | Path], step: int) -> tuple[list[dict], list[str]]:
-    """Every run folder under ``paths`` (finished or not) with its evaluation at agent step ``step``.
-
-    Compares runs at a common budget, also runs that a time limit stopped after that evaluation.
-    Runs are named ``<env>__<method>__<seed>`` (camal-sweep) or carry a summary.json."""
-    runs, notes = [], []
-    for root in map(Path, paths):
-        for events in sorted(root.rglob("events.out.tfevents.*")):
-            folder = events.parent
-            if any(r["_path"] == str(folder) for r in runs):
+            missing = [k for k in ("model", "dataset", "method", "fold") if k not in record]
+            if missing:
+                broken(path, f"lacks {', '.join(missing)}")
                 continue
-            summary = folder / "summary.json"
-            if summary.exists():
-                record = json.loads(summary.read_text())
-            else:
-                parts = folder.name.split("__")
-                if len(parts) < 3 or not parts[2].isdigit():
-                    notes.append(f"{folder}: no summary.json and not named env__method__seed; left out")
-                    continue
-                record = {"env": parts[0], "method": parts[1], "seed": int(parts[2]), "unfinished": True}
-            values = {key: dict(read_scalars(folder, tag)).get(step) for key, tag in EVAL_TAGS.items()}
-            if values["eval_return_mean"] is None:
-                notes.append(f"{folder}: no evaluation at step {step}; left out")
-                continue
-            runs.append({**record, **values, "global_step": step, "_path": str(folder)})
-    return runs, notes
+            found.folds.append({**record, "_path": str(path)})
+    check_unique_seeds(found.runs)
+    return found
+
+
+def load_run(folder: Path, at_step: Optional[int]) -> Optional[dict]:
+    """One run's record: its summary (with the scenario it trained on), or its evaluation at ``at_step``
+    (None when it has none there: said in the notes by the caller)."""
+    summary_path = folder / run_folder.SUMMARY
+    if at_step is None:
+        return {**run_folder.read_summary(summary_path), "_path": str(folder)}
+    if summary_path.exists():
+        record = run_folder.read_summary(summary_path)
+    else:
+        parts = folder.name.split("__")
+        if len(parts) < 3 or not parts[2].isdigit():
+            raise AnalysisError(f"{folder}: no {run_folder.SUMMARY} and not named <env>__<method>__<seed>")
+        record = {"env": parts[0], "method": parts[1], "seed": int(parts[2]), "unfinished": True}
+        checkpoint = folder / run_folder.CHECKPOINT
+        if checkpoint.exists():  # the scenario a run trained on, for normalising its return
+            saved = run_folder.load_checkpoint(folder, purpose="camal-compare --at-step")
+            if run_folder.SCENARIO_KEY in saved:
+                record[run_folder.SCENARIO_KEY] = saved[run_folder.SCENARIO_KEY]
+    values = {key: dict(read_scalars(folder, tag)).get(at_step) for key, tag in run_folder.EVAL_SUMMARY_TAGS.items()}
+    if values["eval_return_mean"] is None:
+        return {**record, "_path": str(folder), "_no_eval_at_step": True}
+    return {**record, **values, "global_step": at_step, "_path": str(folder)}
+
+
+def check_unique_seeds(found_runs: list[dict]) -> None:
+    seen: dict[tuple, str] = {}
+    for run in found_runs:
+        key = (run["env"], run["method"], run["seed"])
+        if key in seen:
+            raise AnalysisError(f"seed {run['seed']} of {run['method']} on {run['env']} appears twice ({seen[key]} and "
+                                f"{run['_path']}); a seed counts once: remove one of them or compare them separately")
+        seen[key] = run["_path"]
+
+
+def evaluation_steps(run: dict) -> set[int]:
+    return {step for step, _ in read_scalars(run["_path"], run_folder.Tag.EVAL_RETURN)}
+
+
+def common_length(found_runs: list[dict]) -> tuple[Optional[int], str]:
+    """(None, "") when every run ended at the same agent step; else (the last evaluation step all runs
+    took, a sentence saying so); ``AnalysisError`` when they share none."""
+    ends = defaultdict(int)
+    for run in found_runs:
+        ends[run.get("global_step")] += 1
+    if len(ends) <= 1:
+        return None, ""
+    lengths = ", ".join(f"{step:,} ({count} runs)" for step, count in sorted(ends.items(), key=lambda kv: kv[0] or 0))
+    shared = set.intersection(*(evaluation_steps(run) for run in found_runs))
+    if not shared:
+        raise AnalysisError(f"the runs end at different agent steps ({lengths}) and share no evaluation step; compare "
+                            f"runs of one length, or give --at-step N for a step every run evaluated")
+    step = max(shared)
+    return step, (f"The runs end at different agent steps ({lengths}); all are compared at {step:,}, the last "
+                  f"evaluation step they all reached.")
 
 
 def read_scalars(run_dir: str | Path, tag: str) -> list[tuple[int, float]]:
@@ -110,10 +182,17 @@ def read_scalars(run_dir: str | Path, tag: str) -> list[tuple[int, float]]:
     return sorted(by_step.items())
 
 
-def normalized_return(env: str, value: float) -> float:
-    from camal_rl.doom import load_spec
-
-    return load_spec(env).normalize_return(value)
+def normalized_return(run: dict, value: float) -> float:
+    """``value`` on the run's own scenario scale (0 random, 1 reference), from the scenario the run
+    recorded; older runs without one are looked up by name."""
+    record = run.get(run_folder.SCENARIO_KEY)
+    if isinstance(record, dict) and {"random_score", "reference_score"} <= record.keys():
+        return (value - record["random_score"]) / (record["reference_score"] - record["random_score"])
+    try:
+        return load_spec(run["env"]).normalize_return(value)
+    except SpecError as error:
+        raise AnalysisError(f"{run['_path']}: its return cannot be normalised: the run records no scenario and "
+                            f"{error}") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -139,7 +218,7 @@ def score_matrices(runs: list[dict], metric: str) -> ScoreTable:
     for run in sorted(runs, key=lambda r: (r["method"], r["env"], r["seed"])):
         if metric == "return":
             raw = run.get("eval_return_mean")
-            value = None if raw is None else normalized_return(run["env"], raw)
+            value = None if raw is None else normalized_return(run, raw)
         else:
             value = run.get("eval_iou_mean")
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -211,7 +290,7 @@ def sample_efficiency(runs: list[dict], tasks: list[str]):
     series = []
     for run in runs:
         if run["env"] in tasks:
-            pairs = eval_series(run, "eval/return_mean")
+            pairs = eval_series(run, run_folder.Tag.EVAL_RETURN)
             if len(pairs) >= 2:
                 series.append((run, dict(pairs)))
     if not series:
@@ -221,7 +300,7 @@ def sample_efficiency(runs: list[dict], tasks: list[str]):
         return None, None
     curves: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
     for run, pairs in series:
-        curves[run["method"]][run["env"]].append(np.array([normalized_return(run["env"], pairs[s]) for s in steps]))
+        curves[run["method"]][run["env"]].append(np.array([normalized_return(run, pairs[s]) for s in steps]))
     matrices = {}
     for method, per_env in curves.items():
         if set(per_env) != set(tasks):
@@ -236,7 +315,7 @@ def learning_curves(runs: list[dict]) -> dict:
     band over seeds (mean +- t * standard error, ddof 1), and the all-zero share of the eval maps."""
     from scipy import stats
 
-    tags = {"return": "eval/return_mean", "iou": "eval/iou_mean", "zero_maps": "eval/zero_map_fraction"}
+    tags = {"return": run_folder.Tag.EVAL_RETURN, "iou": run_folder.Tag.EVAL_IOU, "zero_maps": run_folder.Tag.EVAL_ZERO_MAP_FRACTION}
     grouped: dict[tuple, list[dict]] = defaultdict(list)
     for run in runs:
         for metric, tag in tags.items():
@@ -354,34 +433,48 @@ def _fmt_ci(point: float, ci) -> str:
 
 
 def compare(paths: list[str], out: str | Path, *, reps: int = 2000, seed: int = 0, plots: bool = True,
-            setting: Optional[dict] = None, at_step: Optional[int] = None) -> dict:
+            setting: Optional[dict] = None, at_step: Optional[int] = None, skip_broken: bool = False,
+            min_runs: int = MIN_RUNS_FOR_VERDICT) -> dict:
     """Analyse everything under ``paths``; write ``report.md``, ``results.json`` and PNGs into ``out``.
 
     ``setting`` (frames, budget, seeds, machine, ...) is written at the top of the report.
-    ``at_step`` compares the RL runs at their evaluation at that agent step instead of their end."""
-    runs, folds = find_results(paths)
-    step_notes: list[str] = []
-    if at_step is not None:
-        runs, step_notes = runs_at_step(paths, at_step)
-    if not runs and not folds:
+    ``at_step`` compares the RL runs at their evaluation at that agent step instead of their end; runs
+    of different lengths are compared at the last evaluation step they all reached. ``skip_broken``
+    leaves unreadable runs out (listed in the report) instead of stopping. ``min_runs``: fewer runs
+    per method and task give intervals but no verdict."""
+    found = find_results(paths, at_step=at_step, skip_broken=skip_broken)
+    left_out = list(found.left_out)
+    left_out += [f"{r['_path']}: no evaluation at agent step {at_step:,}" for r in found.runs if r.get("_no_eval_at_step")]
+    rl_runs = [r for r in found.runs if not r.get("_no_eval_at_step")]
+    if not rl_runs and not found.folds:
         raise AnalysisError(
             f"no results under {', '.join(map(str, paths))}: expected run folders with summary.json "
-            f"(camal-train) or per-fold JSON files (camal-classify)"
+            f"(camal-train) or per-fold JSON files (camal-classify)" + (f"; left out: {'; '.join(left_out)}" if left_out else "")
         )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report = ["# CAMAL comparison report", ""]
-    results: dict = {"setting": setting or {}, "rl": {}, "classification": {}, "notes": step_notes}
+    results: dict = {"setting": setting or {}, "rl": {}, "classification": {}, "notes": [], "left_out": left_out,
+                     "min_runs_for_verdict": min_runs}
     if at_step is not None:
         report += [f"Runs compared at their evaluation at agent step {at_step:,} (`--at-step`), not at their end.", ""]
+    elif rl_runs:
+        common_step, sentence = common_length(rl_runs)
+        if common_step is not None:
+            rl_runs = [{**load_run(Path(r["_path"]), common_step), **{k: r[k] for k in ("env", "method", "seed")}}
+                       for r in rl_runs]
+            results["compared_at_step"] = common_step
+            report += [sentence, ""]
     if setting:
         report += ["| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in setting.items()] + [""]
-    if runs:
-        report += rl_section(runs, out, results, reps=reps, seed=seed, plots=plots)
-    if folds:
-        tables, notes = classification_tables(folds)
+    if rl_runs:
+        report += rl_section(rl_runs, out, results, reps=reps, seed=seed, plots=plots, min_runs=min_runs)
+    if found.folds:
+        tables, notes = classification_tables(found.folds)
         results["notes"] += notes
         report += ["## Classification (paired folds, one-tailed Wilcoxon signed-rank)", "", tables or "_no comparable pairs_", ""]
+    if left_out:
+        report += ["## Left out (`--skip-broken`)", ""] + [f"- {n}" for n in left_out] + [""]
     if results["notes"]:
         report += ["## What could not be computed", ""] + [f"- {n}" for n in results["notes"]] + [""]
     write_text_atomic(out / "results.json", json.dumps(results, indent=2, default=float))
@@ -400,7 +493,8 @@ def _finite(values) -> list[float]:
     return [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
 
 
-def rl_section(runs: list[dict], out: Path, results: dict, *, reps: int, seed: int, plots: bool) -> list[str]:
+def rl_section(runs: list[dict], out: Path, results: dict, *, reps: int, seed: int, plots: bool,
+               min_runs: int = MIN_RUNS_FOR_VERDICT) -> list[str]:
     lines = ["## Reinforcement learning", ""]
     methods = sorted({r["method"] for r in runs})
     envs = sorted({r["env"] for r in runs})
@@ -419,7 +513,8 @@ def rl_section(runs: list[dict], out: Path, results: dict, *, reps: int, seed: i
         ious = _finite(r.get("eval_iou_mean") for r in group)
         zero = _finite(r.get("eval_zero_map_fraction") for r in group)
         dead = sum(maps_dead_at_end(r) for r in group)
-        norm = [normalized_return(env, v) for v in returns]
+        norm = [normalized_return(r, r["eval_return_mean"]) for r in group if r.get("eval_return_mean") is not None
+                and math.isfinite(r["eval_return_mean"])]
         per_group[f"{env}/{method}"] = {"seeds": len(group), "return": returns, "normalised_return": norm, "iou": ious,
                                         "zero_map_fraction": zero, "dead_in_training": dead}
         lines.append(
@@ -457,10 +552,13 @@ def rl_section(runs: list[dict], out: Path, results: dict, *, reps: int, seed: i
                 if x.shape[0] == 0 or y.shape[0] == 0:
                     continue
                 p, ci = probability_of_improvement(x, y, reps=reps, seed=seed)
-                decision = verdict(p, ci)
+                fewest = min(x.shape[0], y.shape[0])
+                decision = verdict(p, ci) if fewest >= min_runs else \
+                    f"{TOO_FEW} ({fewest} runs per task, at least {min_runs} needed)"
                 results["rl"].setdefault(f"poi_{metric}", {})[f"camal>{baseline}"] = {"p": p, "ci": list(ci), "verdict": decision}
                 lines.append(f"- P(CAMAL > {baseline}) on {label} = {_fmt_ci(p, ci)}: **{decision}** "
-                             f"(the paper's criterion: P > 0.5 and 0.5 outside the CI)")
+                             f"(the paper's criterion: P > 0.5 and 0.5 outside the CI, with at least {min_runs} runs "
+                             f"per method and task)")
                 poi_points[f"camal,{baseline}"] = np.array([p])
                 poi_intervals[f"camal,{baseline}"] = np.array([[ci[0]], [ci[1]]])
             lines.append("")
@@ -590,6 +688,10 @@ def cli(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (results are reproducible for it)")
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--at-step", type=int, default=None, help="compare RL runs at their evaluation at this step")
+    parser.add_argument("--skip-broken", action="store_true",
+                        help="leave out run folders and fold files that cannot be read (the report lists each and why)")
+    parser.add_argument("--min-runs", type=int, default=MIN_RUNS_FOR_VERDICT,
+                        help="runs per method and task below which no verdict is given (default 5, as the paper)")
     parser.add_argument("--setting", default=None, help="a JSON file of the study's setting, shown at the top")
     parser.add_argument("--table", action="store_true", help="also print the report to stdout")
     options = parser.parse_args(argv)
@@ -597,18 +699,24 @@ def cli(argv: Optional[list[str]] = None) -> None:
 
     # rliable hands arch a RandomState, which arch now warns about on every bootstrap
     warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-    try:
-        setting = json.loads(Path(options.setting).read_text()) if options.setting else None
+
+    def main() -> Path:
+        if options.reps < 1 or options.min_runs < 1:
+            raise AnalysisError("--reps and --min-runs must be >= 1")
+        if options.at_step is not None and options.at_step < 1:
+            raise AnalysisError(f"--at-step must be a positive agent step, got {options.at_step}")
+        setting = None
+        if options.setting:
+            try:
+                setting = json.loads(Path(options.setting).read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise AnalysisError(f"--setting {options.setting} is not valid JSON ({error})") from None
         compare(options.runs, options.out, reps=options.reps, seed=options.seed, plots=not options.no_plots,
-                setting=setting, at_step=options.at_step)
-    except AnalysisError as error:
-        print(f"camal-compare: error: {error}", file=sys.stderr)
-        raise SystemExit(2)
-    report = Path(options.out) / "report.md"
-    if options.table:
-        print(report.read_text())
-    else:
-        print(f"wrote {report}")
+                setting=setting, at_step=options.at_step, skip_broken=options.skip_broken, min_runs=options.min_runs)
+        return Path(options.out) / "report.md"
+
+    report = run_cli("camal-compare", main)
+    print(report.read_text() if options.table else f"wrote {report}")
 
 
 if __name__ == "__main__":

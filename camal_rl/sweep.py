@@ -28,14 +28,11 @@ the Table 1/2/5 shapes. When all runs are done the report is written to ``<stora
 from __future__ import annotations
 
 import argparse
-import ctypes
 import itertools
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -44,6 +41,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from camal_rl import analysis, doom
+from camal_rl.errors import CamalError, run_cli
+from camal_rl.files import die_with_parent
 
 METHOD_FLAGS = {
     "camal": ["--regularizer", "camal"],
@@ -53,7 +52,7 @@ METHOD_FLAGS = {
 CLASSIFY_METHODS = ("vanilla", "camal", "suppress", "prior")
 
 
-class SweepError(ValueError):
+class SweepError(CamalError, ValueError):
     """A grid or cluster request that cannot run; the message says what would."""
 
 
@@ -67,9 +66,14 @@ class Storage:
         if self.is_local:
             self.root = Path(self.location)
         else:
-            import fsspec
+            protocol = self.location.split("://", 1)[0]
+            try:
+                import fsspec
 
-            self.fs, self.remote_root = fsspec.core.url_to_fs(self.location)
+                self.fs, self.remote_root = fsspec.core.url_to_fs(self.location)
+            except (ImportError, ValueError) as error:
+                raise SweepError(f"storage {self.location} needs fsspec's {protocol!r} driver ({error}); install it "
+                                 f"(for s3://: pip install s3fs; gs://: gcsfs) or use a shared path") from None
 
     def _remote(self, relative: str) -> str:
         return f"{self.remote_root.rstrip('/')}/{relative}"
@@ -147,12 +151,14 @@ class Job:
 
 
 def plan(envs: list[str], methods: list[str], seeds: list[int], train_args=()) -> list[Job]:
+    # a spec file is passed on by its absolute path: runs may start in another folder (or node)
+    envs = [str(Path(env).resolve()) if env.endswith(".toml") or Path(env).is_file() else env for env in envs]
     for env in envs:
         doom.load_spec(env)  # fail now, with the list of scenarios, rather than in every worker
     _check_known("method(s)", methods, sorted(METHOD_FLAGS))
     jobs = []
     for env, method, seed in itertools.product(envs, methods, seeds):
-        name = f"{Path(env).stem}__{method}__{seed}"
+        name = f"{doom.load_spec(env).name}__{method}__{seed}"
         args = ("--env", env, "--seed", str(seed), *METHOD_FLAGS[method], *train_args)
         jobs.append(Job(name, name, "camal_rl.ppo", args))
     return jobs
@@ -174,14 +180,6 @@ def _check_known(what: str, given: list[str], known: list[str]) -> None:
         raise SweepError(f"unknown {what} {unknown}; choose from {known}")
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the process that launched it (say a Ray worker) dies."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass  # not Linux: a dead worker's child finishes on its own
-
-
 def run_job(job: Job, location: str, threads: int = 1, device_flags: tuple[str, ...] = (), sync_seconds: float = 30.0) -> int:
     """Run one job against the storage (on this machine or a Ray worker); returns its exit code."""
     storage = Storage(location)
@@ -199,7 +197,7 @@ def run_job(job: Job, location: str, threads: int = 1, device_flags: tuple[str, 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     with open(root / job.log, "a") as log:
         process = subprocess.Popen(job.command(root, state, threads, list(device_flags)), stdout=log,
-                                   stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
+                                   stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)
         try:
             while process.poll() is None:
                 try:
@@ -310,7 +308,7 @@ def run_grid(jobs: list[Job], location: str, *, workers: int = 2, launcher: str 
               "resumed": sorted(name for name in codes if states[name] == "resumable")}
     if compare and storage.is_local:
         try:
-            analysis.compare([storage.root], storage.root / "report", reps=reps)
+            analysis.compare([storage.root], storage.root / "report", reps=reps, skip_broken=True)
             result["report"] = str(storage.root / "report" / "report.md")
         except analysis.AnalysisError as error:
             print(f"camal-sweep: no report: {error}", file=sys.stderr)
@@ -331,7 +329,7 @@ def cli(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="camal-sweep", description=__doc__.splitlines()[0],
                                      epilog="Arguments after -- go to camal-train (or camal-classify with --task classify)")
     parser.add_argument("--task", choices=["train", "classify"], default="train")
-    parser.add_argument("--envs", nargs="+", default=["basic", "defend_the_line", "defend_the_center", "take_cover"])
+    parser.add_argument("--envs", nargs="+", default=list(doom.PAPER_SCENARIOS))
     parser.add_argument("--methods", nargs="+", default=None, help="default: camal vanilla")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--models", nargs="+", default=["resnet18"])
@@ -359,16 +357,13 @@ def cli(argv=None) -> None:
                   compare=not options.no_compare, reps=options.reps, cpus_per_run=options.cpus_per_run,
                   gpus_per_run=options.gpus_per_run, max_retries=options.max_retries,
                   wait_for_resources=options.wait_for_resources)
-    try:
-        if options.task == "classify":
-            result = sweep_classify(options.models, options.datasets, options.methods or ["vanilla", "camal"],
-                                    options.folds, location, classify_args=extra, **common)
-        else:
-            result = sweep(options.envs, options.methods or ["camal", "vanilla"], options.seeds, location,
-                           train_args=extra, **common)
-    except (ValueError, doom.SpecError) as error:
-        print(f"camal-sweep: error: {error}", file=sys.stderr)
-        raise SystemExit(2)
+    if options.task == "classify":
+        result = run_cli("camal-sweep", lambda: sweep_classify(options.models, options.datasets, options.methods or
+                                                               ["vanilla", "camal"], options.folds, location,
+                                                               classify_args=extra, **common))
+    else:
+        result = run_cli("camal-sweep", lambda: sweep(options.envs, options.methods or ["camal", "vanilla"], options.seeds,
+                                                      location, train_args=extra, **common))
     print(f"ran {len(result['ran'])} (resumed {len(result['resumed'])}), skipped {len(result['skipped'])}, "
           f"failed {len(result['failed'])}" + (f"; report: {result['report']}" if "report" in result else ""))
     if result["failed"]:

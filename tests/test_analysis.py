@@ -66,7 +66,7 @@ def test_verdict_needs_the_interval_to_exclude_one_half():
 
 def test_curves_are_drawn_at_the_evaluation_steps_taken(tmp_path):
     make_runs(tmp_path / "runs", {"camal": 0.8, "vanilla": 0.3}, {"camal": 0.5, "vanilla": 0.1})
-    runs, _ = analysis.find_results([tmp_path / "runs"])
+    runs = analysis.find_results([tmp_path / "runs"]).runs
     steps, matrices = analysis.sample_efficiency(runs, ["basic", "take_cover"])
     assert list(steps) == [1000, 2000, 3000]  # no point at 0, nothing carried back before the first evaluation
     assert matrices["camal"].shape == (5, 2, 3)

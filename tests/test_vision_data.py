@@ -26,7 +26,8 @@ def check_mask_on_object(image, mask):
     assert brightness[mask == 1].mean() > brightness[mask == 0].mean() + 1.0
 
 
-def test_oxford_pets(tmp_path):
+def write_pets(tmp_path):
+    """Three pets in Oxford-IIIT-Pet's layout under ``tmp_path/oxford-iiit-pet``."""
     base = tmp_path / "oxford-iiit-pet"
     (base / "images").mkdir(parents=True)
     (base / "annotations" / "trimaps").mkdir(parents=True)
@@ -40,6 +41,11 @@ def test_oxford_pets(tmp_path):
         lines.append(f"{name} {cls} 1 1")
     (base / "annotations" / "trainval.txt").write_text("\n".join(lines[:2]))
     (base / "annotations" / "test.txt").write_text(lines[2])
+    return base
+
+
+def test_oxford_pets(tmp_path):
+    write_pets(tmp_path)
     assert len(data.OxfordPets(tmp_path, "trainval", SMALL)) == 2
     dataset = data.load_dataset("oxford_pets", str(tmp_path), resize=SMALL.resize, crop=SMALL.crop)
     assert len(dataset) == 3 and list(dataset.labels) == [0, 3, 3]  # the folds are cut from the whole set
@@ -121,3 +127,16 @@ def test_decoy_digits_variants():
     assert torch.allclose(image[:, mask == 1], test_image[:, mask == 1])
     row, col = dataset.decoy_places[label]
     assert image[0, row + 2, col + 2] > 0.8
+
+
+def test_a_zero_byte_mask_or_image_names_the_file(tmp_path):
+    base = write_pets(tmp_path)
+    mask = base / "annotations" / "trimaps" / "beagle_2.png"
+    mask.write_bytes(b"")
+    dataset = data.load_dataset("oxford_pets", str(tmp_path), resize=SMALL.resize, crop=SMALL.crop)
+    with pytest.raises(data.CorruptFile, match=f"mask {mask}"):
+        dataset[1]
+    image = base / "images" / "beagle_7.jpg"
+    image.write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.raises(data.CorruptFile, match=f"image {image}"):
+        dataset[2]

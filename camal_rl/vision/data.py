@@ -25,12 +25,18 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from camal_rl.errors import CamalError, ConfigError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DATASETS = ("oxford_pets", "flowers102", "busi", "decoy_digits")
 
 
-class DatasetMissing(FileNotFoundError):
+class CorruptFile(CamalError):
+    """An image or mask file that exists but cannot be decoded; the message names it."""
+
+
+class DatasetMissing(CamalError, FileNotFoundError):
     """A data set folder or file is not where its published layout puts it."""
 
 
@@ -81,7 +87,18 @@ class MaskedImages(Dataset):
 
     def __getitem__(self, index):
         image_path, mask_source, label = self.items[index]
-        image, mask = self.preprocess(Image.open(image_path), self.load_mask(mask_source))
+        try:
+            image = Image.open(image_path)
+            image.load()
+        except (OSError, ValueError, SyntaxError) as error:  # PIL's errors for a damaged or empty file
+            raise CorruptFile(f"image {image_path} cannot be read ({type(error).__name__}: {error}); replace or "
+                              f"remove it") from None
+        try:
+            mask = self.load_mask(mask_source)
+        except (OSError, ValueError, SyntaxError) as error:
+            raise CorruptFile(f"mask {mask_source} of {image_path} cannot be read ({type(error).__name__}: {error}); "
+                              f"replace or remove it") from None
+        image, mask = self.preprocess(image, mask)
         return image, mask, label
 
 
@@ -226,7 +243,7 @@ def load_dataset(name: str, root: str | None = None, *, resize: int = 256, crop:
     if name == "decoy_digits":
         return DecoyDigits(seed=seed)
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if root is None:
         raise DatasetMissing(f"dataset {name} needs --data-root (the folder holding its published layout)")
     preprocess = Preprocess(resize, crop)

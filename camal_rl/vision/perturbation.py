@@ -117,7 +117,7 @@ def table(results: dict, dataset: str) -> str:
         text = f"{entry['mean']:.2f} ± {entry['std']:.2f}"
         return f"**{text}**" if key.startswith("camal") and np.isfinite(p) and p < 0.05 else text
 
-    lines = [f"| Dataset | Perturbation | Spearman CAMAL | Spearman Supp. only | Pearson CAMAL | Pearson Supp. only |",
+    lines = ["| Dataset | Perturbation | Spearman CAMAL | Spearman Supp. only | Pearson CAMAL | Pearson Supp. only |",
              "|---|---|---|---|---|---|"]
     for kind in PERTURBATIONS:
         s = results[kind]["summary"]

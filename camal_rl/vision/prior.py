@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from camal_rl import camal
+from camal_rl.errors import ConfigError
 from camal_rl.files import atomic_path
 from camal_rl.vision.data import IMAGENET_MEAN, IMAGENET_STD, DecoyDigits
 from camal_rl.vision.models import tokens_to_spatial
@@ -32,9 +33,9 @@ def load_clip(model_name: str, weights: str | None, device="cpu"):
     try:
         import open_clip
     except ImportError:
-        raise ValueError("--method prior needs open_clip: pip install -e '.[prior]'") from None
+        raise ConfigError("--method prior needs open_clip: pip install -e '.[prior]'") from None
     if not weights or not Path(weights).is_file():
-        raise ValueError(f"CLIP weights file not found: {weights!r}; give --prior-weights PATH "
+        raise ConfigError(f"CLIP weights file not found: {weights!r}; give --prior-weights PATH "
                          f"(an open_clip checkpoint for {model_name}; this machine cannot download)")
     model = open_clip.create_model(model_name, pretrained=str(weights), device=device)
     return model.eval(), open_clip.get_tokenizer(model_name)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +27,8 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from camal_rl import camal
-from camal_rl.files import atomic_path, exit_on_sigterm, write_text_atomic
+from camal_rl.errors import ConfigError, run_cli
+from camal_rl.files import atomic_path, write_text_atomic
 from camal_rl.vision import data as vision_data
 from camal_rl.vision import faithfulness, models
 
@@ -37,14 +37,14 @@ from camal_rl.vision import faithfulness, models
 class ClassifyArgs:
     """Train an image classifier with (or without) CAMAL over k stratified folds."""
 
-    model: str = "resnet18"
-    """one of resnet18, convnext_tiny, efficientnet_b0, vit_b_16, swin_v2_t, maxvit_t, small_cnn"""
+    model: models.ArchitectureName = "resnet18"
+    """classifier (camal_rl.vision.models.ARCHITECTURES)"""
     dataset: str = "decoy_digits"
     """oxford_pets, flowers102, busi (need --data-root) or decoy_digits (bundled)"""
     data_root: Optional[str] = None
     method: Literal["vanilla", "camal", "suppress", "prior"] = "camal"
     camal_coef: float = 1.0
-    attention: Literal["gradcam", "signed-gradcam", "gradcam++", "layercam"] = "gradcam"
+    attention: camal.AttentionName = "gradcam"
     folds: int = 10
     only_folds: Optional[list[int]] = None
     """run just these folds (the others can run elsewhere)"""
@@ -181,7 +181,7 @@ def train_fold(args: ClassifyArgs, dataset, fold: int, train_idx, test_idx, devi
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
         except Exception as error:
-            raise ValueError(f"checkpoint {checkpoint_path} is corrupt or from another model "
+            raise ConfigError(f"checkpoint {checkpoint_path} is corrupt or from another model "
                              f"({type(error).__name__}); delete it to restart the fold") from None
         start_epoch = state["epoch"] + 1
         torch.set_rng_state(state["rng"])
@@ -233,13 +233,13 @@ def train_fold(args: ClassifyArgs, dataset, fold: int, train_idx, test_idx, devi
 def run(args: ClassifyArgs) -> list[dict]:
     """All requested folds; finished ones (a ``fold_XX.json``) are read back, not retrained."""
     if args.method == "prior" and not args.prior_weights:
-        raise ValueError("--method prior needs --prior-weights FILE (open_clip weights; nothing is downloaded)")
+        raise ConfigError("--method prior needs --prior-weights FILE (open_clip weights; nothing is downloaded)")
     if args.folds < 2:
-        raise ValueError("--folds must be at least 2")
+        raise ConfigError("--folds must be at least 2")
     dataset = vision_data.load_dataset(args.dataset, args.data_root, resize=round(args.image_size * 256 / 224),
                                        crop=args.image_size, seed=args.seed)
     if args.model not in models.ARCHITECTURES:
-        raise ValueError(f"unknown model {args.model!r}; choose one of {', '.join(models.ARCHITECTURES)}")
+        raise ConfigError(f"unknown model {args.model!r}; choose one of {', '.join(models.ARCHITECTURES)}")
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     folder = run_dir(args)
     folder.mkdir(parents=True, exist_ok=True)
@@ -269,12 +269,7 @@ def run(args: ClassifyArgs) -> list[dict]:
 
 def cli() -> None:
     args = tyro.cli(ClassifyArgs)
-    exit_on_sigterm()
-    try:
-        run(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"camal-classify: error: {error}", file=sys.stderr)
-        raise SystemExit(2)
+    run_cli("camal-classify", lambda: run(args))
 
 
 if __name__ == "__main__":
