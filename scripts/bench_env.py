@@ -10,16 +10,7 @@ import vizdoom as vzd
 
 from camal_rl import doom
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--env", default="basic")
-parser.add_argument("--steps", type=int, default=3000)
-parser.add_argument("--num-envs", type=int, default=8)
-args = parser.parse_args()
-spec = doom.load_spec(args.env)
-rng = np.random.default_rng(0)
-
-
-def raw_loop(labels: bool) -> float:
+def raw_loop(args, spec, rng, labels: bool) -> float:
     game = vzd.DoomGame()
     game.load_config(str(spec.config))
     game.set_window_visible(False)
@@ -42,7 +33,7 @@ def raw_loop(labels: bool) -> float:
     return args.steps / elapsed
 
 
-def our_env() -> float:
+def our_env(args, rng) -> float:
     env = doom.make_env(args.env, seed=0)
     env.reset(seed=0)
     start = time.perf_counter()
@@ -55,7 +46,7 @@ def our_env() -> float:
     return args.steps / elapsed
 
 
-def vector(asynchronous: bool) -> float:
+def vector(args, rng, asynchronous: bool) -> float:
     envs = doom.make_vector_env(args.env, num_envs=args.num_envs, seed=0, asynchronous=asynchronous)
     envs.reset(seed=0)
     iterations = max(1, args.steps // args.num_envs)
@@ -67,19 +58,31 @@ def vector(asynchronous: bool) -> float:
     return iterations * args.num_envs / elapsed
 
 
-# Interleave raw and ours and keep each one's best of three: this machine's speed drifts.
-raw_labels, ours = 0.0, 0.0
-for _ in range(3):
-    raw_labels = max(raw_labels, raw_loop(labels=True))
-    ours = max(ours, our_env())
-raw_plain = raw_loop(labels=False)
-sync = vector(False)
-asyn = vector(True)
-print(f"scenario {args.env}, {spec.resolution}, frame skip {spec.frame_skip}, {args.steps} agent steps each")
-print(f"{'loop':42s} {'steps/s':>9s} {'vs raw':>7s}")
-print(f"{'raw DoomGame (grey, labels buffer on)':42s} {raw_labels:9.0f} {1.0:7.2f}")
-print(f"{'raw DoomGame (grey, labels buffer off)':42s} {raw_plain:9.0f} {raw_plain / raw_labels:7.2f}")
-print(f"{'ours: mask + 60x80 grey + stack 4':42s} {ours:9.0f} {ours / raw_labels:7.2f}")
-print(f"{f'{args.num_envs} envs SyncVectorEnv':42s} {sync:9.0f} {sync / raw_labels:7.2f}")
-print(f"{f'{args.num_envs} envs AsyncVectorEnv':42s} {asyn:9.0f} {asyn / raw_labels:7.2f}")
-print(f"vector winner on this machine: {'async' if asyn > sync else 'sync'} ({max(asyn, sync) / min(asyn, sync):.2f}x)")
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="basic")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--num-envs", type=int, default=8)
+    args = parser.parse_args()
+    spec = doom.load_spec(args.env)
+    rng = np.random.default_rng(0)
+    # Interleave raw and ours and keep each one's best of three: this machine's speed drifts.
+    raw_labels, ours = 0.0, 0.0
+    for _ in range(3):
+        raw_labels = max(raw_labels, raw_loop(args, spec, rng, labels=True))
+        ours = max(ours, our_env(args, rng))
+    raw_plain = raw_loop(args, spec, rng, labels=False)
+    sync = vector(args, rng, False)
+    asyn = vector(args, rng, True)
+    print(f"scenario {args.env}, {spec.resolution}, frame skip {spec.frame_skip}, {args.steps} agent steps each")
+    print(f"{'loop':42s} {'steps/s':>9s} {'vs raw':>7s}")
+    print(f"{'raw DoomGame (grey, labels buffer on)':42s} {raw_labels:9.0f} {1.0:7.2f}")
+    print(f"{'raw DoomGame (grey, labels buffer off)':42s} {raw_plain:9.0f} {raw_plain / raw_labels:7.2f}")
+    print(f"{'ours: mask + 60x80 grey + stack 4':42s} {ours:9.0f} {ours / raw_labels:7.2f}")
+    print(f"{f'{args.num_envs} envs SyncVectorEnv':42s} {sync:9.0f} {sync / raw_labels:7.2f}")
+    print(f"{f'{args.num_envs} envs AsyncVectorEnv':42s} {asyn:9.0f} {asyn / raw_labels:7.2f}")
+    print(f"vector winner on this machine: {'async' if asyn > sync else 'sync'} ({max(asyn, sync) / min(asyn, sync):.2f}x)")
+
+
+if __name__ == "__main__":
+    main()

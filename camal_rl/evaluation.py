@@ -1,0 +1,191 @@
+"""Evaluating a trained agent: return, attention IoU and all-zero maps over seeded episodes.
+
+The trainer's periodic evaluation and ``camal-eval RUN [RUN ...] --episodes N`` are this one
+function, so both give the same numbers for the same run and seed. Evaluation draws actions from its own generator and plays its
+own envs: it never touches the training streams.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from camal_rl import camal, overlay, vector
+from camal_rl.agent import Agent, act_with_attention, value_attention
+from camal_rl.runs import Tag
+
+# Evaluation envs are seeded apart from the training envs (seed + this), and so is its generator.
+EVAL_SEED_OFFSET = 10_000
+
+
+def evaluate(agent: Agent, envs: vector.DoomVector, *, episodes: int, frame_stack: int, attention: str, seed: int,
+             device: torch.device, keep_frames: int = 0) -> dict:
+    """``episodes`` episodes spread over the parallel ``envs`` (env ``e`` plays its ``e``-th,
+    ``(e+n)``-th, ... share, with its own seeded episodes), actions drawn from a generator seeded
+    with ``seed + EVAL_SEED_OFFSET``.
+
+    IoU and the share of all-zero maps are over frames whose mask is non-empty. With
+    ``keep_frames`` it also returns that many evenly spaced such frames of env 0's first episode.
+    """
+    generator = torch.Generator(device=device).manual_seed(seed + EVAL_SEED_OFFSET)
+    n = envs.num_envs
+    share = np.array([len(range(e, episodes, n)) for e in range(n)])
+    played = np.zeros(n, dtype=int)
+    returns: list[tuple[int, int, float]] = []
+    ious, zero_maps, skipped = [], 0, 0
+    candidates: list[tuple[torch.Tensor, torch.Tensor]] = []
+    envs.reset()
+    newest = torch.as_tensor(envs.frames, device=device)
+    channels = newest.shape[1]
+    stacks = newest.repeat(1, frame_stack, 1, 1)
+    while (played < share).any():
+        active = played < share
+        masks = torch.as_tensor(envs.masks, device=device)
+        action, _, maps = act_with_attention(agent, stacks, tuple(masks.shape[-2:]), method=attention, generator=generator)
+        has_object = masks.flatten(1).any(1).bool() & torch.as_tensor(active, device=device)
+        if has_object.any():
+            ious += camal.attention_iou(maps[has_object], masks[has_object]).tolist()
+            zero_maps += int((maps[has_object].flatten(1).amax(1) == 0).sum())
+        skipped += int((active & ~has_object.cpu().numpy()).sum())
+        if keep_frames and played[0] == 0 and bool(has_object[0]):
+            candidates.append((stacks[0].clone(), masks[0].clone()))
+        envs.step(np.where(active, action.cpu().numpy(), -1))
+        for e in np.flatnonzero(envs.episode_starts & active):
+            returns.append((e, played[e], float(envs.finished_returns[e])))
+            played[e] += 1
+        newest = torch.as_tensor(envs.frames, device=device)
+        stacks = torch.cat([stacks[:, channels:], newest], dim=1)
+        starts = torch.as_tensor(envs.episode_starts, device=device)
+        stacks[starts] = newest[starts].repeat(1, frame_stack, 1, 1)
+    values = [r for _, _, r in sorted(returns)]
+    result = {
+        "return_mean": float(np.mean(values)),
+        "return_std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+        "returns": values,
+        "episodes": len(values),
+        "iou_mean": float(np.mean(ious)) if ious else float("nan"),
+        "iou_frames": len(ious),
+        "iou_skipped_empty_mask": skipped,
+        "zero_map_fraction": zero_maps / len(ious) if ious else float("nan"),
+    }
+    if keep_frames and candidates:
+        picks = np.linspace(0, len(candidates) - 1, min(keep_frames, len(candidates))).round().astype(int)
+        result["frames"] = (torch.stack([candidates[i][0] for i in picks]), torch.stack([candidates[i][1] for i in picks]))
+    return result
+
+
+def attention_grid(agent: Agent, stacks: torch.Tensor, masks: torch.Tensor, *, frame_stack: int, attention: str,
+                   tile_height: int = 120) -> np.ndarray:
+    """Fixed evaluation frames with the agent's current attention and the mask outline, one image."""
+    size = tuple(masks.shape[-2:])
+    maps = value_attention(agent, stacks, size, method=attention)  # no sampling: the training RNG stays untouched
+    channels = stacks.shape[1] // frame_stack
+    tiles = []
+    for stack, mask, heat in zip(stacks.cpu().numpy(), masks.cpu().numpy(), maps.cpu().numpy()):
+        newest = overlay.to_rgb(stack[-channels:])
+        screen = overlay.fit_height(newest, size[0])  # the frame at the mask's resolution
+        tiles.append(overlay.fit_height(overlay.draw_attention(screen, heat, mask), tile_height))
+    return overlay.tile(tiles, columns=min(4, len(tiles)))
+
+
+def attention_stats(maps: torch.Tensor, masks: torch.Tensor) -> dict[str, Optional[float]]:
+    """alpha, beta, IoU (over frames with an object), all-zero and empty-mask shares of normalised maps."""
+    with torch.no_grad():
+        maps = maps.detach()
+        alpha, beta = camal.alpha_beta(maps, masks)
+        iou = camal.attention_iou(maps, masks)
+        has_object = torch.isfinite(iou)
+        return {
+            Tag.ALPHA: alpha[has_object].mean().item() if has_object.any() else None,
+            Tag.BETA: beta.mean().item(),
+            Tag.IOU: iou[has_object].mean().item() if has_object.any() else None,
+            Tag.ZERO_MAP_FRACTION: (maps.flatten(1).amax(1) == 0).float().mean().item(),
+            Tag.EMPTY_MASK_FRACTION: 1.0 - has_object.float().mean().item(),
+        }
+
+
+# ---------------------------------------------------------------------------------------
+# camal-eval: play trained runs' checkpoints
+# ---------------------------------------------------------------------------------------
+def evaluate_run(run_dir: str | Path, *, episodes: int, seed: Optional[int] = None, device: torch.device,
+                 num_envs: Optional[int] = None) -> dict:
+    """Play ``run_dir``'s checkpoint for ``episodes`` seeded episodes. With the defaults (the run's own
+    seed, as many envs as its trainer's evaluation used) the numbers are the trainer's own evaluation."""
+    from camal_rl import doom, runs
+    from camal_rl.rollout import env_options
+
+    run_dir = Path(run_dir)
+    checkpoint = runs.load_checkpoint(run_dir, purpose="camal-eval")
+    run = runs.saved_run(checkpoint)
+    spec = doom.spec_of_run(checkpoint, run.env)
+    seed = run.seed if seed is None else seed
+    num_envs = num_envs or min(episodes, int(run.args.get("num_envs") or 8))
+    envs = vector.DoomVector(spec, num_envs=min(num_envs, episodes), seed=seed + EVAL_SEED_OFFSET, workers=0,
+                             **env_options(run))
+    try:
+        agent = Agent((run.frame_stack * envs.frame_shape[0], *envs.frame_shape[1:]), envs.num_actions).to(device)
+        runs.restore_agent(agent, checkpoint, run_dir / runs.CHECKPOINT)
+        agent.eval()
+        result = evaluate(agent, envs, episodes=episodes, frame_stack=run.frame_stack, attention=run.attention,
+                          seed=seed, device=device)
+    finally:
+        envs.close()
+    result.update(run=str(run_dir), env=spec.name, method=run.method, seed=seed, attention=run.attention,
+                  global_step=int(checkpoint.get("global_step", 0)),
+                  normalised_return=spec.normalize_return(result["return_mean"]))
+    return result
+
+
+def format_table(results: list[dict]) -> str:
+    header = ("| run | env | method | seed | step | episodes | return (mean ± std) | normalised | eval IoU | all-zero maps |\n"
+              "|---|---|---|---|---|---|---|---|---|---|")
+    rows = [f"| {Path(r['run']).name} | {r['env']} | {r['method']} | {r['seed']} | {r['global_step']:,} | {r['episodes']} | "
+            f"{r['return_mean']:.1f} ± {r['return_std']:.1f} | {r['normalised_return']:.3f} | "
+            + ("-" if not np.isfinite(r["iou_mean"]) else f"{r['iou_mean']:.3f}") + " | "
+            + ("-" if not np.isfinite(r["zero_map_fraction"]) else f"{r['zero_map_fraction']:.0%}") + " |"
+            for r in results]
+    return "\n".join([header, *rows])
+
+
+def cli(argv: Optional[list[str]] = None) -> None:
+    import argparse
+    import json
+
+    from camal_rl.errors import ConfigError, run_cli
+    from camal_rl.files import write_text_atomic
+
+    parser = argparse.ArgumentParser(prog="camal-eval", description="Play trained runs' checkpoints for seeded "
+                                     "episodes: return, normalised return, attention IoU, all-zero maps.")
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders written by camal-train")
+    parser.add_argument("--episodes", type=int, default=10, help="episodes per run (default 10)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="evaluation seed (default: each run's own, which repeats the trainer's evaluation)")
+    parser.add_argument("--num-envs", type=int, default=None,
+                        help="parallel envs (default: as the trainer's evaluation, min(episodes, the run's --num-envs))")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--cuda", action=argparse.BooleanOptionalAction, default=torch.cuda.is_available(),
+                        help="play on the GPU (default: on when one is available)")
+    options = parser.parse_args(argv)
+
+    def main() -> list[dict]:
+        if options.episodes < 1:
+            raise ConfigError(f"--episodes must be >= 1, got {options.episodes}")
+        if options.num_envs is not None and options.num_envs < 1:
+            raise ConfigError(f"--num-envs must be >= 1, got {options.num_envs}")
+        device = torch.device("cuda" if options.cuda and torch.cuda.is_available() else "cpu")
+        results = [evaluate_run(run, episodes=options.episodes, seed=options.seed, device=device,
+                                num_envs=options.num_envs) for run in options.runs]
+        if options.json:
+            write_text_atomic(Path(options.json), json.dumps(results, indent=2))
+        return results
+
+    results = run_cli("camal-eval", main)
+    print(format_table(results))
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    cli()

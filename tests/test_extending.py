@@ -1,0 +1,84 @@
+"""The three ways to extend camal-rl touch one place each (docs/extending.md): an attention method
+is a weighting and one registry line, a scenario is a spec file (carrying its own recipes), a
+classifier is one row of the architecture registry."""
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from camal_rl import camal, doom, ppo, recipes
+
+
+def tiny_args(tmp_path, **overrides):
+    values = dict(env="basic", seed=1, total_timesteps=128, num_envs=2, num_steps=64, num_minibatches=2,
+                  update_epochs=1, eval_episodes=1, progress=False, cuda=False, threads=2, run_dir=str(tmp_path / "run"))
+    values.update(overrides)
+    return ppo.Args(**values)
+
+
+def test_an_attention_method_is_one_function_and_one_line(tmp_path, monkeypatch):
+    def absolute_gradients(features, grads):  # the new method: weight each location by |dV/dA|
+        return (grads.abs() * features).mean(dim=1)
+
+    monkeypatch.setitem(camal.ATTENTION_METHODS, "abs-grad", camal.AttentionMethod("|grad| CAM", absolute_gradients))
+    features = torch.rand(3, 4, 5, 6, requires_grad=True)
+    scores = (features * torch.randn(4, 1, 1)).sum(dim=(1, 2, 3))
+    assert camal.attention(features, scores, method="abs-grad").shape == (3, 5, 6)
+    summary = ppo.train(tiny_args(tmp_path, attention="abs-grad"))
+    assert summary["args"]["attention"] == "abs-grad" and summary["eval_iou_frames"] > 0
+    with pytest.raises(ppo.ConfigError, match="not registered"):
+        ppo.train(tiny_args(tmp_path, attention="nope", run_dir=str(tmp_path / "other")))
+
+
+def test_a_scenario_is_a_spec_file_in_camal_envs_with_its_own_recipe(tmp_path, monkeypatch):
+    folder = tmp_path / "my_envs"
+    folder.mkdir()
+    (folder / "quick_basic.toml").write_text(
+        'config = "basic"\nmask_categories = ["Monster"]\nactions = [["MOVE_LEFT"], ["MOVE_RIGHT"], ["ATTACK"]]\n'
+        "frame_skip = 2\nrandom_score = -120.6\nreference_score = 95.0\n"
+        "[recipes.tuned]\nnum_envs = 2\nnum_steps = 64\nnum_minibatches = 2\nupdate_epochs = 1\nlearning_rate = 1e-3\n")
+    monkeypatch.setenv("CAMAL_ENVS", str(folder))
+    assert "quick_basic" in doom.available_scenarios()
+    args = ppo.Args(env="quick_basic", total_timesteps=128, eval_episodes=1, progress=False, cuda=False,
+                    run_dir=str(tmp_path / "run"))
+    summary = ppo.train(args)
+    saved = summary["args"]
+    assert summary["recipe"] == "tuned" and saved["learning_rate"] == 1e-3 and saved["num_envs"] == 2
+    assert saved["frame_skip"] == 2  # the spec's frame skip reaches the engine
+    assert saved["clip_coef"] == recipes.PAPER["clip_coef"]  # what the recipe leaves out comes from Table 8
+    paper = ppo.Args(env="quick_basic", recipe="paper", num_envs=2, num_steps=64, learning_rate=5e-4)
+    ppo.validate(paper)
+    assert paper.num_minibatches == 4 and paper.learning_rate == 5e-4  # a flag beats its recipe value
+    (folder / "broken.toml").write_text('config = "basic"\nmask_categories = ["Monster"]\n[recipes.tuned]\nlearnin_rate = 1\n')
+    with pytest.raises(doom.SpecError, match="learnin_rate"):
+        doom.load_spec("broken")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["scenario"]["frame_skip"] == 2
+
+
+def test_a_classifier_is_one_row_of_the_registry(monkeypatch):
+    pytest.importorskip("torchvision", reason="the vision extra installs torchvision")
+    from camal_rl.vision import models
+
+    class TwoConvs(nn.Module):
+        def __init__(self, num_classes):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU())
+            self.fc = nn.Linear(8, num_classes)
+
+        def forward(self, x):
+            return self.fc(self.body(x).mean(dim=(2, 3)))
+
+    monkeypatch.setitem(models.ARCHITECTURES, "two_convs", models.Architecture(
+        build=lambda num_classes, image_size: TwoConvs(num_classes), feature_layer=lambda m: m.body, head="fc"))
+    model = models.create("two_convs", 5)
+    images, masks = torch.rand(4, 3, 32, 32), torch.zeros(4, 32, 32)
+    masks[:, 8:16, 8:16] = 1
+    logits, features = model(images)
+    assert logits.shape == (4, 5) and features.shape == (4, 8, 13, 13)
+    maps = camal.normalize(camal.attention(features, logits[:, 0], method="gradcam"))
+    loss = F.cross_entropy(logits, torch.zeros(4, dtype=torch.long)) + camal.camal_loss(maps, masks)
+    loss.backward()
+    assert model.model.body[0].weight.grad is not None and models.default_learning_rate("two_convs") == 1e-3
