@@ -416,11 +416,6 @@ class DoomEnv(gym.Env):
         self.episode_return = 0.0  # unclipped
         self.episode_length = 0
 
-    @property
-    def screen_mask(self) -> np.ndarray:
-        """The newest frame's mask at screen resolution (the same array as ``mask``)."""
-        return self.mask
-
     # -- frames ---------------------------------------------------------------------------
     def _process(self, state) -> None:
         screen = state.screen_buffer

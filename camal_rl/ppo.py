@@ -17,7 +17,6 @@ mask at the engine's screen resolution, and added as ``camal_coef * mean(beta - 
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import sys
@@ -32,14 +31,14 @@ import torch
 import torch.nn as nn
 import tyro
 from torch.distributions.categorical import Categorical
-from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard import SummaryWriter  # the writer's type
 from tqdm import tqdm
 
-from camal_rl import camal, doom, recipes, runs, vector
-from camal_rl.agent import MIN_OBS_SIZE, Agent, default_attention
-from camal_rl.errors import ConfigError, Interrupted, RunFolderError, run_cli
+from camal_rl import arguments, camal, doom, runs, tracking, vector
+from camal_rl.agent import Agent
+from camal_rl.errors import ConfigError, Interrupted, run_cli
 from camal_rl.evaluation import EVAL_SEED_OFFSET, attention_grid, attention_stats, evaluate
-from camal_rl.rollout import PAPER_FRAMES, FrameStorage, env_options, pin_host_memory
+from camal_rl.rollout import FrameStorage, env_options, pin_host_memory
 from camal_rl.runs import Tag
 
 @dataclass
@@ -177,158 +176,6 @@ class Args:
         return cls(**{**values, **overrides})
 
 
-# What --resume lets a user change; every other flag given with it must match the run.
-RESUMABLE_CHANGES = {"total_timesteps", "progress", "cuda", "threads", "env_workers", "resume", "run_dir", "track",
-                     "wandb_project_name", "wandb_entity", "wandb_group"}
-
-
-def given_fields(argv: list[str]) -> set[str]:
-    """The Args fields a command line names (``--num-envs 4``, ``--no-cuda``, ``--lr=1``)."""
-    names = {f.name for f in fields(Args)}
-    given = set()
-    for token in argv:
-        if token.startswith("--"):
-            name = token[2:].split("=", 1)[0].replace("-", "_")
-            if name not in names and name.startswith("no_"):
-                name = name[3:]
-            if name in names:
-                given.add(name)
-    return given
-
-
-def non_default_fields(args: Args) -> set[str]:
-    """What a caller of the Python API set: every field that differs from its default."""
-    defaults = Args()
-    return {f.name for f in fields(Args) if getattr(args, f.name) != getattr(defaults, f.name)}
-
-
-def validate(args: Args, given: Optional[set[str]] = None, *, apply_recipe: bool = True) -> None:
-    """Resolve defaults (recipe, attention, paper frames) and refuse what cannot run, before any
-    engine starts or file is written. ``given``: the flags the user typed (None: any non-default);
-    the recipe fills every hyperparameter not given."""
-    spec = doom.load_spec(args.env)  # unknown scenario -> SpecError listing the available ones
-    given = non_default_fields(args) if given is None else given
-    if apply_recipe:
-        recipes.apply(args, spec, given)
-    if args.paper_frames:
-        clashes = [f"--{name.replace('_', '-')}" for name, value in PAPER_FRAMES.items()
-                   if name in given and getattr(args, name) != value]
-        if clashes:
-            raise ConfigError(f"--paper-frames sets the frames itself (240x320 colour at RES_320X240); "
-                              f"drop {', '.join(clashes)} or drop --paper-frames")
-        for name, value in PAPER_FRAMES.items():
-            setattr(args, name, value)
-    if args.attention is None:
-        args.attention = default_attention(args.paper_frames)
-    if args.attention not in camal.ATTENTION_METHODS:
-        raise ConfigError(f"--attention {args.attention!r} is not registered; choose one of {', '.join(camal.ATTENTION_METHODS)}")
-    if args.frame_skip is None:
-        args.frame_skip = spec.frame_skip
-    if args.resolution is not None and not doom.is_resolution(args.resolution):
-        raise ConfigError(f"--resolution {args.resolution!r} is not a ViZDoom resolution; e.g. RES_160X120 or RES_320X240")
-
-    def positive_int(name: str, minimum: int = 1) -> None:
-        value = getattr(args, name)
-        if value < minimum:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= {minimum}, got {value}")
-
-    def finite(name: str, *, low: float = 0.0, high: float = math.inf, low_open: bool = False) -> None:
-        value = getattr(args, name)
-        inside = math.isfinite(value) and (value > low if low_open else value >= low) and value <= high
-        if not inside:
-            bound = f"> {low}" if low_open else f">= {low}"
-            bound += "" if high == math.inf else f" and <= {high}"
-            raise ConfigError(f"--{name.replace('_', '-')} must be a finite number {bound}, got {value}")
-
-    for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "checkpoint_interval", "frame_stack",
-                 "frame_skip", "total_timesteps"):
-        positive_int(name)
-    for name in ("eval_interval", "eval_episodes", "eval_image_frames", "threads"):
-        positive_int(name, 0)
-    finite("learning_rate", low_open=True, high=1.0)
-    finite("clip_coef", low_open=True)
-    finite("max_grad_norm", low_open=True)
-    finite("reward_scale", low_open=True)
-    finite("camal_coef")
-    finite("ent_coef")
-    finite("vf_coef")
-    finite("gamma", high=1.0)
-    finite("gae_lambda", high=1.0)
-    if args.target_kl is not None:
-        finite("target_kl", low_open=True)
-    height, width = args.obs_size
-    if min(height, width) < MIN_OBS_SIZE:
-        raise ConfigError(f"--obs-size {height} {width} is too small for the Nature CNN (its three convolutions "
-                          f"need at least {MIN_OBS_SIZE}x{MIN_OBS_SIZE}); e.g. --obs-size 60 80")
-    if args.batch_size % args.num_minibatches:
-        raise ConfigError(f"num_envs x num_steps = {args.batch_size} is not divisible by --num-minibatches "
-                          f"{args.num_minibatches}; pick values whose product it divides")
-    if args.total_timesteps < args.batch_size:
-        raise ConfigError(f"--total-timesteps {args.total_timesteps} is below one rollout "
-                          f"(num_envs x num_steps = {args.batch_size})")
-    if args.env_workers is not None and args.env_workers < 0:
-        raise ConfigError("--env-workers must be >= 0 (0 = envs in this process)")
-    if args.env_groups is not None and not 1 <= args.env_groups <= args.num_envs:
-        raise ConfigError(f"--env-groups must be between 1 and --num-envs ({args.num_envs})")
-
-
-# ---------------------------------------------------------------------------------------
-# Run folder: a fresh run in an empty folder, or a resume with the run's own settings
-# ---------------------------------------------------------------------------------------
-def default_run_dir(args: Args) -> Path:
-    return Path("runs") / f"{Path(args.env).stem}__{args.method}__{args.seed}__{int(time.time())}"
-
-
-def check_fresh_run_dir(run_dir: Path) -> None:
-    earlier = runs.holds_a_run(run_dir)
-    if earlier:
-        raise RunFolderError(f"{run_dir} already holds a run ({', '.join(sorted(earlier)[:3])}); continue it with "
-                             f"--resume {run_dir}, or choose another --run-dir (or delete the folder)")
-    too_long = [part for part in run_dir.parts if len(part.encode()) > 255]
-    if too_long:
-        raise ConfigError(f"the run folder name {too_long[0][:40]}... is {len(too_long[0].encode())} bytes, more than "
-                          f"a file system allows (255); choose a shorter --run-dir")
-
-
-def start_or_resume(args: Args, given: Optional[set[str]] = None) -> tuple[Args, Path, Optional[dict]]:
-    """(the run's args, its folder, the checkpoint to continue from or None); nothing is written."""
-    if not args.resume:
-        validate(args, given)
-        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args)
-        check_fresh_run_dir(run_dir)
-        args.run_dir = str(run_dir)
-        return args, run_dir, None
-    run_dir = Path(args.resume)
-    checkpoint = runs.load_checkpoint(run_dir, for_resume=True)
-    saved = Args.from_saved(checkpoint["args"])
-    given = non_default_fields(args) if given is None else given
-    if "env" in given and doom.load_spec(args.env).name != doom.load_spec(saved.env).name:
-        raise RunFolderError(f"{run_dir} is a run on {saved.env!r}, not {args.env!r}; drop --env to resume it")
-    disagree = [f"--{name.replace('_', '-')} {getattr(args, name)} (the run has {getattr(saved, name)})"
-                for name in sorted(given - RESUMABLE_CHANGES - {"env"}) if getattr(args, name) != getattr(saved, name)]
-    if disagree:
-        raise RunFolderError(f"--resume keeps the run's own settings, and these flags disagree with it: "
-                             f"{'; '.join(disagree)}; drop them (or start a new run)")
-    if args.run_dir is not None and Path(args.run_dir).resolve() != run_dir.resolve():
-        raise RunFolderError(f"--run-dir {args.run_dir} differs from --resume {run_dir}; a run stays in its folder")
-    overrides = {name: getattr(args, name) for name in given & RESUMABLE_CHANGES | {"cuda", "progress"}}
-    resumed = Args.from_saved(checkpoint["args"], **{**overrides, "resume": str(run_dir), "run_dir": str(run_dir)})
-    validate(resumed, set(), apply_recipe=False)
-    reached = int(checkpoint["global_step"])
-    if "total_timesteps" in given and resumed.total_timesteps != saved.total_timesteps:
-        if resumed.num_iterations <= checkpoint["iteration"]:
-            raise RunFolderError(f"--total-timesteps {resumed.total_timesteps:,} is not beyond the {reached:,} agent "
-                                 f"steps {run_dir} has trained; give more to train it further")
-        tqdm.write(f"camal-train: training {run_dir} on to {resumed.total_timesteps:,} agent steps (it was set for "
-                   f"{saved.total_timesteps:,}); an annealed learning rate follows the longer schedule from here",
-                   file=sys.stderr)
-    return resumed, run_dir, checkpoint
-
-
-def is_finished(args: Args, checkpoint: Optional[dict], run_dir: Path) -> bool:
-    return checkpoint is not None and checkpoint["iteration"] >= args.num_iterations and (run_dir / runs.SUMMARY).exists()
-
-
 # ---------------------------------------------------------------------------------------
 # Setup helpers
 # ---------------------------------------------------------------------------------------
@@ -358,57 +205,6 @@ def log_scalars(writer: SummaryWriter, step: int, values: dict) -> None:
             writer.add_scalar(tag, value, step)
 
 
-def open_writer(args: Args, run_dir: Path, fresh: bool) -> SummaryWriter:
-    """TensorBoard writer (CleanRL's tags); with --track, W&B mirrors it (imported only then)."""
-    if args.track:
-        try:
-            import wandb
-        except ImportError:
-            raise ConfigError("--track needs Weights & Biases: pip install 'camal-rl[track]'") from None
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, group=args.wandb_group,
-                   name=run_dir.name, id=run_dir.name.replace("__", "-")[-128:], resume="allow", dir=str(run_dir),
-                   config=asdict(args), sync_tensorboard=True, save_code=False)
-    writer = SummaryWriter(str(run_dir))
-    if fresh:
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
-    return writer
-
-
-def close_writer(args: Args, writer: Optional[SummaryWriter]) -> None:
-    if writer is not None:
-        writer.close()
-    if args.track and "wandb" in sys.modules:
-        sys.modules["wandb"].finish()
-
-
-def save_checkpoint(run_dir: Path, agent: Agent, optimizer, args: Args, spec: doom.ScenarioSpec,
-                    envs: vector.DoomVector, storage: FrameStorage, **progress) -> None:
-    runs.save_torch({
-        "agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "env": args.env,
-        runs.SCENARIO_KEY: spec.record(), "obs_shape": agent.obs_shape, "num_actions": agent.num_actions,
-        "action_names": envs.action_names, "args": asdict(args), "rng": runs.rng_state(),
-        "env_states": envs.state(),  # each env's episode seed and actions: replayed on resume
-        "storage": storage.state(), **progress,
-    }, run_dir / runs.CHECKPOINT)
-
-
-def restore(checkpoint: dict, run_dir: Path, agent: Agent, optimizer, envs: vector.DoomVector,
-            storage: FrameStorage, device: torch.device) -> tuple[dict, torch.Tensor]:
-    """Weights, optimiser, random streams and carried frames back, every env replayed to where it
-    stood: the run goes on bit for bit. Returns the progress record and ``next_done``."""
-    runs.restore_agent(agent, checkpoint, run_dir / runs.CHECKPOINT)
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    envs.restore(checkpoint["env_states"])
-    storage.load_state(checkpoint["storage"])
-    if not np.array_equal(envs.frames, checkpoint["storage"]["frames"][-1].numpy()):
-        tqdm.write("camal-train: warning: the replayed environments differ from the checkpoint's frames; "
-                   "the run continues but not bit-identically", file=sys.stderr)
-    runs.set_rng_state(checkpoint["rng"])
-    tqdm.write(f"camal-train: resuming {run_dir} at iteration {checkpoint['iteration'] + 1} "
-               f"(agent step {checkpoint['global_step']:,})", file=sys.stderr)
-    return checkpoint, checkpoint["next_done"].to(device)
-
-
 def compute_gae(rewards, values, dones, next_value, next_done, gamma: float, gae_lambda: float):
     """CleanRL's generalised advantage estimation over one rollout: (advantages, returns)."""
     num_steps = rewards.shape[0]
@@ -432,8 +228,8 @@ RolloutCallback = Callable[[int, dict], None]
 # ---------------------------------------------------------------------------------------
 def train(args: Args, *, given: Optional[set[str]] = None, on_rollout: Optional[RolloutCallback] = None) -> dict:
     """Run (or resume) one training run; returns its summary. ``given``: the flags the user typed."""
-    args, run_dir, checkpoint = start_or_resume(args, given)
-    if is_finished(args, checkpoint, run_dir):
+    args, run_dir, checkpoint = arguments.start_or_resume(args, given)
+    if arguments.is_finished(args, checkpoint, run_dir):
         tqdm.write(f"camal-train: {run_dir} is finished ({checkpoint['global_step']:,} agent steps); nothing to do. "
                    f"Give a larger --total-timesteps to train it further.", file=sys.stderr)
         return runs.read_summary(run_dir)
@@ -469,9 +265,13 @@ def train(args: Args, *, given: Optional[set[str]] = None, on_rollout: Optional[
             storage.put(0, envs.frames, envs.masks, envs.episode_starts)
             next_done = torch.zeros(args.num_envs, device=device)
         else:
-            saved, next_done = restore(checkpoint, run_dir, agent, optimizer, envs, storage, device)
-            progress.update({k: saved[k] for k in progress if k in saved})
-        writer = open_writer(args, run_dir, fresh=checkpoint is None)
+            runs.restore_checkpoint(checkpoint, run_dir, agent=agent, optimizer=optimizer, envs=envs, storage=storage)
+            progress.update({k: checkpoint[k] for k in progress if k in checkpoint})
+            next_done = checkpoint["next_done"].to(device)
+            tqdm.write(f"camal-train: resuming {run_dir} at iteration {checkpoint['iteration'] + 1} "
+                       f"(agent step {checkpoint['global_step']:,})", file=sys.stderr)
+        writer = tracking.open_writer(run_dir, asdict(args), fresh=checkpoint is None, track=args.track,
+                                      project=args.wandb_project_name, entity=args.wandb_entity, group=args.wandb_group)
         return train_loop(args, run_dir, spec, device, envs, eval_envs, agent, optimizer, storage, writer, progress,
                           next_done, on_rollout)
     except BaseException:
@@ -482,7 +282,7 @@ def train(args: Args, *, given: Optional[set[str]] = None, on_rollout: Optional[
                 pass
         raise
     finally:
-        close_writer(args, writer)
+        tracking.close_writer(writer)
         if pinned is not None:
             torch.cuda.cudart().cudaHostUnregister(pinned)
         for vec in (envs, eval_envs):
@@ -647,7 +447,8 @@ def train_loop(args: Args, run_dir: Path, spec: doom.ScenarioSpec, device: torch
             progress.update(iteration=iteration, global_step=global_step, recent_returns=list(recent_returns))
             if last_iteration or iteration % args.checkpoint_interval == 0:
                 writer.flush()
-                save_checkpoint(run_dir, agent, optimizer, args, spec, envs, storage, next_done=next_done.cpu(), **{
+                runs.save_checkpoint(run_dir, agent=agent, optimizer=optimizer, args=asdict(args), spec=spec, envs=envs,
+                                     storage=storage, next_done=next_done.cpu(), **{
                     **progress, "train_time_s": progress["train_time_s"] + time.time() - session_start - session_eval_seconds,
                     "eval_time_s": progress["eval_time_s"] + session_eval_seconds})
                 last_checkpoint = iteration
@@ -663,8 +464,11 @@ def train_loop(args: Args, run_dir: Path, spec: doom.ScenarioSpec, device: torch
         bar.close()
 
     train_time = progress["train_time_s"] + time.time() - session_start - session_eval_seconds
-    summary = make_summary(args, spec, device, envs, len(env_groups), progress, recent_returns, global_step,
-                           train_time, progress["eval_time_s"] + session_eval_seconds)
+    summary = runs.make_summary(asdict(args), method=args.method, spec=spec, global_step=global_step,
+                                last_eval=progress["last_eval"], recent_returns=recent_returns,
+                                dead_attention_step=progress["dead_attention_step"], train_time=train_time,
+                                eval_time=progress["eval_time_s"] + session_eval_seconds, device=str(device),
+                                env_workers=envs.workers, env_groups=len(env_groups))
     runs.save_json(summary, run_dir / runs.SUMMARY)
     return summary
 
@@ -695,41 +499,10 @@ def run_evaluation(args: Args, agent: Agent, eval_envs: vector.DoomVector, devic
         writer.add_image(Tag.EVAL_IMAGE, grid, global_step, dataformats="HWC")
 
 
-def make_summary(args: Args, spec: doom.ScenarioSpec, device, envs, groups: int, progress: dict, recent_returns,
-                 global_step: int, train_time: float, eval_time: float) -> dict:
-    last_eval = progress["last_eval"]
-    return {
-        "env": spec.name,
-        runs.SCENARIO_KEY: spec.record(),
-        "method": args.method,
-        "seed": args.seed,
-        "recipe": args.recipe,
-        "global_step": global_step,
-        "eval_return_mean": last_eval.get("return_mean"),
-        "eval_return_std": last_eval.get("return_std"),
-        "eval_episodes": last_eval.get("episodes"),
-        "eval_iou_mean": last_eval.get("iou_mean"),
-        "eval_iou_frames": last_eval.get("iou_frames"),
-        "eval_iou_skipped_empty_mask": last_eval.get("iou_skipped_empty_mask"),
-        "eval_zero_map_fraction": last_eval.get("zero_map_fraction"),
-        "train_return_recent": float(np.mean(recent_returns)) if recent_returns else None,
-        "attention_dead": progress["dead_attention_step"] is not None,
-        "attention_dead_since_step": progress["dead_attention_step"],
-        "sps": int(global_step / max(train_time, 1e-9)),
-        "train_time_s": train_time,
-        "eval_time_s": eval_time,
-        "wall_time_s": train_time + eval_time,
-        "device": str(device),
-        "env_workers": envs.workers,
-        "env_groups": groups,
-        "args": asdict(args),
-    }
-
-
 def cli(argv: Optional[list[str]] = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = tyro.cli(Args, args=argv)
-    summary = run_cli("camal-train", lambda: train(args, given=given_fields(argv)))
+    summary = run_cli("camal-train", lambda: train(args, given=arguments.given_fields(argv, Args)))
     print(json.dumps({k: v for k, v in summary.items() if k not in ("args", runs.SCENARIO_KEY)}, indent=2))
 
 

@@ -1,7 +1,8 @@
 """Attention-overlay videos of trained agents: ``camal-record RUN_DIR [RUN_DIR2] --episodes N --out FILE.mp4``.
 
-Each frame is the native-resolution screen with the Grad-CAM of V(s) as a heat overlay, the
-label mask's outline, and step / return / value captions; one frame per agent step. With two
+Each frame is the native-resolution screen with the attention of V(s) (the run's own method) as
+a heat overlay, the label mask's outline, and step / return / value captions; one frame per agent
+step. With two
 runs (say CAMAL and Vanilla) both play the same episode seeds side by side, their actions drawn
 from a generator seeded by the episode, so a recording is the same every time. The MP4 is H.264
 (yuv420p), which browsers play; ``--gif`` writes a GIF beside it. ``--out x.avi`` writes Motion
@@ -74,7 +75,7 @@ class Player:
         return self.frame
 
     def _annotate(self, attention: np.ndarray, value: float) -> np.ndarray:
-        frame = overlay.draw_attention(self.env.render(), attention, self.env.screen_mask, scale=self.scale)
+        frame = overlay.draw_attention(self.env.render(), attention, self.env.mask, scale=self.scale)
         caption = np.zeros((CAPTION_HEIGHT, frame.shape[1], 3), np.uint8)
         cv2.putText(caption, self.label, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
         status = f"step {self.steps + 1}  return {self.episode_return:.0f}  V(s) {value:.2f}"
@@ -203,11 +204,11 @@ def panel_frame(player: Player, seed: int, max_steps: int = 300) -> dict:
     player.reset(seed)
     best = None
     while not player.done and player.steps < max_steps:
-        area = int(player.env.screen_mask.sum())
-        in_view = 0 < area <= PANEL_MAX_MASK_SHARE * player.env.screen_mask.size
+        area = int(player.env.mask.sum())
+        in_view = 0 < area <= PANEL_MAX_MASK_SHARE * player.env.mask.size
         if in_view and (best is None or area > best["area"]):
             best = {"area": area, "image": player.obs["image"].copy(), "screen": player.env.render(),
-                    "mask": player.env.screen_mask.copy(), "step": player.steps}
+                    "mask": player.env.mask.copy(), "step": player.steps}
         player.step()
     if best is None:
         raise ConfigError(f"{player.label}: no frame of episode {seed} shows a labelled object")

@@ -193,3 +193,75 @@ class SavedRun:
 
 def saved_run(checkpoint_or_summary: dict) -> SavedRun:
     return SavedRun(checkpoint_or_summary["args"])
+
+
+# ---------------------------------------------------------------------------------------
+# The trainer's side: one run per folder, its checkpoint and its summary
+# ---------------------------------------------------------------------------------------
+def check_fresh_run_dir(run_dir: Path) -> None:
+    """A fresh run never writes into a folder that holds another run's files."""
+    from camal_rl.errors import ConfigError
+
+    earlier = holds_a_run(run_dir)
+    if earlier:
+        raise RunFolderError(f"{run_dir} already holds a run ({', '.join(sorted(earlier)[:3])}); continue it with "
+                             f"--resume {run_dir}, or choose another --run-dir (or delete the folder)")
+    too_long = [part for part in run_dir.parts if len(part.encode()) > 255]
+    if too_long:
+        raise ConfigError(f"the run folder name {too_long[0][:40]}... is {len(too_long[0].encode())} bytes, more than "
+                          f"a file system allows (255); choose a shorter --run-dir")
+
+
+def save_checkpoint(run_dir: Path, *, agent, optimizer, args: dict, spec, envs, storage, **progress) -> None:
+    """Everything a bit-for-bit resume needs; ``args`` is the run's arguments as a dict."""
+    save_torch({
+        "agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "env": args["env"],
+        SCENARIO_KEY: spec.record(), "obs_shape": agent.obs_shape, "num_actions": agent.num_actions,
+        "action_names": envs.action_names, "args": args, "rng": rng_state(),
+        "env_states": envs.state(),  # each env's episode seed and actions: replayed on resume
+        "storage": storage.state(), **progress,
+    }, Path(run_dir) / CHECKPOINT)
+
+
+def restore_checkpoint(checkpoint: dict, run_dir: Path, *, agent, optimizer, envs, storage) -> None:
+    """Weights, optimiser, random streams and carried frames back, every env replayed to where it
+    stood: the run goes on bit for bit."""
+    import sys
+
+    restore_agent(agent, checkpoint, Path(run_dir) / CHECKPOINT)
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    envs.restore(checkpoint["env_states"])
+    storage.load_state(checkpoint["storage"])
+    if not np.array_equal(envs.frames, checkpoint["storage"]["frames"][-1].numpy()):
+        print("camal-train: warning: the replayed environments differ from the checkpoint's frames; "
+              "the run continues but not bit-identically", file=sys.stderr)
+    set_rng_state(checkpoint["rng"])
+
+
+def make_summary(args: dict, *, method: str, spec, global_step: int, last_eval: dict, recent_returns,
+                 dead_attention_step, train_time: float, eval_time: float, **machine) -> dict:
+    """``summary.json``: the final numbers (``SUMMARY_KEYS`` and more), the scenario and the arguments."""
+    return {
+        "env": spec.name,
+        SCENARIO_KEY: spec.record(),
+        "method": method,
+        "seed": args["seed"],
+        "recipe": args.get("recipe"),
+        "global_step": global_step,
+        "eval_return_mean": last_eval.get("return_mean"),
+        "eval_return_std": last_eval.get("return_std"),
+        "eval_episodes": last_eval.get("episodes"),
+        "eval_iou_mean": last_eval.get("iou_mean"),
+        "eval_iou_frames": last_eval.get("iou_frames"),
+        "eval_iou_skipped_empty_mask": last_eval.get("iou_skipped_empty_mask"),
+        "eval_zero_map_fraction": last_eval.get("zero_map_fraction"),
+        "train_return_recent": float(np.mean(recent_returns)) if len(recent_returns) else None,
+        "attention_dead": dead_attention_step is not None,
+        "attention_dead_since_step": dead_attention_step,
+        "sps": int(global_step / max(train_time, 1e-9)),
+        "train_time_s": train_time,
+        "eval_time_s": eval_time,
+        "wall_time_s": train_time + eval_time,
+        **machine,
+        "args": args,
+    }

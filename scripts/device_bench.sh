@@ -2,22 +2,15 @@
 # Trainer steps/s on a GPU machine, one command (about 4-6 minutes): the old rollout path (the
 # landed in-process gymnasium path, git 3e77790) and the new one, Vanilla and CAMAL, paper frames
 # (240x320 colour) and 60x80 grey, 8 and 32 envs. It needs the machine's own torch, tensorboard,
-# opencv and tqdm, plus wheels in .whl/ for what such a machine lacks (README, "GPU machine").
+# opencv and tqdm, plus wheels in .whl/ for what such a machine lacks (scripts/device_preamble.sh).
 #   OUT=results/ bash scripts/device_bench.sh
 set -uo pipefail
-cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/device_bench}
-mkdir -p "$OUT"
-if ! python3 -c "import vizdoom, gymnasium, tyro" 2>/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$HOME/pysite" .whl/*.whl || exit 1
-    export PYTHONPATH="$HOME/pysite"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+source "$(dirname "$0")/device_preamble.sh"
 if [ ! -d .bench_old/camal_rl ]; then
     mkdir -p .bench_old && git archive 3e77790 camal_rl | tar -x -C .bench_old || exit 1
 fi
-{ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; echo "cpu cores: $(nproc)"; python3 --version; \
-  python3 -c "import torch; print('torch', torch.__version__)"; } | tee "$OUT/machine.txt"
+cat "$OUT/machine.txt"
 # The Table 8 rows first: what comes back if the time runs out matters most.
 python3 scripts/bench_train.py --cuda --old-tree .bench_old --frames paper --num-envs 8 --iterations 5 --old-iterations 3 \
     --json "$OUT/bench_paper8.json" 2>&1 | tee "$OUT/bench_paper8.txt"

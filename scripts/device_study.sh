@@ -5,7 +5,6 @@
 # back in $OUT: the run folders without checkpoints (two tarballs), the media, the logs.
 #   OUT=results STEPS=49152 CONCURRENT=20 bash scripts/device_study.sh
 set -uo pipefail
-cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/device_study}
 STEPS=${STEPS:-49152}
 CONCURRENT=${CONCURRENT:-20}
@@ -14,13 +13,7 @@ FRAMES=${FRAMES---paper-frames}
 TRAIN_SECONDS=${TRAIN_SECONDS:-330}
 RUNS=${RUNS:-runs/drl_device}
 EXTRA=${EXTRA:---eval-episodes 8}  # one round of the 8 eval envs per evaluation
-mkdir -p "$OUT"
-if ! python3 -c "import vizdoom, gymnasium, tyro" 2>/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$HOME/pysite" .whl/*.whl || exit 1
-    export PYTHONPATH="$HOME/pysite"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-{ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null; echo "cpu cores: $(nproc)"; free -g | head -2; } > "$OUT/machine.txt"
+source "$(dirname "$0")/device_preamble.sh"
 # shellcheck disable=SC2086
 timeout --kill-after=10 "$TRAIN_SECONDS" python3 scripts/reproduce_drl.py --steps "$STEPS" $FRAMES --seeds $SEEDS \
     --concurrent "$CONCURRENT" --runs "$RUNS" --skip-report --skip-media -- $EXTRA 2>&1 | tee "$OUT/train.log"

@@ -44,7 +44,7 @@ def test_basic_masks_lie_on_the_cacodemon():
     done = False
     while not done and frames < 200:
         state = env.game.get_state()
-        full_mask = env.screen_mask
+        full_mask = env.mask
         assert full_mask.shape == env.screen.shape[:2]
         assert set(np.unique(full_mask)) <= {0, 1}
         if full_mask.any():
@@ -185,7 +185,7 @@ def test_mask_stays_aligned_across_autoreset(short_scenario):
         resets += int((terminated | truncated).sum())
         for i, sub in enumerate(envs.envs):
             # the sub-env's current screen is the frame the vector obs must show (reset frame after a reset)
-            assert np.array_equal(obs["mask"][i], sub.screen_mask)
+            assert np.array_equal(obs["mask"][i], sub.mask)
             newest = cv2.resize(sub.screen, (80, 60), interpolation=cv2.INTER_AREA)
             assert np.array_equal(obs["image"][i, -1], newest)
     envs.close()

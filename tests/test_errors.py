@@ -88,6 +88,7 @@ def test_bad_training_flags_are_one_line_and_write_nothing(tmp_path, flags, word
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_a_scenario_name_too_long_for_a_folder_is_one_line(tmp_path):
     spec = tmp_path / ("x" * 240 + ".toml")
     spec.write_text('config = "basic"\nmask_categories = ["Monster"]\n')
@@ -115,6 +116,7 @@ def test_a_full_disk_names_the_file(tmp_path):
 # ---------------------------------------------------------------------------------------
 # One run per folder; --resume keeps the run's settings
 # ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_folder_holding_a_run_is_refused_and_left_unchanged(finished_run, tmp_path):
     run_dir = copy_of(finished_run, tmp_path)
     before = fingerprint(run_dir)
@@ -124,6 +126,7 @@ def test_a_folder_holding_a_run_is_refused_and_left_unchanged(finished_run, tmp_
     assert {k: v for k, v in before.items() if k != runs.CHECKPOINT} == fingerprint(run_dir)
 
 
+@pytest.mark.slow
 def test_after_the_corrupt_checkpoint_advice_a_new_run_holds_only_its_own_curves(finished_run, tmp_path):
     run_dir = copy_of(finished_run, tmp_path)
     (run_dir / runs.CHECKPOINT).write_bytes(b"damaged")
@@ -137,6 +140,7 @@ def test_after_the_corrupt_checkpoint_advice_a_new_run_holds_only_its_own_curves
     assert steps == [128] and json.loads((run_dir / runs.SUMMARY).read_text())["seed"] == 2
 
 
+@pytest.mark.slow
 def test_resume_refuses_flags_that_disagree_and_a_finished_run_stays_as_it_is(finished_run, tmp_path):
     run_dir = copy_of(finished_run, tmp_path)
     before = fingerprint(run_dir)
@@ -151,6 +155,7 @@ def test_resume_refuses_flags_that_disagree_and_a_finished_run_stays_as_it_is(fi
     assert fingerprint(run_dir) == before
 
 
+@pytest.mark.slow
 def test_resume_with_a_longer_budget_trains_on_and_says_so(finished_run, tmp_path):
     run_dir = copy_of(finished_run, tmp_path)
     result = command("train", "--resume", run_dir, "--total-timesteps", "384", "--no-progress")
@@ -159,6 +164,7 @@ def test_resume_with_a_longer_budget_trains_on_and_says_so(finished_run, tmp_pat
     assert json.loads((run_dir / runs.SUMMARY).read_text())["global_step"] == 384
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage, words", [
     (lambda c: {k: v for k, v in c.items() if k != "agent"}, ["lacks agent"]),
     (lambda c: {k: v for k, v in c.items() if k != "env_states"}, ["lacks env_states", "older"]),
@@ -202,6 +208,7 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_says_where_the_run_stopped_and_how_to_resume(tmp_path, signum):
     run_dir = tmp_path / "run"
@@ -215,6 +222,7 @@ def test_a_signal_says_where_the_run_stopped_and_how_to_resume(tmp_path, signum)
     assert f"--resume {run_dir}" in lines[0] and "last checkpoint is iteration" in lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 def test_kill_9_leaves_no_engine_behind(tmp_path, workers, engines):
     run_dir = tmp_path / "run"
@@ -230,6 +238,7 @@ def test_kill_9_leaves_no_engine_behind(tmp_path, workers, engines):
     assert not ours & {int(p) for p in engines()}, "ViZDoom engines outlived the killed trainer"
 
 
+@pytest.mark.slow
 def test_an_engine_crash_in_process_is_one_line(tmp_path, engines):
     run_dir = tmp_path / "run"
     process = start_long_run(run_dir, "--env-workers", "0")
@@ -243,6 +252,7 @@ def test_an_engine_crash_in_process_is_one_line(tmp_path, engines):
     assert "ViZDoom engines" in lines[0] and "--resume" in lines[0]
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     # a value-loss weight that float32 cannot hold: the first loss is inf
@@ -267,6 +277,7 @@ def fake_runs(root: Path, finished_run: Path, methods=("camal", "vanilla"), seed
     return made
 
 
+@pytest.mark.slow
 def test_an_unreadable_summary_is_an_error_or_listed_with_skip_broken(finished_run, tmp_path):
     made = fake_runs(tmp_path / "runs", finished_run)
     (made[0] / runs.SUMMARY).write_text("{ not json")
@@ -279,12 +290,14 @@ def test_an_unreadable_summary_is_an_error_or_listed_with_skip_broken(finished_r
     assert "3 runs" in report and "## Left out" in report and str(made[0]) in report
 
 
+@pytest.mark.slow
 def test_a_repeated_seed_is_an_error(finished_run, tmp_path):
     fake_runs(tmp_path / "a", finished_run, methods=("camal",), seeds=(1,))
     fake_runs(tmp_path / "b", finished_run, methods=("camal",), seeds=(1,))
     one_line_error(command("compare", tmp_path / "a", tmp_path / "b", "--out", tmp_path / "out"), "appears twice")
 
 
+@pytest.mark.slow
 def test_too_few_runs_give_no_verdict(finished_run, tmp_path):
     fake_runs(tmp_path / "runs", finished_run)
     result = command("compare", tmp_path / "runs", "--out", tmp_path / "out", "--no-plots", "--reps", "50")
@@ -294,6 +307,7 @@ def test_too_few_runs_give_no_verdict(finished_run, tmp_path):
     assert "significant" not in results["rl"]["poi_return"]["camal>vanilla"]["verdict"]
 
 
+@pytest.mark.slow
 def test_runs_of_different_lengths_are_compared_at_a_common_step(finished_run, tmp_path):
     made = fake_runs(tmp_path / "runs", finished_run, seeds=(1,))
     longer = made[0]
@@ -306,6 +320,7 @@ def test_runs_of_different_lengths_are_compared_at_a_common_step(finished_run, t
     assert "different agent steps" in (tmp_path / "out" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_run_from_a_spec_file_outside_envs_compares_and_records(tmp_path, short_scenario):
     spec = short_scenario(80, name="mybasic")
     for method, coef in (("camal", "1"), ("vanilla", "0")):
@@ -324,6 +339,7 @@ def test_a_run_from_a_spec_file_outside_envs_compares_and_records(tmp_path, shor
     assert result.returncode == 0 and video.stat().st_size > 0, result.stderr
 
 
+@pytest.mark.slow
 def test_record_refuses_pairs_it_cannot_show_honestly(finished_run, tmp_path, short_scenario):
     other = tmp_path / "other"
     result = command("train", "--env", short_scenario(80, name="mybasic"), "--run-dir", other, *tiny(128))

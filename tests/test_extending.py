@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from camal_rl import camal, doom, ppo, recipes
+from camal_rl import arguments, camal, doom, ppo, recipes
+from camal_rl.errors import ConfigError
 
 
 def tiny_args(tmp_path, **overrides):
@@ -29,7 +30,7 @@ def test_an_attention_method_is_one_function_and_one_line(tmp_path, monkeypatch)
     assert camal.attention(features, scores, method="abs-grad").shape == (3, 5, 6)
     summary = ppo.train(tiny_args(tmp_path, attention="abs-grad"))
     assert summary["args"]["attention"] == "abs-grad" and summary["eval_iou_frames"] > 0
-    with pytest.raises(ppo.ConfigError, match="not registered"):
+    with pytest.raises(ConfigError, match="not registered"):
         ppo.train(tiny_args(tmp_path, attention="nope", run_dir=str(tmp_path / "other")))
 
 
@@ -50,7 +51,7 @@ def test_a_scenario_is_a_spec_file_in_camal_envs_with_its_own_recipe(tmp_path, m
     assert saved["frame_skip"] == 2  # the spec's frame skip reaches the engine
     assert saved["clip_coef"] == recipes.PAPER["clip_coef"]  # what the recipe leaves out comes from Table 8
     paper = ppo.Args(env="quick_basic", recipe="paper", num_envs=2, num_steps=64, learning_rate=5e-4)
-    ppo.validate(paper)
+    arguments.validate(paper)
     assert paper.num_minibatches == 4 and paper.learning_rate == 5e-4  # a flag beats its recipe value
     (folder / "broken.toml").write_text('config = "basic"\nmask_categories = ["Monster"]\n[recipes.tuned]\nlearnin_rate = 1\n')
     with pytest.raises(doom.SpecError, match="learnin_rate"):

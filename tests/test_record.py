@@ -27,6 +27,7 @@ def video_info(path):
     return codec, frames
 
 
+@pytest.mark.slow
 def test_record_writes_h264_with_one_frame_per_step(tiny_run, tmp_path):
     out = tmp_path / "videos" / "tiny.mp4"
     result = record.record([str(tiny_run)], out, episodes=2, max_steps=15, gif=True, progress=False)
@@ -37,6 +38,7 @@ def test_record_writes_h264_with_one_frame_per_step(tiny_run, tmp_path):
     assert not list(out.parent.glob("*.partial*"))
 
 
+@pytest.mark.slow
 def test_side_by_side_of_two_runs(tiny_run, tmp_path):
     out = tmp_path / "pair.mp4"
     result = record.record([str(tiny_run), str(tiny_run)], out, episodes=1, max_steps=5, progress=False)
@@ -53,6 +55,7 @@ def test_bad_run_dir_is_one_line_error(tmp_path):
     assert "--resume" not in result.stderr and not out.exists()
 
 
+@pytest.mark.slow
 def test_two_recordings_of_the_same_run_are_identical(tiny_run, tmp_path):
     """Actions come from a generator seeded by the episode: the same video every time."""
     first, second = tmp_path / "a.avi", tmp_path / "b.avi"
@@ -80,6 +83,7 @@ def test_overlay_puts_the_hottest_cell_where_the_map_says():
     assert tuple(frame[40, 80]) == overlay.MASK_COLOUR and tuple(frame[50, 80]) != overlay.MASK_COLOUR
 
 
+@pytest.mark.slow
 def test_panel_picks_the_largest_in_view_mask(tiny_run, tmp_path, monkeypatch):
     """The panel's frame: the largest label mask of the episode that covers at most
     PANEL_MAX_MASK_SHARE of the screen (checked against a replay of the same seeded episode)."""
@@ -88,9 +92,9 @@ def test_panel_picks_the_largest_in_view_mask(tiny_run, tmp_path, monkeypatch):
     try:
         player.reset(0)
         while not player.done and player.steps < 300:
-            areas.append(int(player.env.screen_mask.sum()))
+            areas.append(int(player.env.mask.sum()))
             player.step()
-        screen_pixels = player.env.screen_mask.size
+        screen_pixels = player.env.mask.size
     finally:
         player.close()
     assert max(areas) > 0

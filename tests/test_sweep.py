@@ -22,6 +22,7 @@ def check_finished(out, steps=128):
         assert summary["env"] == env and summary["global_step"] == steps
 
 
+@pytest.mark.slow
 def test_local_sweep_then_skip(tmp_path):
     out = tmp_path / "local"
     result = sweep.sweep(out=out, train_args=TINY, workers=2, reps=100, **GRID)
@@ -32,6 +33,7 @@ def test_local_sweep_then_skip(tmp_path):
     assert again["ran"] == [] and sorted(again["skipped"]) == ["basic__camal__1", "defend_the_line__camal__1"]
 
 
+@pytest.mark.slow
 def test_a_sweep_killed_halfway_finishes_only_what_was_missing(tmp_path):
     """One run finished, one stopped after a checkpoint, one never started: the rerun skips,
     resumes and starts them in that order, and ends with one summary each."""
@@ -59,6 +61,7 @@ def test_a_sweep_killed_halfway_finishes_only_what_was_missing(tmp_path):
         assert json.loads((out / f"basic__{method}__1" / "summary.json").read_text())["global_step"] == 256
 
 
+@pytest.mark.slow
 def test_fsspec_storage_mirrors_the_run_folders(tmp_path):
     """A URI storage (file:// here, s3:// or gs:// on a cluster): runs train in scratch, their folders land there."""
     remote = tmp_path / "bucket"
@@ -70,6 +73,7 @@ def test_fsspec_storage_mirrors_the_run_folders(tmp_path):
     assert sweep.sweep(["basic"], ["camal"], [1], f"file://{remote}", train_args=TINY, compare=False)["skipped"] == ["basic__camal__1"]
 
 
+@pytest.mark.slow
 def test_classification_folds_sweep_into_one_folder_each(tmp_path):
     pytest.importorskip("torchvision", reason="the vision extra installs torchvision")
     out = tmp_path / "cls"
@@ -123,6 +127,7 @@ def _trainer_pids(marker: str) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 def test_ray_cluster_of_two_nodes_survives_a_killed_node(tmp_path):
     """A run on a node that dies is retried on the other one and resumes from its checkpoint in the
     shared storage: the right step count, one summary, and a log that says it resumed."""

@@ -19,6 +19,7 @@ def decoy_run(tmp_path, method, **overrides):
     return run(ClassifyArgs(**settings))[0]
 
 
+@pytest.mark.slow
 def test_camal_resists_the_decoy_shortcut(tmp_path):
     vanilla = decoy_run(tmp_path, "vanilla")
     camal = decoy_run(tmp_path, "camal")
@@ -36,6 +37,7 @@ def test_camal_resists_the_decoy_shortcut(tmp_path):
     assert on_disk["task"] == "classification" and 0 <= on_disk["deletion_auc"] <= 1
 
 
+@pytest.mark.slow
 def test_finished_folds_are_not_retrained(tmp_path):
     first = decoy_run(tmp_path, "suppress", epochs=1, only_folds=[1])
     folder = tmp_path / "small_cnn__decoy_digits__suppress"
@@ -57,6 +59,7 @@ def test_bad_input(tmp_path):
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "flowers-102" in result.stderr
 
 
+@pytest.mark.slow
 def test_crash_inside_a_fold_resumes_at_the_last_finished_epoch(tmp_path, monkeypatch):
     from camal_rl.vision import train
 
@@ -83,6 +86,7 @@ def test_crash_inside_a_fold_resumes_at_the_last_finished_epoch(tmp_path, monkey
     assert result["fold"] == 2 and (folder / "fold_02.json").exists()
 
 
+@pytest.mark.slow
 def test_resumed_fold_equals_the_uninterrupted_fold(tmp_path, monkeypatch):
     """Model, optimizer, CPU (and CUDA) RNG and the loader's shuffle order all come back: same numbers."""
     from camal_rl.vision import train
@@ -115,11 +119,12 @@ def test_resumed_fold_equals_the_uninterrupted_fold(tmp_path, monkeypatch):
         assert resumed[key] == straight[key], key
 
 
-def test_vit_uses_the_math_kernel_only_when_camal_needs_a_double_backward(monkeypatch):
+def test_vit_chooses_the_math_kernel_itself_when_a_camal_loss_may_follow(monkeypatch):
     """Vanilla and evaluation keep PyTorch's fused attention; only CAMAL's loss on gradients needs MATH."""
     import torch
     from torch.nn.attention import SDPBackend
 
+    from camal_rl import camal
     from camal_rl.vision import models
 
     chosen = []
@@ -134,7 +139,16 @@ def test_vit_uses_the_math_kernel_only_when_camal_needs_a_double_backward(monkey
     monkeypatch.setattr(attention, "sdpa_kernel", spy)
     model = models.create("vit_b_16", 3, image_size=32)
     images = torch.rand(2, 3, 32, 32)
+    model(images, double_backward=False)
+    assert chosen == []  # Vanilla training says so: the fused kernel, even with gradients on
+    model.eval()
     model(images)
-    assert chosen == []  # Vanilla forward, even with gradients on
-    logits, features = model(images, double_backward=True)
+    with torch.no_grad():
+        model.train()
+        model(images)
+    assert chosen == []  # evaluation, or no gradients: nothing will differentiate the gradients
+    model.train()
+    logits, features = model(images)  # a training forward with gradients: a CAMAL loss may follow
     assert chosen == [SDPBackend.MATH]
+    maps = camal.normalize(camal.attention(features, logits[:, 0], method="gradcam"))
+    camal.camal_loss(maps, torch.ones(2, 32, 32)).backward()  # the double backward works without a flag

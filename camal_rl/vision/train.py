@@ -1,9 +1,9 @@
 """k-fold training of image classifiers with CAMAL: ``camal-classify --model resnet18 --dataset oxford_pets``.
 
 Per fold (stratified, default 10) it trains with AdamW and writes ``fold_XX.json`` into
-``OUT/<model>__<dataset>__<method>/``: test accuracy, mean attention IoU (tau 0.7, Grad-CAM of
-the true class vs the mask; empty masks skipped and counted), deletion and insertion AUC on one
-test image per class. ``camal-compare`` reads these files for its Wilcoxon tables. A rerun
+``OUT/<model>__<dataset>__<method>/``: test accuracy, mean attention IoU (tau 0.7, the attention
+of the true class, ``--attention``, Grad-CAM by default, vs the mask; empty masks skipped and
+counted), deletion and insertion AUC on one test image per class. ``camal-compare`` reads these files for its Wilcoxon tables. A rerun
 resumes at the first unfinished fold (and inside it at the last finished epoch).
 
 Methods: ``vanilla`` (cross-entropy only), ``camal`` (+ lambda mean(beta - alpha)), ``suppress``

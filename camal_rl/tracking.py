@@ -1,0 +1,39 @@
+"""Where a run's curves go: TensorBoard always; Weights & Biases too with ``--track``.
+
+W&B is imported only when asked for (the ``[track]`` extra); it mirrors the TensorBoard scalars
+and the attention image grid (``sync_tensorboard``) and stores the run's arguments as its config.
+``WANDB_MODE=offline`` logs without a network.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+from torch.utils.tensorboard import SummaryWriter
+
+from camal_rl.errors import ConfigError
+
+
+def open_writer(run_dir: Path, config: dict, *, fresh: bool, track: bool = False, project: str = "camal-rl",
+                entity: Optional[str] = None, group: Optional[str] = None) -> SummaryWriter:
+    if track:
+        try:
+            import wandb
+        except ImportError:
+            raise ConfigError("--track needs Weights & Biases: pip install 'camal-rl[track]'") from None
+        wandb.init(project=project, entity=entity, group=group, name=run_dir.name,
+                   id=run_dir.name.replace("__", "-")[-128:], resume="allow", dir=str(run_dir), config=config,
+                   sync_tensorboard=True, save_code=False)
+    writer = SummaryWriter(str(run_dir))
+    if fresh:
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in config.items()))
+    return writer
+
+
+def close_writer(writer: Optional[SummaryWriter]) -> None:
+    if writer is not None:
+        writer.close()
+    if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+        sys.modules["wandb"].finish()

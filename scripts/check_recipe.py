@@ -1,0 +1,141 @@
+"""Check recipes on seeds a search did not see: time to an agent that plays, per recipe and method.
+
+    python scripts/check_recipe.py --env basic --recipes tuned paper --seeds 1 2 3 4 5 --steps 50000 \
+        --eval-interval 10000 --runs runs/check_basic --out reports/recipe_search/basic
+
+Trains every recipe x method x seed with ``camal-sweep`` (finished runs are skipped, stopped ones
+resumed), then writes ``check.md`` and ``check.json`` into ``--out``: per run, the evaluation return
+at each evaluation, the first agent step and wall-clock second at which the training mean (the last
+20 episodes, as the trainer's progress bar shows it) reached ``--train-threshold``, and steps/s; per
+recipe and method, how many seeds evaluated at or above ``--eval-target`` by the last evaluation,
+and CAMAL / Vanilla steps/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from camal_rl import doom, runs, sweep
+
+
+def scalar_events(run_dir: Path, tag: str) -> list[tuple[float, int, float]]:
+    """(wall time, step, value) of one TensorBoard scalar."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    if tag not in accumulator.Tags().get("scalars", []):
+        return []
+    return [(e.wall_time, e.step, e.value) for e in accumulator.Scalars(tag)]
+
+
+def first_training_mean_at(run_dir: Path, threshold: float) -> tuple[int | None, float | None]:
+    """(agent step, seconds since the run started) when the mean of the last 20 training episodes
+    first reached ``threshold``; the start is the first iteration's time less its steps / steps-per-second."""
+    sps = scalar_events(run_dir, runs.Tag.SPS)
+    if not sps:
+        return None, None
+    wall, step, rate = sps[0]
+    start = wall - step / max(rate, 1e-9)
+    recent: deque = deque(maxlen=20)
+    for wall_time, step, value in scalar_events(run_dir, runs.Tag.EPISODIC_RETURN):
+        recent.append(value)
+        if len(recent) == recent.maxlen and np.mean(recent) >= threshold:
+            return step, wall_time - start
+    return None, None
+
+
+def describe_run(run_dir: Path, threshold: float) -> dict:
+    summary = runs.read_summary(run_dir)
+    evaluations = [(step, value) for _, step, value in scalar_events(run_dir, runs.Tag.EVAL_RETURN)]
+    step, seconds = first_training_mean_at(run_dir, threshold)
+    return {"run": str(run_dir), "method": summary["method"], "seed": summary["seed"], "recipe": summary.get("recipe"),
+            "evaluations": evaluations, "final_eval_return": summary["eval_return_mean"],
+            "eval_iou": summary["eval_iou_mean"], "sps": summary["sps"], "train_time_s": summary["train_time_s"],
+            "first_train_mean_step": step, "first_train_mean_seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="basic")
+    parser.add_argument("--recipes", nargs="+", default=["tuned", "paper"])
+    parser.add_argument("--methods", nargs="+", default=["camal", "vanilla"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    parser.add_argument("--steps", type=int, default=50_000)
+    parser.add_argument("--eval-interval", type=int, default=10_000)
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--eval-target", type=float, default=75.0, help="evaluation return a seed must reach")
+    parser.add_argument("--train-threshold", type=float, default=60.0, help="training mean whose first time is reported")
+    parser.add_argument("--workers", type=int, default=1, help="runs at a time (1: wall-clock times are not shared)")
+    parser.add_argument("--runs", required=True)
+    parser.add_argument("--out", required=True)
+    options = parser.parse_args()
+    spec = doom.load_spec(options.env)
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_args = ["--total-timesteps", str(options.steps), "--eval-interval", str(options.eval_interval),
+                  "--eval-episodes", str(options.eval_episodes), "--checkpoint-interval", "20"]
+    for recipe in options.recipes:
+        sweep.sweep([options.env], options.methods, options.seeds, Path(options.runs) / recipe,
+                    train_args=[*train_args, "--recipe", recipe], workers=options.workers, compare=False)
+
+    described = []
+    for recipe in options.recipes:
+        for method in options.methods:
+            for seed in options.seeds:
+                run_dir = Path(options.runs) / recipe / f"{spec.name}__{method}__{seed}"
+                if (run_dir / runs.SUMMARY).exists():
+                    described.append({**describe_run(run_dir, options.train_threshold), "recipe": recipe})
+    groups = {}
+    for recipe in options.recipes:
+        for method in options.methods:
+            mine = [d for d in described if d["recipe"] == recipe and d["method"] == method]
+            if not mine:
+                continue
+            reached = [d for d in mine if d["final_eval_return"] is not None and d["final_eval_return"] >= options.eval_target]
+            timed = [d["first_train_mean_seconds"] for d in mine if d["first_train_mean_seconds"] is not None]
+            groups[f"{recipe}/{method}"] = {
+                "seeds": len(mine), "final_eval_at_or_above_target": len(reached),
+                "final_eval_mean": float(np.mean([d["final_eval_return"] for d in mine])),
+                "train_mean_reached": len(timed), "median_seconds_to_train_mean": float(np.median(timed)) if timed else None,
+                "sps_mean": float(np.mean([d["sps"] for d in mine]))}
+    for recipe in options.recipes:
+        camal, vanilla = groups.get(f"{recipe}/camal"), groups.get(f"{recipe}/vanilla")
+        if camal and vanilla:
+            groups[f"{recipe}/camal"]["sps_vs_vanilla"] = camal["sps_mean"] / vanilla["sps_mean"]
+    setting = {"env": spec.name, "steps": options.steps, "seeds": options.seeds, "eval_interval": options.eval_interval,
+               "eval_episodes": options.eval_episodes, "eval_target": options.eval_target,
+               "train_threshold": options.train_threshold, "runs_at_a_time": options.workers,
+               "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU", "date": time.strftime("%Y-%m-%d")}
+    (out / "check.json").write_text(json.dumps({"setting": setting, "groups": groups, "runs": described}, indent=2))
+    lines = [f"# Recipe check on {spec.name}: seeds {options.seeds} (not used by the search)", "",
+             "| setting | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in setting.items()], "",
+             f"| recipe / method | seeds | final eval >= {options.eval_target:g} | final eval mean | training mean >= "
+             f"{options.train_threshold:g} reached | median seconds to it | steps/s | CAMAL / Vanilla steps/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, g in groups.items():
+        seconds = "-" if g["median_seconds_to_train_mean"] is None else f"{g['median_seconds_to_train_mean']:.0f}"
+        ratio = f"{g['sps_vs_vanilla']:.2f}" if "sps_vs_vanilla" in g else "-"
+        lines.append(f"| {name} | {g['seeds']} | {g['final_eval_at_or_above_target']} of {g['seeds']} | "
+                     f"{g['final_eval_mean']:.1f} | {g['train_mean_reached']} of {g['seeds']} | {seconds} | "
+                     f"{g['sps_mean']:.0f} | {ratio} |")
+    lines += ["", "| run | evaluations (agent step: return) | first training mean >= threshold (step, s) | steps/s |",
+              "|---|---|---|---|"]
+    for d in described:
+        evals = ", ".join(f"{s // 1000}k: {v:.0f}" for s, v in d["evaluations"])
+        first = "-" if d["first_train_mean_step"] is None else f"{d['first_train_mean_step']:,}, {d['first_train_mean_seconds']:.0f}"
+        lines.append(f"| {d['recipe']}/{d['method']}/{d['seed']} | {evals} | {first} | {d['sps']} |")
+    (out / "check.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[: 8 + len(options.recipes) + len(groups) + 4]))
+
+
+if __name__ == "__main__":
+    main()
