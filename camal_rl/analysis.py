@@ -256,7 +256,7 @@ def interval_estimates(scores: dict[str, np.ndarray], *, reps: int, seed: int):
     from rliable import library as rly
 
     usable = {m: s for m, s in scores.items() if s.shape[0] >= 1 and s.shape[1] >= 1}
-    # rliable's random_state alone does not make its CIs reproducible (facts.md): seed numpy too.
+    # rliable's random_state alone does not make its CIs reproducible (checked): seed numpy too.
     np.random.seed(seed)
     return rly.get_interval_estimates(usable, _aggregates, reps=reps, random_state=np.random.RandomState(seed))
 

@@ -304,7 +304,7 @@ def camal_loss(
     ``empty_mask="skip"`` leaves them out of the mean (a batch of only such samples gives a
     zero loss that still backpropagates); ``"suppress"`` counts alpha as 0, so they add beta,
     pushing attention down everywhere on frames with nothing to look at.
-    ``mode`` is the same switch under the name DESIGN.md's contract gives it.
+    ``mode`` is the same switch under the name the original design contract gave it.
     """
     if mode is not None:
         if regularizer != "camal" and regularizer != mode:

@@ -75,17 +75,17 @@ class Storage:
                 raise SweepError(f"storage {self.location} needs fsspec's {protocol!r} driver ({error}); install it "
                                  f"(for s3://: pip install s3fs; gs://: gcsfs) or use a shared path") from None
 
-    def _remote(self, relative: str) -> str:
+    def remote(self, relative: str) -> str:
         return f"{self.remote_root.rstrip('/')}/{relative}"
 
     def exists(self, relative: str) -> bool:
-        return (self.root / relative).exists() if self.is_local else self.fs.exists(self._remote(relative))
+        return (self.root / relative).exists() if self.is_local else self.fs.exists(self.remote(relative))
 
     def download(self, folder: str, local_root: Path) -> dict:
         """Copy ``folder`` to ``local_root/folder``; returns what each file looked like (for uploads)."""
         target = local_root / folder
         target.mkdir(parents=True, exist_ok=True)
-        remote = self._remote(folder)
+        remote = self.remote(folder)
         if self.fs.exists(remote):
             for path in self.fs.find(remote):
                 local = target / Path(path).relative_to(remote)
@@ -98,7 +98,7 @@ class Storage:
         now = _snapshot(local_root / folder)
         for relative, stamp in now.items():
             if seen.get(relative) != stamp and ".partial" not in relative:
-                remote = self._remote(f"{folder}/{relative}")
+                remote = self.remote(f"{folder}/{relative}")
                 self.fs.makedirs(str(Path(remote).parent), exist_ok=True)
                 self.fs.put_file(str(local_root / folder / relative), remote)
         return now
@@ -212,7 +212,7 @@ def run_job(job: Job, location: str, threads: int = 1, device_flags: tuple[str, 
     if scratch is not None:
         storage.upload(job.folder, root, seen)
         if job.fold is None:
-            storage.fs.put_file(str(root / job.log), storage._remote(job.log))
+            storage.fs.put_file(str(root / job.log), storage.remote(job.log))
         scratch.cleanup()
     return process.returncode
 
@@ -357,13 +357,20 @@ def cli(argv=None) -> None:
                   compare=not options.no_compare, reps=options.reps, cpus_per_run=options.cpus_per_run,
                   gpus_per_run=options.gpus_per_run, max_retries=options.max_retries,
                   wait_for_resources=options.wait_for_resources)
-    if options.task == "classify":
-        result = run_cli("camal-sweep", lambda: sweep_classify(options.models, options.datasets, options.methods or
-                                                               ["vanilla", "camal"], options.folds, location,
-                                                               classify_args=extra, **common))
-    else:
-        result = run_cli("camal-sweep", lambda: sweep(options.envs, options.methods or ["camal", "vanilla"], options.seeds,
-                                                      location, train_args=extra, **common))
+
+    def main() -> dict:
+        for name, minimum in (("workers", 1), ("folds", 2), ("max_retries", 0), ("reps", 1)):
+            if getattr(options, name) < minimum:
+                raise SweepError(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(options, name)}")
+        if not options.cpus_per_run > 0 or options.gpus_per_run < 0:
+            raise SweepError("--cpus-per-run must be > 0 and --gpus-per-run >= 0")
+        if options.task == "classify":
+            return sweep_classify(options.models, options.datasets, options.methods or ["vanilla", "camal"],
+                                  options.folds, location, classify_args=extra, **common)
+        return sweep(options.envs, options.methods or ["camal", "vanilla"], options.seeds, location,
+                     train_args=extra, **common)
+
+    result = run_cli("camal-sweep", main)
     print(f"ran {len(result['ran'])} (resumed {len(result['resumed'])}), skipped {len(result['skipped'])}, "
           f"failed {len(result['failed'])}" + (f"; report: {result['report']}" if "report" in result else ""))
     if result["failed"]:

@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 from camal_rl import agent as agent_module
-from camal_rl import camal, ppo, runs
+from camal_rl import camal, doom, ppo, runs
 
-METHODS = ["gradcam", "signed-gradcam", "gradcam++", "layercam"]
-SCENARIOS = ["basic", "defend_the_line", "defend_the_center", "take_cover"]
+METHODS = list(camal.ATTENTION_METHODS)
+SCENARIOS = list(doom.PAPER_SCENARIOS)
 SIZES = {"60x80": dict(obs_size=(60, 80)), "84x84": dict(obs_size=(84, 84)),
          "120x160": dict(obs_size=(120, 160)), "240x320": dict(paper_frames=True)}
 DEAD_ABOVE = 0.9

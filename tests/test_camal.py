@@ -149,7 +149,7 @@ def test_alpha_beta_iou_by_hand():
     assert math.isclose(beta.item(), (0.0 + 0.2 + 0.0) / 3, rel_tol=1e-6)
     assert math.isclose(camal.camal_loss(attention, mask).item(), beta.item() - alpha.item(), rel_tol=1e-6)
     assert math.isclose(camal.camal_loss(attention, mask, regularizer="suppress").item(), beta.item(), rel_tol=1e-6)
-    # DESIGN.md's contract names the switch ``mode``: the same loss under that name
+    # the original design contract names the switch ``mode``: the same loss under that name
     assert math.isclose(camal.camal_loss(attention, mask, mode="suppress").item(), beta.item(), rel_tol=1e-6)
     with pytest.raises(ValueError, match="disagree"):
         camal.camal_loss(attention, mask, mode="camal", regularizer="suppress")

@@ -352,3 +352,30 @@ def test_record_refuses_pairs_it_cannot_show_honestly(finished_run, tmp_path, sh
 def test_sweep_to_cloud_storage_without_its_driver_is_one_line(tmp_path):
     one_line_error(command("sweep", "--envs", "basic", "--seeds", "1", "--storage", "nosuchproto://bucket/runs",
                            "--out", tmp_path), "nosuchproto", "shared path")
+
+
+@pytest.mark.parametrize("program, flags, words", [
+    ("sweep", ["--workers", "0"], ["--workers", ">= 1"]),
+    ("sweep", ["--gpus-per-run", "-1"], ["--gpus-per-run"]),
+    ("classify", ["--epochs", "0"], ["--epochs", ">= 1"]),
+    ("classify", ["--lr", "nan"], ["--lr", "finite"]),
+    ("classify", ["--folds", "3", "--only-folds", "5"], ["--only-folds", "0 to 2"]),
+    ("eval", ["some_run", "--episodes", "0"], ["--episodes", ">= 1"]),
+    ("eval", ["no_such_run"], ["no checkpoint at no_such_run"]),
+    ("record", ["some_run", "--fps", "0"], ["--fps", ">= 1"]),
+    ("compare", ["somewhere", "--out", "x", "--reps", "0"], ["--reps"]),
+    ("compare", ["no_such_folder", "--out", "x"], ["no_such_folder does not exist"]),
+])
+def test_every_command_checks_its_flags_first(tmp_path, program, flags, words):
+    one_line_error(command(program, *flags, cwd=tmp_path), *words)
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.slow
+def test_a_sweep_over_a_spec_file_trains_and_reports(tmp_path, short_scenario):
+    spec = short_scenario(80, name="mybasic")
+    result = command("sweep", "--envs", spec, "--methods", "camal", "vanilla", "--seeds", "1", "--out", tmp_path / "grid",
+                     "--reps", "50", "--", *tiny(128), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = (tmp_path / "grid" / "report" / "report.md").read_text()
+    assert "mybasic" in report and "too few runs for a verdict" in report

@@ -42,32 +42,47 @@ class ClassifyArgs:
     dataset: str = "decoy_digits"
     """oxford_pets, flowers102, busi (need --data-root) or decoy_digits (bundled)"""
     data_root: Optional[str] = None
+    """the folder holding the data set's published layout"""
     method: Literal["vanilla", "camal", "suppress", "prior"] = "camal"
+    """vanilla: cross-entropy only; camal: + lambda mean(beta - alpha); suppress: + lambda mean(beta); prior: CAMAL against CLIP regions"""
     camal_coef: float = 1.0
+    """lambda of Eq. 2"""
     attention: camal.AttentionName = "gradcam"
+    """attention method of the true class's logit"""
     folds: int = 10
+    """stratified folds"""
     only_folds: Optional[list[int]] = None
     """run just these folds (the others can run elsewhere)"""
     epochs: int = 500
     """paper, Table 7"""
     batch_size: int = 32
+    """images per step"""
     lr: Optional[float] = None
     """default 1e-3, 1e-4 for vit_b_16, swin_v2_t, maxvit_t (Table 7)"""
     weight_decay: float = 0.01
+    """AdamW weight decay"""
     pretrained: bool = False
     """ImageNet weights from the local torch cache (never downloaded)"""
     image_size: int = 224
     """centre crop size; images are first resized to image_size * 256 / 224"""
     seed: int = 0
+    """seed of the folds, the model and the data order"""
     out: str = "runs/classify"
+    """folder for <model>__<dataset>__<method>/fold_XX.json"""
     cuda: bool = field(default_factory=torch.cuda.is_available)
+    """train on the GPU (default: on when one is available)"""
     num_workers: int = 0
+    """data loader worker processes"""
     faithfulness_steps: int = 20
+    """deletion / insertion steps per curve"""
     prior_weights: Optional[str] = None
     """open_clip weights file for --method prior"""
     prior_model: str = "ViT-B-32"
+    """open_clip model name for --method prior"""
     prior_threshold: float = 0.5
+    """attention above this (0-1) forms the CLIP pseudo-region"""
     progress: bool = True
+    """show progress bars"""
 
 
 def run_dir(args: ClassifyArgs) -> Path:
@@ -230,12 +245,29 @@ def train_fold(args: ClassifyArgs, dataset, fold: int, train_idx, test_idx, devi
     return result
 
 
+def check_args(args: ClassifyArgs) -> None:
+    """Every value checked before data is read or a file written."""
+    if args.folds < 2:
+        raise ConfigError("--folds must be at least 2")
+    for name, minimum in (("epochs", 1), ("batch_size", 1), ("image_size", 16), ("num_workers", 0),
+                          ("faithfulness_steps", 1)):
+        if getattr(args, name) < minimum:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(args, name)}")
+    if args.only_folds is not None and not all(0 <= fold < args.folds for fold in args.only_folds):
+        raise ConfigError(f"--only-folds {args.only_folds}: folds are numbered 0 to {args.folds - 1}")
+    for name, value, low_open in (("lr", args.lr, True), ("camal_coef", args.camal_coef, False),
+                                  ("weight_decay", args.weight_decay, False)):
+        if value is not None and not (math.isfinite(value) and (value > 0 if low_open else value >= 0)):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a finite number {'> 0' if low_open else '>= 0'}, got {value}")
+    if not 0 < args.prior_threshold < 1:
+        raise ConfigError(f"--prior-threshold must lie between 0 and 1, got {args.prior_threshold}")
+
+
 def run(args: ClassifyArgs) -> list[dict]:
     """All requested folds; finished ones (a ``fold_XX.json``) are read back, not retrained."""
     if args.method == "prior" and not args.prior_weights:
         raise ConfigError("--method prior needs --prior-weights FILE (open_clip weights; nothing is downloaded)")
-    if args.folds < 2:
-        raise ConfigError("--folds must be at least 2")
+    check_args(args)
     dataset = vision_data.load_dataset(args.dataset, args.data_root, resize=round(args.image_size * 256 / 224),
                                        crop=args.image_size, seed=args.seed)
     if args.model not in models.ARCHITECTURES:
