@@ -67,6 +67,14 @@ class Agent(nn.Module):
     def get_value(self, x):
         return self(x)[1]
 
+    def act(self, x):
+        """The rollout's step: a sampled action, its log-probability and V(s). No entropy (only the
+        update needs it) and no argument checks: the same numbers as ``get_action_and_value``."""
+        logits, value, _ = self(x)
+        probs = Categorical(logits=logits, validate_args=False)
+        action = probs.sample()
+        return action, probs.log_prob(action), value
+
     def get_action_and_value(self, x, action=None):
         logits, value, features = self(x)
         probs = Categorical(logits=logits)

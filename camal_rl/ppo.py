@@ -333,7 +333,7 @@ def train_loop(args: Args, run_dir: Path, spec: doom.ScenarioSpec, device: torch
                         collect(step - 1, group, rollout_step)
                     dones[step, group] = next_done[group]
                     with torch.no_grad():
-                        action, logprob, _, value, _ = agent.get_action_and_value(storage.observation(step, group))
+                        action, logprob, value = agent.act(storage.observation(step, group))
                     values[step, group], actions[step, group], logprobs[step, group] = value, action, logprob
                     envs.step_async(action.cpu().numpy(), group)
             for group in env_groups:

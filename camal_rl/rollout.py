@@ -80,10 +80,17 @@ class FrameStorage:
 
     def observation(self, t: int, envs: slice = slice(None)) -> torch.Tensor:
         """The stacked observations of step ``t`` for ``envs``, ``[E, S*C, H, W]``."""
+        window = self.frames[t : t + self.stack, envs].transpose(0, 1)  # [E, S, C, H, W], a view
+        # one contiguous copy (reshape alone may return a view into the storage, which is written below)
+        stacked = window.clone(memory_format=torch.contiguous_format).flatten(1, 2)
         first = self.first_slot[t, envs]
-        slots = np.maximum(t + self._offsets[None, :], first[:, None])
-        stacked = self.frames[torch.as_tensor(slots, device=self.device), self._envs[envs, None]]  # [E, S, C, H, W]
-        return stacked.flatten(1, 2)
+        began_inside = np.flatnonzero(first > t)  # episodes that began within the stack: repeat their first frame
+        if began_inside.size:
+            slots = np.maximum(t + self._offsets[None, :], first[began_inside, None])
+            rows = torch.as_tensor(began_inside, device=self.device)
+            env_ids = self._envs[envs][rows]
+            stacked[rows] = self.frames[torch.as_tensor(slots, device=self.device), env_ids[:, None]].flatten(1, 2)
+        return stacked
 
     def minibatch(self, flat_indices: torch.Tensor) -> torch.Tensor:
         """Stacked observations ``[B, S*C, H, W]`` for flat (step, env) indices."""

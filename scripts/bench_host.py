@@ -1,0 +1,189 @@
+"""The learner's host overhead per agent step, with the engines and the network taken out.
+
+The trainer's real rollout and update code runs (``ppo.train``) with two stand-ins: every env is a
+``StoredEnv`` that hands back stored frames and masks at once (no ViZDoom), and the agent is a
+``TinyAgent`` with the trainer's interface and a network of negligible cost. What is left of an
+iteration's rollout time is the plumbing: Python, the env vector, the rollout storage, tensor
+conversions, sampling. Printed in microseconds per agent step (median over iterations after the
+first), for each frame size x env count x env mode, for this checkout and, with ``--old-rev``,
+for an earlier revision in the same run (machines are noisy; compare within one run).
+
+    python scripts/bench_host.py                      # this checkout only
+    python scripts/bench_host.py --old-rev 630491f    # before / after in one run
+
+The last line states the 32-env figure: "... <N> us per agent step ...".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Runs in a child process against whichever camal_rl is first on PYTHONPATH (this one or an old tree).
+RUNNER = r"""
+import json, statistics, sys, tempfile
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.distributions.categorical import Categorical
+from camal_rl import doom, ppo
+
+config = json.loads(sys.argv[1])
+torch.set_num_threads(1)
+
+
+class StoredEnv:
+    # DoomEnv's trainer-facing interface; frames and masks come from a small stored ring.
+    def __init__(self, spec, *, seed=0, frame_stack=1, obs_size=(60, 80), grayscale=True, resolution=None, **_):
+        height, width = obs_size
+        channels = 1 if grayscale else 3
+        screen = (240, 320) if (resolution or "RES_160X120") == "RES_320X240" else (120, 160)
+        rng = np.random.default_rng(seed)
+        self.frames = rng.integers(0, 256, size=(16, channels, height, width), dtype=np.uint8)
+        self.masks = (rng.random((16, *screen)) < 0.01).astype(np.uint8)
+        self.frame, self.mask = self.frames[0], self.masks[0]
+        self.action_names = ["LEFT", "RIGHT", "ATTACK"]
+        self.action_space = type("Space", (), {"n": 3})()
+        self.t, self.length, self.episode_return = 0, 0, 0.0
+
+    def play(self, action):
+        self.t += 1
+        self.length += 1
+        self.frame, self.mask = self.frames[self.t % 16], self.masks[self.t % 16]
+        finished = None
+        if self.length == 50:  # an episode ends every 50 steps, as a short Doom episode does
+            finished = {"r": self.episode_return, "l": self.length}
+            self.length, self.episode_return = 0, 0.0
+        return -1.0, finished is not None, False, finished
+
+    def reset(self, seed=None, options=None):
+        self.t, self.length = 0, 0
+        return {"image": self.frame, "mask": self.mask}, {}
+
+    def episode_state(self):
+        return {"t": self.t}
+
+    def replay(self, state):
+        self.t = state["t"]
+
+    def close(self):
+        pass
+
+
+class TinyAgent(nn.Module):
+    # The trainer's agent interface with a network of negligible cost: one pixel, two small heads.
+    def __init__(self, obs_shape, num_actions):
+        super().__init__()
+        self.obs_shape, self.num_actions, self.feature_grid = tuple(obs_shape), num_actions, (1, 1)
+        self.body = nn.Conv2d(obs_shape[0], 4, 1)
+        self.actor, self.critic = nn.Linear(4, num_actions), nn.Linear(4, 1)
+
+    def forward(self, x):
+        features = torch.relu(self.body(x[:, :, :1, :1].float() / 255.0))  # one pixel: no real work
+        hidden = features.flatten(1)
+        return self.actor(hidden), self.critic(hidden).squeeze(-1), features
+
+    def get_value(self, x):
+        return self(x)[1]
+
+    def act(self, x):
+        logits, value, _ = self(x)
+        probs = Categorical(logits=logits, validate_args=False)
+        action = probs.sample()
+        return action, probs.log_prob(action), value
+
+    def get_action_and_value(self, x, action=None):
+        logits, value, features = self(x)
+        probs = Categorical(logits=logits)
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), value, features
+
+
+doom.make_env = lambda spec, **kwargs: StoredEnv(spec, **kwargs)
+ppo.Agent = TinyAgent
+values = dict(env="basic", seed=1, total_timesteps=config["iterations"] * config["num_envs"] * 128,
+              num_envs=config["num_envs"], num_steps=128, num_minibatches=4, update_epochs=1, camal_coef=0.0,
+              eval_episodes=0, checkpoint_interval=1000, progress=False, cuda=False, threads=1,
+              env_workers=config["workers"], env_groups=1, **config["frames"])
+with tempfile.TemporaryDirectory() as root:
+    ppo.train(ppo.Args(run_dir=root + "/run", **values))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(root + "/run", size_guidance={"scalars": 0})
+    events.Reload()
+    rollout = [e.value for e in events.Scalars("perf/rollout_seconds")][1:]
+print("RESULT " + json.dumps({"us_per_step": statistics.median(rollout) / (config["num_envs"] * 128) * 1e6}))
+"""
+
+FRAMES = {"60x80": {"obs_size": [60, 80]}, "240x320": {"paper_frames": True}}
+
+
+def old_tree(revision: str, folder: Path) -> Path:
+    archive = folder / "old.tar"
+    with open(archive, "wb") as out:
+        subprocess.run(["git", "-C", str(REPO), "archive", revision, "camal_rl", "envs"], stdout=out, check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(folder / "old", filter="data")
+    return folder / "old"
+
+
+def measure(root: Path, config: dict) -> float | str:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(config)], capture_output=True, text=True,
+                            env=env, cwd=root, timeout=900)
+    for line in result.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])["us_per_step"]
+    return "error: " + ((result.stderr.strip().splitlines() or ["no output"])[-1])[:200]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--old-rev", default=None, help="also measure this git revision (before / after in one run)")
+    parser.add_argument("--frames", nargs="+", default=list(FRAMES), choices=list(FRAMES))
+    parser.add_argument("--num-envs", nargs="+", type=int, default=[8, 32])
+    parser.add_argument("--modes", nargs="+", default=["in-process", "workers"], choices=["in-process", "workers"])
+    parser.add_argument("--iterations", type=int, default=4)
+    options = parser.parse_args()
+    trees = {"new": REPO}
+    with tempfile.TemporaryDirectory() as scratch:
+        if options.old_rev:
+            trees = {"old": old_tree(options.old_rev, Path(scratch)), "new": REPO}
+        rows = []
+        for frames in options.frames:
+            for num_envs in options.num_envs:
+                for mode in options.modes:
+                    config = {"frames": FRAMES[frames], "num_envs": num_envs, "iterations": options.iterations,
+                              "workers": 0 if mode == "in-process" else num_envs}
+                    row = {"frames": frames, "envs": num_envs, "mode": mode}
+                    for name, root in trees.items():
+                        row[name] = measure(root, config)
+                        print(json.dumps(row), flush=True)
+                    rows.append(row)
+    names = list(trees)
+    print("\n| frames | envs | mode | " + " | ".join(f"{n} (us / agent step)" for n in names)
+          + (" | new / old |" if "old" in trees else " |"))
+    print("|---|---|---|" + "---|" * (len(names) + ("old" in trees)))
+    for row in rows:
+        cells = [f"{row[n]:.1f}" if isinstance(row[n], float) else row[n] for n in names]
+        ratio = (f" | {row['new'] / row['old']:.2f}" if "old" in trees and isinstance(row["old"], float)
+                 and isinstance(row["new"], float) else (" | -" if "old" in trees else ""))
+        print(f"| {row['frames']} | {row['envs']} | {row['mode']} | " + " | ".join(cells) + ratio + " |")
+    at32 = [row for row in rows if row["envs"] == 32 and isinstance(row["new"], float)]
+    if at32:
+        best = min(at32, key=lambda row: row["new"])
+        print(f"host overhead at 32 envs (best: {best['frames']}, {best['mode']}): {best['new']:.1f} us per agent step"
+              + (f", {best['old']:.1f} before" if isinstance(best.get("old"), float) else ""))
+
+
+if __name__ == "__main__":
+    main()
