@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from camal_rl import arguments, camal, doom, runs, tracking, vector
 from camal_rl.agent import Agent
-from camal_rl.errors import ConfigError, Interrupted, run_cli
+from camal_rl.errors import ConfigError, Interrupted, RunFolderError, run_cli
 from camal_rl.evaluation import EVAL_SEED_OFFSET, attention_grid, attention_stats, evaluate
 from camal_rl.rollout import FrameStorage, env_options, pin_host_memory
 from camal_rl.runs import Tag
@@ -403,9 +403,11 @@ def train_loop(args: Args, run_dir: Path, spec: doom.ScenarioSpec, device: torch
                             maps = camal.normalize(camal.attention(features, newvalue, method=args.attention, create_graph=False))
                         attention_log = attention_stats(maps, storage.minibatch_masks(mb_inds))
                     if not torch.isfinite(loss):
+                        kept = f"its last good checkpoint (iteration {last_checkpoint}) stays in {run_dir}" \
+                            if last_checkpoint else "no checkpoint had been written yet"
                         raise ConfigError(f"the loss became {loss.item()} in iteration {iteration} (epoch {epoch + 1}); "
-                                          f"the run stops, its last good checkpoint (iteration {last_checkpoint}) stays in "
-                                          f"{run_dir}; lower --learning-rate or --camal-coef and start a new run")
+                                          f"the run stops before that update, {kept}; lower --learning-rate or "
+                                          f"--camal-coef and start a new run")
 
                     optimizer.zero_grad()
                     loss.backward()
@@ -456,9 +458,16 @@ def train_loop(args: Args, run_dir: Path, spec: doom.ScenarioSpec, device: torch
             bar.set_postfix(sps=sps, ret=f"{np.mean(recent_returns):.1f}" if recent_returns else "-",
                             iou="-" if attention_log[Tag.IOU] is None else f"{attention_log[Tag.IOU]:.2f}")
     except KeyboardInterrupt as interruption:
-        raise Interrupted(f"{run_dir} stopped in iteration {iteration} of {args.num_iterations}; its last checkpoint is "
-                          f"iteration {last_checkpoint}" + (f"; continue with: camal-train --resume {run_dir}"
-                                                            if last_checkpoint else " (none yet: start it again)"),
+        if (run_dir / runs.CHECKPOINT).exists() and last_checkpoint < iteration:  # stopped right after a save
+            try:
+                last_checkpoint = int(runs.load_checkpoint(run_dir)["iteration"])
+            except (RunFolderError, KeyError):
+                pass
+        where = f"{run_dir} stopped in iteration {iteration} of {args.num_iterations}"
+        if last_checkpoint:
+            raise Interrupted(f"{where}; its last checkpoint is iteration {last_checkpoint}; continue with: "
+                              f"camal-train --resume {run_dir}", getattr(interruption, "signum", 2)) from None
+        raise Interrupted(f"{where}, before its first checkpoint; delete the folder and start again",
                           getattr(interruption, "signum", 2)) from None
     finally:
         bar.close()
