@@ -144,8 +144,9 @@ def test_after_the_corrupt_checkpoint_advice_a_new_run_holds_only_its_own_curves
 def test_resume_refuses_flags_that_disagree_and_a_finished_run_stays_as_it_is(finished_run, tmp_path):
     run_dir = copy_of(finished_run, tmp_path)
     before = fingerprint(run_dir)
+    learning_rate = json.loads((run_dir / runs.SUMMARY).read_text())["args"]["learning_rate"]  # its recipe's
     line = one_line_error(command("train", "--resume", run_dir, "--num-envs", "4", "--learning-rate", "0.1"),
-                          "--num-envs 4 (the run has 2)", "--learning-rate 0.1 (the run has 0.00025)")
+                          "--num-envs 4 (the run has 2)", f"--learning-rate 0.1 (the run has {learning_rate})")
     assert "--resume keeps" in line
     one_line_error(command("train", "--resume", run_dir, "--env", "take_cover"), "basic", "take_cover")
     finished = command("train", "--resume", run_dir, "--no-progress")

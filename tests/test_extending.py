@@ -83,3 +83,16 @@ def test_a_classifier_is_one_row_of_the_registry(monkeypatch):
     loss = F.cross_entropy(logits, torch.zeros(4, dtype=torch.long)) + camal.camal_loss(maps, masks)
     loss.backward()
     assert model.model.body[0].weight.grad is not None and models.default_learning_rate("two_convs") == 1e-3
+
+
+def test_basic_trains_with_its_tuned_recipe_and_the_paper_is_one_flag_away():
+    tuned = ppo.Args(env="basic")
+    arguments.validate(tuned)
+    recipe = doom.load_spec("basic").recipes["tuned"]
+    assert tuned.recipe == "tuned" and tuned.learning_rate == recipe["learning_rate"] and tuned.num_steps == recipe["num_steps"]
+    paper = ppo.Args(env="basic", recipe="paper")
+    arguments.validate(paper)
+    assert {name: getattr(paper, name) for name in recipes.PAPER} == recipes.PAPER
+    other = ppo.Args(env="take_cover")  # a scenario without a tuned recipe trains with Table 8
+    arguments.validate(other)
+    assert other.recipe == "paper" and other.learning_rate == recipes.PAPER["learning_rate"]

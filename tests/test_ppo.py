@@ -54,6 +54,7 @@ class Crash(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_crash_and_resume_continue_bit_identically(tmp_path):
     """A run killed after its 2nd checkpoint and resumed equals the uninterrupted run, number for number."""
     uninterrupted = tmp_path / "straight"
@@ -98,6 +99,7 @@ def test_crash_and_resume_continue_bit_identically(tmp_path):
     assert not list(run_dir.glob("*.partial*"))  # atomic writes leave nothing behind
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_in_process_numbers(tmp_path):
     common = dict(total_timesteps=3 * 4 * 64, num_envs=4, env_groups=2, eval_episodes=0, checkpoint_interval=10)
     ppo.train(tiny_args(tmp_path, run_dir=str(tmp_path / "inproc"), env_workers=0, **common))
@@ -128,6 +130,7 @@ def test_stacks_from_single_frames_equal_the_gymnasium_stacks(tmp_path, short_ba
     assert resets >= 4
 
 
+@pytest.mark.slow
 def test_evaluation_leaves_training_untouched(tmp_path):
     common = dict(total_timesteps=3 * 2 * 64, checkpoint_interval=10)
     ppo.train(tiny_args(tmp_path, run_dir=str(tmp_path / "quiet"), eval_episodes=0, **common))
@@ -137,6 +140,7 @@ def test_evaluation_leaves_training_untouched(tmp_path):
     assert quiet == evaluated
 
 
+@pytest.mark.slow
 def test_vanilla_and_camal_share_the_first_rollout(tmp_path):
     rollouts = {}
 
@@ -239,6 +243,7 @@ def test_cli_prints_one_line_and_exits_nonzero(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_a_dying_env_worker_stops_the_run_clearly_and_it_resumes(tmp_path):
     def kill_a_worker(iteration, rollout):
         if iteration == 2:
@@ -266,6 +271,7 @@ def test_dead_attention_is_logged_warned_and_recorded(tmp_path, monkeypatch, cap
     assert "warning" not in capsys.readouterr().err and not vanilla["attention_dead"]  # Vanilla is never warned
 
 
+@pytest.mark.slow
 def test_empty_mask_policy_reaches_the_loss(tmp_path):
     """Frames without a target: skipped by default, a beta term with --empty-mask suppress."""
     common = dict(total_timesteps=2 * 2 * 64, eval_episodes=0, checkpoint_interval=10, attention="signed-gradcam",
