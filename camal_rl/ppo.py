@@ -45,7 +45,8 @@ from camal_rl.runs import Tag
 class Args:
     """PPO + CAMAL on a ViZDoom scenario (arXiv:2605.08325). The learning hyperparameters come from
     --recipe: the scenario's tuned recipe where it has one, else the paper's Table 8, whose values
-    are the defaults shown here; a flag given here overrides its recipe value."""
+    are the defaults shown here; a flag given here overrides its recipe value. (In Python a field
+    left at its default value takes the recipe's value: pass recipe="paper" for Table 8 exactly.)"""
 
     env: str = "basic"
     """scenario: a name from envs/ or $CAMAL_ENVS, or the path of a .toml spec"""

@@ -29,11 +29,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Runs in a child process against whichever camal_rl is first on PYTHONPATH (this one or an old tree).
 RUNNER = r"""
-import json, statistics, sys, tempfile
+import dataclasses, json, statistics, sys, tempfile
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.distributions.categorical import Categorical
 from camal_rl import doom, ppo
 
 config = json.loads(sys.argv[1])
@@ -78,10 +77,11 @@ class StoredEnv:
         pass
 
 
-class TinyAgent(nn.Module):
-    # The trainer's agent interface with a network of negligible cost: one pixel, two small heads.
+class TinyAgent(ppo.Agent):
+    # The trainer's agent with a network of negligible cost: one pixel, two small heads. Its
+    # act / get_action_and_value / get_value are the trainer's own (inherited).
     def __init__(self, obs_shape, num_actions):
-        super().__init__()
+        nn.Module.__init__(self)
         self.obs_shape, self.num_actions, self.feature_grid = tuple(obs_shape), num_actions, (1, 1)
         self.body = nn.Conv2d(obs_shape[0], 4, 1)
         self.actor, self.critic = nn.Linear(4, num_actions), nn.Linear(4, 1)
@@ -91,22 +91,6 @@ class TinyAgent(nn.Module):
         hidden = features.flatten(1)
         return self.actor(hidden), self.critic(hidden).squeeze(-1), features
 
-    def get_value(self, x):
-        return self(x)[1]
-
-    def act(self, x):
-        logits, value, _ = self(x)
-        probs = Categorical(logits=logits, validate_args=False)
-        action = probs.sample()
-        return action, probs.log_prob(action), value
-
-    def get_action_and_value(self, x, action=None):
-        logits, value, features = self(x)
-        probs = Categorical(logits=logits)
-        if action is None:
-            action = probs.sample()
-        return action, probs.log_prob(action), probs.entropy(), value, features
-
 
 doom.make_env = lambda spec, **kwargs: StoredEnv(spec, **kwargs)
 ppo.Agent = TinyAgent
@@ -114,6 +98,8 @@ values = dict(env="basic", seed=1, total_timesteps=config["iterations"] * config
               num_envs=config["num_envs"], num_steps=128, num_minibatches=4, update_epochs=1, camal_coef=0.0,
               eval_episodes=0, checkpoint_interval=1000, progress=False, cuda=False, threads=1,
               env_workers=config["workers"], env_groups=1, **config["frames"])
+if "recipe" in {f.name for f in dataclasses.fields(ppo.Args)}:
+    values["recipe"] = "paper"  # Table 8 sizes, as older revisions (without recipes) train
 with tempfile.TemporaryDirectory() as root:
     ppo.train(ppo.Args(run_dir=root + "/run", **values))
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

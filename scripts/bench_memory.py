@@ -40,7 +40,7 @@ def main() -> None:
             print(f"iteration {iteration:4d}: learner {learner:7.1f} MiB, {len(workers)} env workers {children:7.1f} MiB", flush=True)
 
     with tempfile.TemporaryDirectory() as root:
-        ppo.train(ppo.Args(env="basic", seed=1, num_envs=options.num_envs, num_steps=options.num_steps,
+        ppo.train(ppo.Args(env="basic", seed=1, recipe="paper", num_envs=options.num_envs, num_steps=options.num_steps,
                            total_timesteps=options.iterations * options.num_envs * options.num_steps, eval_episodes=0,
                            checkpoint_interval=10**9, progress=False, cuda=False, env_workers=options.env_workers,
                            run_dir=f"{root}/run"), on_rollout=report)

@@ -35,6 +35,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 config = json.loads(sys.argv[1])
 known = {f.name for f in dataclasses.fields(ppo.Args)}
 values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items() if k in known}
+if "recipe" in known:
+    values.setdefault("recipe", "paper")  # Table 8 sizes, as older revisions (without recipes) train
 with tempfile.TemporaryDirectory() as root:
     summary = ppo.train(ppo.Args(run_dir=root + "/run", **values))
     events = EventAccumulator(root + "/run", size_guidance={"scalars": 0})

@@ -44,7 +44,7 @@ def measure(size: str, scenario: str, seed: int, method: str, iterations: int, c
         captured["obs"], captured["masks"] = rollout["obs"], rollout["masks"]
 
     with tempfile.TemporaryDirectory() as root:
-        args = ppo.Args(env=scenario, seed=seed, total_timesteps=iterations * 8 * 128, camal_coef=0.0 if method == "vanilla" else 1.0,
+        args = ppo.Args(env=scenario, seed=seed, recipe="paper", total_timesteps=iterations * 8 * 128, camal_coef=0.0 if method == "vanilla" else 1.0,
                         attention="gradcam" if method == "vanilla" else method, eval_episodes=0, progress=False,
                         checkpoint_interval=10**9, cuda=cuda, run_dir=f"{root}/run", threads=threads, **SIZES[size])
         ppo.train(args, on_rollout=keep_last_rollout)
