@@ -46,11 +46,12 @@ def non_default_fields(args) -> set[str]:
     return {f.name for f in fields(args) if getattr(args, f.name) != getattr(defaults, f.name)}
 
 
-def validate(args, given: Optional[set[str]] = None, *, apply_recipe: bool = True) -> None:
+def validate(args, given: Optional[set[str]] = None, *, apply_recipe: bool = True,
+             spec: Optional[doom.ScenarioSpec] = None) -> None:
     """Resolve defaults (recipe, attention, paper frames) and refuse what cannot run, before any
     engine starts or file is written. ``given``: the flags the user typed (None: any non-default);
     the recipe fills every hyperparameter not given."""
-    spec = doom.load_spec(args.env)  # unknown scenario -> SpecError listing the available ones
+    spec = spec or doom.load_spec(args.env)  # unknown scenario -> SpecError listing the available ones
     given = non_default_fields(args) if given is None else given
     if apply_recipe:
         recipes.apply(args, spec, given)
@@ -135,7 +136,8 @@ def start_or_resume(args, given: Optional[set[str]] = None) -> tuple[object, Pat
     checkpoint = runs.load_checkpoint(run_dir, for_resume=True)
     saved = type(args).from_saved(checkpoint["args"])
     given = non_default_fields(args) if given is None else given
-    if "env" in given and doom.load_spec(args.env).name != doom.load_spec(saved.env).name:
+    spec = doom.spec_of_run(checkpoint, saved.env)  # the run's own scenario, even if its spec file moved
+    if "env" in given and doom.load_spec(args.env).name != spec.name:
         raise RunFolderError(f"{run_dir} is a run on {saved.env!r}, not {args.env!r}; drop --env to resume it")
     disagree = [f"--{name.replace('_', '-')} {getattr(args, name)} (the run has {getattr(saved, name)})"
                 for name in sorted(given - RESUMABLE_CHANGES - {"env"}) if getattr(args, name) != getattr(saved, name)]
@@ -146,7 +148,7 @@ def start_or_resume(args, given: Optional[set[str]] = None) -> tuple[object, Pat
         raise RunFolderError(f"--run-dir {args.run_dir} differs from --resume {run_dir}; a run stays in its folder")
     overrides = {name: getattr(args, name) for name in given & RESUMABLE_CHANGES | {"cuda", "progress"}}
     resumed = type(args).from_saved(checkpoint["args"], **{**overrides, "resume": str(run_dir), "run_dir": str(run_dir)})
-    validate(resumed, set(), apply_recipe=False)
+    validate(resumed, set(), apply_recipe=False, spec=spec)
     reached = int(checkpoint["global_step"])
     if "total_timesteps" in given and resumed.total_timesteps != saved.total_timesteps:
         if resumed.num_iterations <= checkpoint["iteration"]:

@@ -328,11 +328,13 @@ def test_a_run_from_a_spec_file_outside_envs_compares_and_records(tmp_path, shor
         result = command("train", "--env", spec, "--camal-coef", coef, "--run-dir", tmp_path / "runs" / method, *TINY)
         assert result.returncode == 0, result.stderr[-2000:]
     Path(spec).unlink()  # the runs carry their scenario: the file may move
+    result = command("train", "--resume", tmp_path / "runs" / "camal", "--total-timesteps", "384", "--no-progress")
+    assert result.returncode == 0, result.stderr[-2000:]  # resumes without its spec file
     result = command("compare", tmp_path / "runs", "--out", tmp_path / "out", "--no-plots", "--reps", "50")
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     summary = json.loads((tmp_path / "runs" / "camal" / runs.SUMMARY).read_text())
-    assert summary["env"] == "mybasic" and summary["scenario"]["random_score"] == -70.0
+    assert summary["env"] == "mybasic" and summary["scenario"]["random_score"] == -70.0 and summary["global_step"] == 384
     normalised = results["rl"]["per_env"]["mybasic/camal"]["normalised_return"][0]
     assert normalised == pytest.approx((summary["eval_return_mean"] + 70.0) / 165.0)
     video = tmp_path / "v.mp4"
