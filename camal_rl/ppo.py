@@ -206,6 +206,14 @@ def log_scalars(writer: SummaryWriter, step: int, values: dict) -> None:
             writer.add_scalar(tag, value, step)
 
 
+def stack_steps(outputs: list[torch.Tensor], num_steps: int) -> torch.Tensor:
+    """``[T, N]`` from a rollout's per-step outputs, step-major, each step's groups in env order."""
+    per_step = len(outputs) // num_steps
+    if per_step == 1:
+        return torch.stack(outputs)
+    return torch.stack([torch.cat(outputs[t * per_step : (t + 1) * per_step]) for t in range(num_steps)])
+
+
 def compute_gae(rewards, values, dones, next_value, next_done, gamma: float, gae_lambda: float):
     """CleanRL's generalised advantage estimation over one rollout: (advantages, returns)."""
     num_steps = rewards.shape[0]
@@ -264,11 +272,11 @@ def train(args: Args, *, given: Optional[set[str]] = None, on_rollout: Optional[
         if checkpoint is None:
             envs.reset()
             storage.put(0, envs.frames, envs.masks, envs.episode_starts)
-            next_done = torch.zeros(args.num_envs, device=device)
+            next_done = np.zeros(args.num_envs, dtype=np.float32)
         else:
             runs.restore_checkpoint(checkpoint, run_dir, agent=agent, optimizer=optimizer, envs=envs, storage=storage)
             progress.update({k: checkpoint[k] for k in progress if k in checkpoint})
-            next_done = checkpoint["next_done"].to(device)
+            next_done = checkpoint["next_done"].cpu().numpy().astype(np.float32)
             tqdm.write(f"camal-train: resuming {run_dir} at iteration {checkpoint['iteration'] + 1} "
                        f"(agent step {checkpoint['global_step']:,})", file=sys.stderr)
         writer = tracking.open_writer(run_dir, asdict(args), fresh=checkpoint is None, track=args.track,
@@ -293,28 +301,29 @@ def train(args: Args, *, given: Optional[set[str]] = None, on_rollout: Optional[
 
 def train_loop(args: Args, run_dir: Path, spec: doom.ScenarioSpec, device: torch.device, envs: vector.DoomVector,
                eval_envs: Optional[vector.DoomVector], agent: Agent, optimizer, storage: FrameStorage,
-               writer: SummaryWriter, progress: dict, next_done: torch.Tensor, on_rollout: Optional[RolloutCallback]) -> dict:
+               writer: SummaryWriter, progress: dict, next_done: np.ndarray, on_rollout: Optional[RolloutCallback]) -> dict:
     global_step = progress["global_step"]
     recent_returns: deque = deque(progress["recent_returns"], maxlen=20)
-    actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
-    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
-    rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
-    dones = torch.zeros((args.num_steps, args.num_envs), device=device)
-    values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    # The host side of a rollout: the envs' rewards and done flags stay in numpy until the rollout
+    # ends, then go to the device in one copy (from pinned memory on a GPU) instead of two small
+    # copies per group and step. Row t of ``host_dones`` flags an episode that ended entering step t.
+    host_rewards = np.zeros((args.num_steps, args.num_envs), dtype=envs.rewards.dtype)
+    host_buffer = torch.zeros((2, args.num_steps + 1, args.num_envs), pin_memory=device.type == "cuda")
+    host_dones = host_buffer[1].numpy()
     env_groups = envs.groups(env_group_count(args, device, envs.workers))
 
     def collect(step: int, group: slice, rollout_step: int) -> None:
         """Wait for one group's env step ``step``: rewards, done flags, its next frames, finished episodes."""
         envs.step_wait(group)
-        reward = np.clip(envs.rewards[group], -1.0, 1.0) if args.clip_reward else envs.rewards[group]
-        rewards[step, group] = torch.as_tensor(reward * args.reward_scale, dtype=torch.float32, device=device)
+        host_rewards[step, group] = envs.rewards[group]
         done = envs.terminated[group] | envs.truncated[group]
-        next_done[group] = torch.as_tensor(done, dtype=torch.float32, device=device)
+        host_dones[step + 1, group] = done
         storage.put(step + 1, envs.frames, envs.masks, envs.episode_starts, group)
-        for i in group.start + np.flatnonzero(done):
-            recent_returns.append(float(envs.finished_returns[i]))
-            writer.add_scalar(Tag.EPISODIC_RETURN, envs.finished_returns[i], rollout_step + (step + 1) * args.num_envs)
-            writer.add_scalar(Tag.EPISODIC_LENGTH, envs.finished_lengths[i], rollout_step + (step + 1) * args.num_envs)
+        if done.any():
+            ended = group.start + np.flatnonzero(done)
+            recent_returns.extend(envs.finished_returns[ended].tolist())
+            tracking.log_episodes(writer, rollout_step + (step + 1) * args.num_envs, envs.finished_returns[ended],
+                                  envs.finished_lengths[ended])
 
     next_eval_step = (global_step // args.eval_interval + 1) * args.eval_interval if args.eval_interval else None
     session_start, session_eval_seconds, last_checkpoint = time.time(), 0.0, progress["iteration"]
@@ -328,18 +337,25 @@ def train_loop(args: Args, run_dir: Path, spec: doom.ScenarioSpec, device: torch
 
             # ---- rollout: each group's envs step while the policy acts for the next group ----
             rollout_step, rollout_start = global_step, time.perf_counter()
-            for step in range(args.num_steps):
-                for group in env_groups:
-                    if step > 0:
-                        collect(step - 1, group, rollout_step)
-                    dones[step, group] = next_done[group]
-                    with torch.no_grad():
+            host_dones[0] = next_done
+            outputs = []  # per step and group: (action, log-probability, value), stacked once at the end
+            with torch.no_grad():
+                for step in range(args.num_steps):
+                    for group in env_groups:
+                        if step > 0:
+                            collect(step - 1, group, rollout_step)
                         action, logprob, value = agent.act(storage.observation(step, group))
-                    values[step, group], actions[step, group], logprobs[step, group] = value, action, logprob
-                    envs.step_async(action.cpu().numpy(), group)
-            for group in env_groups:
-                collect(args.num_steps - 1, group, rollout_step)
+                        outputs.append((action, logprob, value))
+                        envs.step_async(action.cpu().numpy(), group)
+                for group in env_groups:
+                    collect(args.num_steps - 1, group, rollout_step)
             global_step = rollout_step + args.batch_size
+            actions, logprobs, values = (stack_steps([out[k] for out in outputs], args.num_steps) for k in range(3))
+            reward = np.clip(host_rewards, -1.0, 1.0) if args.clip_reward else host_rewards
+            host_buffer[0, : args.num_steps] = torch.from_numpy(reward * args.reward_scale)
+            on_device = host_buffer.to(device, non_blocking=True)
+            rewards, dones, next_done_device = on_device[0, : args.num_steps], on_device[1, : args.num_steps], on_device[1, -1]
+            next_done = host_dones[-1].copy()
             update_start = time.perf_counter()
             if on_rollout is not None:
                 on_rollout(iteration, {"obs": torch.stack([storage.observation(t) for t in range(args.num_steps)]),
@@ -349,7 +365,8 @@ def train_loop(args: Args, run_dir: Path, spec: doom.ScenarioSpec, device: torch
             # ---- GAE ----
             with torch.no_grad():
                 next_value = agent.get_value(storage.observation(args.num_steps))
-                advantages, returns = compute_gae(rewards, values, dones, next_value, next_done, args.gamma, args.gae_lambda)
+                advantages, returns = compute_gae(rewards, values, dones, next_value, next_done_device, args.gamma,
+                                                  args.gae_lambda)
             b_logprobs, b_actions = logprobs.reshape(-1), actions.reshape(-1)
             b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
             # The masks stay fixed for the update: pulled back to the feature grid once.
@@ -451,7 +468,7 @@ def train_loop(args: Args, run_dir: Path, spec: doom.ScenarioSpec, device: torch
             if last_iteration or iteration % args.checkpoint_interval == 0:
                 writer.flush()
                 runs.save_checkpoint(run_dir, agent=agent, optimizer=optimizer, args=asdict(args), spec=spec, envs=envs,
-                                     storage=storage, next_done=next_done.cpu(), **{
+                                     storage=storage, next_done=torch.from_numpy(next_done), **{
                     **progress, "train_time_s": progress["train_time_s"] + time.time() - session_start - session_eval_seconds,
                     "eval_time_s": progress["eval_time_s"] + session_eval_seconds})
                 last_checkpoint = iteration

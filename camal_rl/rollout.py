@@ -32,17 +32,19 @@ def env_options(args) -> dict:
 class FrameStorage:
     """One frame per env and step instead of a 4-frame stack per step.
 
-    Slot ``t + S - 1`` holds the newest frame of step ``t``'s observation, ``t = 0 .. T`` (``T``
-    is the bootstrap observation); slots ``0 .. S-2`` hold the frames before the rollout. A stack
-    never reaches back before its episode's first frame: those positions repeat that frame, as
-    ``DoomEnv``'s own stack does after a reset. Masks stay at screen resolution.
+    ``frames[e, t + S - 1]`` holds env ``e``'s newest frame of step ``t``'s observation, ``t = 0 ..
+    T`` (``T`` is the bootstrap observation); slots ``0 .. S-2`` hold the frames before the rollout.
+    Env-major, so that a step's stacks are a view (``frames[envs, t : t + S]``) the network reads
+    without a copy. A stack never reaches back before its episode's first frame: those positions
+    repeat that frame, as ``DoomEnv``'s own stack does after a reset. Masks stay at screen
+    resolution, step-major.
     """
 
     def __init__(self, num_steps: int, num_envs: int, frame_stack: int, frame_shape, mask_shape, device,
                  *, staging: Optional[bool] = None):
         self.num_steps, self.num_envs, self.stack = num_steps, num_envs, frame_stack
         self.device = device
-        self.frames = torch.zeros((num_steps + frame_stack, num_envs, *frame_shape), dtype=torch.uint8, device=device)
+        self.frames = torch.zeros((num_envs, num_steps + frame_stack, *frame_shape), dtype=torch.uint8, device=device)
         self.masks = torch.zeros((num_steps + 1, num_envs, *mask_shape), dtype=torch.uint8, device=device)
         self.first_slot = np.zeros((num_steps + 1, num_envs), dtype=np.int64)  # first slot of each step's episode
         self.episode_first = np.zeros(num_envs, dtype=np.int64)
@@ -50,6 +52,10 @@ class FrameStorage:
         self._envs = torch.arange(num_envs, device=device)
         self._first_slot_device: Optional[torch.Tensor] = None
         self.host_registered = False
+        # On a CPU the env buffers are copied with numpy into the storage's own memory (a numpy
+        # slice costs a fifth of a torch one; a vector step does two per group).
+        self._host_frames = self.frames.numpy() if device.type == "cpu" else None
+        self._host_masks = self.masks.numpy() if device.type == "cpu" else None
         # Pinned staging: the copy to the GPU is asynchronous; the policy's .cpu() before the
         # next step synchronises the stream, so the staging buffer is free again by then.
         # ``staging=True`` on a CPU takes the same path unpinned (tests compare the two paths).
@@ -65,31 +71,39 @@ class FrameStorage:
         ``episode_starts`` marks first frames of episodes."""
         slot = t + self.stack - 1
         frames, masks = frames[envs], masks[envs]
-        if not self.staging or self.host_registered:
-            # from shared memory that CUDA has pinned (or on a CPU): no staging copy
-            self.frames[slot, envs].copy_(torch.from_numpy(frames), non_blocking=True)
-            self.masks[t, envs].copy_(torch.from_numpy(masks), non_blocking=True)
-        else:
+        if self.staging and not self.host_registered:
             self._frame_staging[envs].numpy()[:] = frames
             self._mask_staging[envs].numpy()[:] = masks
-            self.frames[slot, envs].copy_(self._frame_staging[envs], non_blocking=True)
+            self.frames[envs, slot].copy_(self._frame_staging[envs], non_blocking=True)
             self.masks[t, envs].copy_(self._mask_staging[envs], non_blocking=True)
+        elif self._host_frames is not None:
+            self._host_frames[envs, slot] = frames
+            self._host_masks[t, envs] = masks
+        else:  # from shared memory that CUDA has pinned: no staging copy
+            self.frames[envs, slot].copy_(torch.from_numpy(frames), non_blocking=True)
+            self.masks[t, envs].copy_(torch.from_numpy(masks), non_blocking=True)
         self.episode_first[envs][episode_starts[envs]] = slot
         self.first_slot[t, envs] = self.episode_first[envs]
         self._first_slot_device = None
 
     def observation(self, t: int, envs: slice = slice(None)) -> torch.Tensor:
-        """The stacked observations of step ``t`` for ``envs``, ``[E, S*C, H, W]``."""
-        window = self.frames[t : t + self.stack, envs].transpose(0, 1)  # [E, S, C, H, W], a view
-        # one contiguous copy (reshape alone may return a view into the storage, which is written below)
-        stacked = window.clone(memory_format=torch.contiguous_format).flatten(1, 2)
+        """The stacked observations of step ``t`` for ``envs``, ``[E, S*C, H, W]``: a view into the
+        storage, valid until the storage is next written; a copy where an episode began inside the
+        stack (its first frame repeats)."""
+        stacked = self.frames[envs, t : t + self.stack].flatten(1, 2)
         first = self.first_slot[t, envs]
-        began_inside = np.flatnonzero(first > t)  # episodes that began within the stack: repeat their first frame
+        began_inside = np.flatnonzero(first > t)
+        if began_inside.size and self._host_frames is not None:
+            # on a CPU one numpy gather of every env's slots beats a copy and a patch
+            slots = np.maximum(t + self._offsets[None, :], first[:, None])
+            env_ids = np.arange(self.num_envs)[envs]
+            return torch.from_numpy(self._host_frames[env_ids[:, None], slots]).flatten(1, 2)
         if began_inside.size:
+            stacked = stacked.clone()
             slots = np.maximum(t + self._offsets[None, :], first[began_inside, None])
             rows = torch.as_tensor(began_inside, device=self.device)
             env_ids = self._envs[envs][rows]
-            stacked[rows] = self.frames[torch.as_tensor(slots, device=self.device), env_ids[:, None]].flatten(1, 2)
+            stacked[rows] = self.frames[env_ids[:, None], torch.as_tensor(slots, device=self.device)].flatten(1, 2)
         return stacked
 
     def minibatch(self, flat_indices: torch.Tensor) -> torch.Tensor:
@@ -100,7 +114,7 @@ class FrameStorage:
         envs = flat_indices % self.num_envs
         offsets = torch.arange(self.stack, device=self.device)
         slots = torch.maximum(steps[:, None] + offsets[None, :], self._first_slot_device[steps, envs][:, None])
-        return self.frames[slots, envs[:, None]].flatten(1, 2)
+        return self.frames[envs[:, None], slots].flatten(1, 2)
 
     def minibatch_masks(self, flat_indices: torch.Tensor) -> torch.Tensor:
         """Screen-size masks ``[B, sH, sW]`` for flat (step, env) indices (only for measuring: the
@@ -110,18 +124,19 @@ class FrameStorage:
     def carry_over(self) -> None:
         """After the update: the bootstrap observation becomes step 0 of the next rollout."""
         T = self.num_steps
-        self.frames[: self.stack] = self.frames[T : T + self.stack].clone()
+        self.frames[:, : self.stack] = self.frames[:, T : T + self.stack].clone()
         self.masks[0] = self.masks[T]
         self.episode_first = np.maximum(self.episode_first - T, 0)
         self.first_slot[0] = self.episode_first
         self._first_slot_device = None
 
     def state(self) -> dict:
-        return {"frames": self.frames[: self.stack].cpu(), "mask": self.masks[0].cpu(),
+        # step-major in the checkpoint ([S, E, ...]), as before the storage became env-major
+        return {"frames": self.frames[:, : self.stack].transpose(0, 1).cpu().contiguous(), "mask": self.masks[0].cpu(),
                 "episode_first": self.episode_first.copy()}
 
     def load_state(self, state: dict) -> None:
-        self.frames[: self.stack] = state["frames"].to(self.device)
+        self.frames[:, : self.stack] = state["frames"].transpose(0, 1).to(self.device)
         self.masks[0] = state["mask"].to(self.device)
         self.episode_first = np.asarray(state["episode_first"], dtype=np.int64).copy()
         self.first_slot[0] = self.episode_first

@@ -74,18 +74,23 @@ class _Buffers:
 def _run_envs(envs: list[doom.DoomEnv], indices: range, buffers: _Buffers, command: bytes, payload) -> object:
     """Carry out one command on a group of envs, writing results into ``buffers``."""
     if command == b"s":
-        for env, i in zip(envs, indices):
-            action = int(buffers.actions[i])
+        rows = slice(indices.start, indices.stop)
+        # the small per-env results go into the shared arrays once per group, not once per env
+        outcomes = []
+        for env, i, action in zip(envs, indices, buffers.actions[rows].tolist()):
             if action < 0:  # inactive this step (evaluation envs that have played their share)
-                buffers.rewards[i] = 0.0
-                buffers.terminated[i] = buffers.truncated[i] = buffers.episode_starts[i] = False
+                outcomes.append((0.0, False, False, False))
                 continue
             reward, terminated, truncated, finished = env.play(action)
-            buffers.rewards[i], buffers.terminated[i], buffers.truncated[i] = reward, terminated, truncated
-            buffers.episode_starts[i] = finished is not None
+            outcomes.append((reward, terminated, truncated, finished is not None))
             if finished is not None:
                 buffers.finished_returns[i], buffers.finished_lengths[i] = finished["r"], finished["l"]
             buffers.frames[i], buffers.masks[i] = env.frame, env.mask
+        if not outcomes:
+            return None
+        rewards, terminated, truncated, starts = zip(*outcomes)
+        buffers.rewards[rows], buffers.terminated[rows], buffers.truncated[rows] = rewards, terminated, truncated
+        buffers.episode_starts[rows] = starts
         return None
     if command == b"r":
         for env, i in zip(envs, indices):

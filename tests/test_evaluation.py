@@ -49,7 +49,8 @@ def test_track_logs_the_run_to_wandb_offline(tmp_path, monkeypatch):
     logs = list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(logs) == 1
     log = logs[0].read_bytes()  # W&B's record log: the config, the synced TensorBoard scalars, the image grid
-    for expected in (b"camal-test", b"study-a", b"camal_coef", b"losses/camal_loss", b"eval/return_mean", b"eval/attention"):
+    for expected in (b"camal-test", b"study-a", b"camal_coef", b"losses/camal_loss", b"charts/episodic_return",
+                     b"eval/return_mean", b"eval/attention"):
         assert expected in log, expected
     images = list(logs[0].parent.glob("files/media/images/*.png"))
     assert images and images[0].read_bytes()[:4] == b"\x89PNG"

@@ -130,6 +130,21 @@ def test_stacks_from_single_frames_equal_the_gymnasium_stacks(tmp_path, short_ba
     assert resets >= 4
 
 
+def test_every_finished_episode_is_in_tensorboard_once(tmp_path):
+    """Episodes that end in the same step share one event; readers still see one return and one
+    length per episode, at the agent step it ended, in the order the trainer counted them."""
+    ppo.train(tiny_args(tmp_path, num_envs=4, total_timesteps=4 * 64 * 3, eval_episodes=0))
+    logged = events(tmp_path / "run")
+    returns = logged.Scalars("charts/episodic_return")
+    lengths = logged.Scalars("charts/episodic_length")
+    assert len(returns) == len(lengths) >= 8
+    assert [e.step for e in returns] == [e.step for e in lengths]
+    assert all(e.step % 4 == 0 and 0 < e.step <= 4 * 64 * 3 for e in returns)
+    assert all(1 <= e.value <= 75 and e.value == int(e.value) for e in lengths)  # Basic: 300 tics / frame skip 4
+    checkpoint = runs.load_checkpoint(tmp_path / "run")
+    assert [e.value for e in returns][-20:] == pytest.approx(checkpoint["recent_returns"], abs=1e-4)
+
+
 @pytest.mark.slow
 def test_evaluation_leaves_training_untouched(tmp_path):
     common = dict(total_timesteps=3 * 2 * 64, checkpoint_interval=10)

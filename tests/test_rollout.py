@@ -1,4 +1,5 @@
-"""The rollout storage: the staging copy path (pinned on a GPU) stores exactly what the direct path does."""
+"""The rollout storage and policy step: stacks equal a frame-by-frame reference, the staging copy path
+(pinned on a GPU) stores what the direct path does, and `Agent.act` draws what `Categorical` draws."""
 
 import numpy as np
 import torch
@@ -29,3 +30,74 @@ def test_staging_path_equals_the_direct_path():
     assert torch.equal(direct.minibatch(indices), staged.minibatch(indices))
     assert torch.equal(direct.minibatch_masks(indices), staged.minibatch_masks(indices))
     assert direct.observation(3).shape == (envs, 4, 12, 16)
+
+
+def reference_stack(history: list[np.ndarray], starts: list[np.ndarray], t: int, env: int, stack: int) -> np.ndarray:
+    """Step ``t``'s stack for one env the slow way: walk back from its newest frame, repeating the
+    episode's first frame rather than reaching into the episode before (as DoomEnv stacks)."""
+    frames, step = [], t
+    for _ in range(stack):
+        frames.append(history[step][env])
+        if step > 0 and not starts[step][env]:
+            step -= 1
+    return np.concatenate(frames[::-1], axis=0)
+
+
+def test_stacks_match_a_frame_by_frame_reference_across_rollouts():
+    """Views, the patched stacks of envs whose episode began inside the stack, minibatches, and the
+    carry-over into the next rollout give exactly the reference stacks."""
+    steps, envs, stack, rollouts = 5, 6, 4, 3
+    rng = np.random.default_rng(1)
+    storage = FrameStorage(steps, envs, stack, (1, 3, 4), (2, 2), torch.device("cpu"))
+    history, starts = [], []
+    for rollout in range(rollouts):
+        first_step = 0 if rollout == 0 else 1  # step 0 of a later rollout is the last one's bootstrap
+        for t in range(first_step, steps + 1):
+            frames = rng.integers(0, 256, size=(envs, 1, 3, 4), dtype=np.uint8)
+            began = np.ones(envs, dtype=bool) if not history else rng.random(envs) < 0.3
+            history.append(frames)
+            starts.append(began)
+            storage.put(t, frames, rng.integers(0, 2, size=(envs, 2, 2), dtype=np.uint8), began)
+        offset = len(history) - 1 - steps  # the global step of this rollout's step 0
+        for t in range(steps + 1):
+            expected = np.stack([reference_stack(history, starts, offset + t, e, stack) for e in range(envs)])
+            assert np.array_equal(storage.observation(t).numpy(), expected), (rollout, t)
+            assert np.array_equal(storage.observation(t, slice(2, 5)).numpy(), expected[2:5]), (rollout, t)
+        indices = torch.randperm(steps * envs)
+        batch = storage.minibatch(indices).numpy()
+        for row, flat in enumerate(indices.tolist()):
+            expected = reference_stack(history, starts, offset + flat // envs, flat % envs, stack)
+            assert np.array_equal(batch[row], expected), (rollout, flat)
+        storage.carry_over()
+
+
+def test_checkpoint_state_keeps_the_step_major_layout():
+    """The storage is env-major inside; a checkpoint holds the stack's frames step-major ([S, E, ...])
+    as older checkpoints do, and loading it gives back the same observations."""
+    storage = FrameStorage(4, 4, 4, (1, 12, 16), (6, 8), torch.device("cpu"))
+    fill(storage, np.random.default_rng(2), 4, 4)
+    storage.carry_over()
+    state = storage.state()
+    assert state["frames"].shape == (4, 4, 1, 12, 16)
+    assert torch.equal(state["frames"][-1], storage.frames[:, 3])  # the newest frame of each env
+    again = FrameStorage(4, 4, 4, (1, 12, 16), (6, 8), torch.device("cpu"))
+    again.load_state(state)
+    assert torch.equal(again.observation(0), storage.observation(0))
+
+
+def test_the_rollouts_policy_step_draws_what_get_action_and_value_draws():
+    """Agent.act skips the distribution object and the entropy; actions, log-probabilities and values
+    are bit-identical to get_action_and_value's from the same random state."""
+    from camal_rl.agent import Agent
+
+    torch.manual_seed(0)
+    agent = Agent((4, 60, 80), 5)
+    obs = torch.randint(0, 256, (64, 4, 60, 80), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.manual_seed(7)
+        action, logprob, value = agent.act(obs)
+        torch.manual_seed(7)
+        reference_action, reference_logprob, _, reference_value, _ = agent.get_action_and_value(obs)
+    assert torch.equal(action, reference_action)
+    assert torch.equal(logprob, reference_logprob) and torch.equal(value, reference_value)
+    assert action.dtype == torch.long and len(set(action.tolist())) > 1  # a real draw, not a constant
