@@ -4,8 +4,9 @@ The trainer's real rollout and update code runs (``ppo.train``) with two stand-i
 ``StoredEnv`` that hands back stored frames and masks at once (no ViZDoom), and the agent is a
 ``TinyAgent`` with the trainer's interface and a network of negligible cost. What is left of an
 iteration's rollout time is the plumbing: Python, the env vector, the rollout storage, tensor
-conversions, sampling. Printed in microseconds per agent step (median over iterations after the
-first), for each frame size x env count x env mode, for this checkout and, with ``--old-rev``,
+conversions, sampling. The stand-in network's forward passes in the rollout are timed and taken
+out. Printed in microseconds per agent step (median over iterations after the first), for each
+frame size x env count x env mode, for this checkout and, with ``--old-rev``,
 for an earlier revision in the same run (machines are noisy; compare within one run).
 
     python scripts/bench_host.py                      # this checkout only
@@ -29,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Runs in a child process against whichever camal_rl is first on PYTHONPATH (this one or an old tree).
 RUNNER = r"""
-import dataclasses, json, statistics, sys, tempfile
+import dataclasses, json, statistics, sys, tempfile, time
 import numpy as np
 import torch
 import torch.nn as nn
@@ -77,9 +78,13 @@ class StoredEnv:
         pass
 
 
+NETWORK = {"seconds": 0.0, "per_rollout": []}
+
+
 class TinyAgent(ppo.Agent):
     # The trainer's agent with a network of negligible cost: one pixel, two small heads. Its
-    # act / get_action_and_value / get_value are the trainer's own (inherited).
+    # act / get_action_and_value are the trainer's own (inherited). The rollout's forward passes
+    # (no gradients, outside get_value) are timed, so their cost can be taken out of the figure.
     def __init__(self, obs_shape, num_actions):
         nn.Module.__init__(self)
         self.obs_shape, self.num_actions, self.feature_grid = tuple(obs_shape), num_actions, (1, 1)
@@ -87,9 +92,21 @@ class TinyAgent(ppo.Agent):
         self.actor, self.critic = nn.Linear(4, num_actions), nn.Linear(4, 1)
 
     def forward(self, x):
+        start = time.perf_counter()
         features = torch.relu(self.body(x[:, :, :1, :1].float() / 255.0))  # one pixel: no real work
         hidden = features.flatten(1)
-        return self.actor(hidden), self.critic(hidden).squeeze(-1), features
+        out = self.actor(hidden), self.critic(hidden).squeeze(-1), features
+        if not torch.is_grad_enabled():
+            NETWORK["seconds"] += time.perf_counter() - start
+        return out
+
+    def get_value(self, x):
+        # GAE's bootstrap value comes right after each rollout: close that rollout's network time
+        NETWORK["per_rollout"].append(NETWORK["seconds"])
+        with torch.enable_grad():
+            value = super().get_value(x)
+        NETWORK["seconds"] = 0.0
+        return value.detach()
 
 
 doom.make_env = lambda spec, **kwargs: StoredEnv(spec, **kwargs)
@@ -106,7 +123,10 @@ with tempfile.TemporaryDirectory() as root:
     events = EventAccumulator(root + "/run", size_guidance={"scalars": 0})
     events.Reload()
     rollout = [e.value for e in events.Scalars("perf/rollout_seconds")][1:]
-print("RESULT " + json.dumps({"us_per_step": statistics.median(rollout) / (config["num_envs"] * 128) * 1e6}))
+network = NETWORK["per_rollout"][1:]
+steps = config["num_envs"] * 128
+print("RESULT " + json.dumps({"us_per_step": statistics.median(r - n for r, n in zip(rollout, network)) / steps * 1e6,
+                              "network_us_per_step": statistics.median(network) / steps * 1e6}))
 """
 
 FRAMES = {"60x80": {"obs_size": [60, 80]}, "240x320": {"paper_frames": True}}
@@ -121,14 +141,14 @@ def old_tree(revision: str, folder: Path) -> Path:
     return folder / "old"
 
 
-def measure(root: Path, config: dict) -> float | str:
+def measure(root: Path, config: dict) -> dict | str:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(config)], capture_output=True, text=True,
                             env=env, cwd=root, timeout=900)
     for line in result.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[7:])["us_per_step"]
+            return json.loads(line[7:])
     return "error: " + ((result.stderr.strip().splitlines() or ["no output"])[-1])[:200]
 
 
@@ -152,15 +172,20 @@ def main() -> None:
                               "workers": 0 if mode == "in-process" else num_envs}
                     row = {"frames": frames, "envs": num_envs, "mode": mode}
                     for name, root in trees.items():
-                        row[name] = measure(root, config)
+                        result = measure(root, config)
+                        row[name] = result["us_per_step"] if isinstance(result, dict) else result
+                        if isinstance(result, dict):
+                            row[f"{name} network"] = result["network_us_per_step"]
                         print(json.dumps(row), flush=True)
                     rows.append(row)
     names = list(trees)
+    print("\nHost work per agent step in microseconds, the stand-in network's forward passes taken out "
+          "(their time in brackets).")
     print("\n| frames | envs | mode | " + " | ".join(f"{n} (us / agent step)" for n in names)
           + (" | new / old |" if "old" in trees else " |"))
     print("|---|---|---|" + "---|" * (len(names) + ("old" in trees)))
     for row in rows:
-        cells = [f"{row[n]:.1f}" if isinstance(row[n], float) else row[n] for n in names]
+        cells = [f"{row[n]:.1f} ({row[n + ' network']:.1f})" if isinstance(row[n], float) else row[n] for n in names]
         ratio = (f" | {row['new'] / row['old']:.2f}" if "old" in trees and isinstance(row["old"], float)
                  and isinstance(row["new"], float) else (" | -" if "old" in trees else ""))
         print(f"| {row['frames']} | {row['envs']} | {row['mode']} | " + " | ".join(cells) + ratio + " |")
