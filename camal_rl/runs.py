@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,20 @@ def load_checkpoint(run_dir: str | Path, *, purpose: str = "--resume", for_resum
         raise RunFolderError(f"checkpoint {path} lacks {', '.join(missing)}{older}; {purpose} needs a complete "
                              f"checkpoint written by camal-train")
     return checkpoint
+
+
+def trained_steps(run_dir: str | Path) -> int:
+    """Agent steps a run folder holds: its summary's, else its last checkpoint's, else 0 (cheap:
+    the checkpoint's tensors are mapped, not read)."""
+    run_dir = Path(run_dir)
+    try:
+        if (run_dir / SUMMARY).is_file():
+            return int(json.loads((run_dir / SUMMARY).read_text())["global_step"])
+        if (run_dir / CHECKPOINT).is_file():
+            return int(torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError):
+        pass  # a damaged folder counts as empty here; the commands that use it say what is wrong
+    return 0
 
 
 def restore_agent(agent: torch.nn.Module, checkpoint: dict, source: Path) -> None:

@@ -19,6 +19,13 @@ The training process is tied to its Ray worker (it gets SIGTERM when the worker 
 its games), so a dead node leaves no second writer behind. A GPU request that no node can meet
 is refused up front instead of waiting forever (``--wait-for-resources`` waits, for autoscalers).
 
+Runs at a time (``--workers auto``, the default) follow the box: without a GPU, one run per core
+(each with cores / runs torch threads); with a GPU, as many as its free memory holds (an estimate
+per run, ``--gpu-memory-per-run`` to override) and at most one per core, each with the cores left
+over as env worker processes (none: the engines run in the learner's process). ``--workers N`` and
+``-- --env-workers N`` override either. At the end the sweep prints the box's agent steps per second
+over all its runs.
+
 Classification sweeps run ``camal-classify --only-folds k`` per (model, dataset, method, fold); the
 fold files gather in ``<storage>/<model>__<dataset>__<method>/``, which ``camal-compare`` turns into
 the Table 1/2/5 shapes. When all runs are done the report is written to ``<storage>/report``
@@ -40,7 +47,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from camal_rl import analysis, doom
+from camal_rl import analysis, doom, runs
 from camal_rl.errors import CamalError, run_cli
 from camal_rl.files import die_with_parent
 
@@ -218,12 +225,57 @@ def run_job(job: Job, location: str, threads: int = 1, device_flags: tuple[str, 
 
 
 # ---------------------------------------------------------------------------------------
+# How many runs one box takes
+# ---------------------------------------------------------------------------------------
+GiB = 2**30
+# GPU memory one camal-train run holds, rounded up from its rollout storage (frames and masks on the
+# GPU), the network and optimiser, a minibatch's activations with CAMAL's second backward, and the
+# CUDA context: paper frames (240x320 RGB, Table 8 sizes) and the 60x80 default.
+GPU_MEMORY_PER_RUN = {"paper_frames": 6 * GiB, "default": 2 * GiB}
+
+
+@dataclass(frozen=True)
+class BoxPlan:
+    runs: int  # runs at a time
+    threads: int  # torch threads per run
+    env_workers: int | None  # env worker processes per run (None: the trainer's own default)
+    why: str
+
+
+def plan_box(cores: int, gpu_free_bytes: int | None, jobs: int, *, memory_per_run: int, runs: int | None = None,
+             env_workers: int | None = None) -> BoxPlan:
+    """Runs at a time, threads and env workers per run for a box with ``cores`` cores and (where
+    ``gpu_free_bytes`` is given) one GPU shared by every run; ``runs`` / ``env_workers`` override."""
+    cores = max(1, cores)
+    if gpu_free_bytes is None:
+        count = runs or min(cores, max(1, jobs))
+        return BoxPlan(count, max(1, cores // count), env_workers,
+                       f"{count} at a time: {'given' if runs else f'one per core of {cores}'}, no GPU")
+    by_memory = max(1, int(gpu_free_bytes * 0.9 // memory_per_run))
+    count = runs or max(1, min(by_memory, cores, jobs))
+    spare = max(0, cores // count - 1)  # each run's learner keeps one core; the rest step its engines
+    why = "given" if runs else (f"{by_memory} fit in {gpu_free_bytes / GiB:.0f} GiB of free GPU memory at "
+                                f"~{memory_per_run / GiB:.0f} GiB each, {cores} cores, {jobs} runs to do")
+    return BoxPlan(count, 1, spare if env_workers is None else env_workers, f"{count} at a time: {why}")
+
+
+def box_resources() -> tuple[int, int | None]:
+    """This machine's cores and its GPU's free memory in bytes (None without CUDA)."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if not torch.cuda.is_available():
+        return cores, None
+    return cores, int(torch.cuda.mem_get_info()[0])
+
+
+# ---------------------------------------------------------------------------------------
 # Launchers
 # ---------------------------------------------------------------------------------------
-def run_local(jobs: list[Job], location: str, workers: int, threads: int) -> dict[str, int]:
+def run_local(jobs: list[Job], location: str, workers: int, threads: int, extra_flags: tuple[str, ...] = ()) -> dict[str, int]:
     codes = {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(run_job, job, location, threads): job for job in jobs}
+        futures = {pool.submit(run_job, job, location, threads, extra_flags): job for job in jobs}
         bar = tqdm(total=len(jobs), unit="run", desc="sweep")
         for future in as_completed(futures):
             codes[futures[future].name] = future.result()
@@ -281,10 +333,18 @@ def run_ray(jobs: list[Job], location: str, *, address: str | None, num_cpus: in
     return codes
 
 
-def run_grid(jobs: list[Job], location: str, *, workers: int = 2, launcher: str = "local", ray_address=None,
+def trained_steps(storage: Storage, job: Job) -> int:
+    """Agent steps a training run's folder holds so far (0 for classification folds or remote storage)."""
+    if job.fold is not None or not storage.is_local:
+        return 0
+    return runs.trained_steps(storage.root / job.folder)
+
+
+def run_grid(jobs: list[Job], location: str, *, workers: int | str = "auto", launcher: str = "local", ray_address=None,
              compare: bool = True, reps: int = 2000, cpus_per_run: float = 1, gpus_per_run: float = 0,
-             max_retries: int = 3, wait_for_resources: bool = False) -> dict:
-    """Skip the finished jobs, run the rest (locally or on Ray), then write the report (local storage)."""
+             max_retries: int = 3, wait_for_resources: bool = False, gpu_memory_per_run: int | None = None) -> dict:
+    """Skip the finished jobs, run the rest (locally or on Ray), then write the report (local storage).
+    ``workers``: runs at a time, or "auto" (``plan_box``) for the local launcher."""
     storage = Storage(location)
     if storage.is_local:
         storage.root.mkdir(parents=True, exist_ok=True)
@@ -293,19 +353,33 @@ def run_grid(jobs: list[Job], location: str, *, workers: int = 2, launcher: str 
     skipped = sorted(name for name, state in states.items() if state == "finished")
     for name in skipped:
         print(f"skip (finished): {name}")
+    steps_before = {job.name: trained_steps(storage, job) for job in todo}
     started = time.time()
+    box = None
     if not todo:
         codes = {}
     elif launcher == "ray":
-        codes = run_ray(todo, location, address=ray_address, num_cpus=workers, cpus_per_run=cpus_per_run,
-                        gpus_per_run=gpus_per_run, max_retries=max_retries, wait_for_resources=wait_for_resources)
+        codes = run_ray(todo, location, address=ray_address, num_cpus=None if workers == "auto" else workers,
+                        cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, max_retries=max_retries,
+                        wait_for_resources=wait_for_resources)
     else:
-        codes = run_local(todo, location, workers, threads=max(1, (os.cpu_count() or 1) // max(1, workers)))
+        box = local_box_plan(todo, workers, gpu_memory_per_run)
+        print(f"camal-sweep: {box.why}; {box.threads} torch thread(s) and "
+              f"{'default' if box.env_workers is None else box.env_workers} env worker(s) per run", flush=True)
+        flags = () if box.env_workers is None else ("--env-workers", str(box.env_workers))
+        codes = run_local(todo, location, box.runs, threads=box.threads, extra_flags=flags)
+    seconds = time.time() - started
     failed = sorted(name for name, code in codes.items() if code != 0)
     for name in failed:
         print(f"failed: {name} (see its .log in {location})", file=sys.stderr)
-    result = {"ran": sorted(codes), "skipped": skipped, "failed": failed, "seconds": time.time() - started,
+    result = {"ran": sorted(codes), "skipped": skipped, "failed": failed, "seconds": seconds,
               "resumed": sorted(name for name in codes if states[name] == "resumable")}
+    steps = sum(trained_steps(storage, job) - steps_before[job.name] for job in todo)
+    if steps > 0:
+        result.update(box_steps=steps, box_steps_per_second=steps / max(seconds, 1e-9),
+                      runs_at_a_time=box.runs if box else workers)
+        print(f"camal-sweep: this box trained {steps:,} agent steps in {seconds:,.0f} s over {len(todo)} run(s): "
+              f"{result['box_steps_per_second']:,.0f} agent steps/s in all", flush=True)
     if compare and storage.is_local:
         try:
             analysis.compare([storage.root], storage.root / "report", reps=reps, skip_broken=True)
@@ -313,6 +387,19 @@ def run_grid(jobs: list[Job], location: str, *, workers: int = 2, launcher: str 
         except analysis.AnalysisError as error:
             print(f"camal-sweep: no report: {error}", file=sys.stderr)
     return result
+
+
+def local_box_plan(jobs: list[Job], workers: int | str, gpu_memory_per_run: int | None) -> BoxPlan:
+    cores, gpu_free = box_resources()
+    if any("--no-cuda" in job.args for job in jobs):
+        gpu_free = None
+    paper_frames = any("--paper-frames" in job.args for job in jobs)
+    memory = gpu_memory_per_run or GPU_MEMORY_PER_RUN["paper_frames" if paper_frames else "default"]
+    given_workers = any("--env-workers" in job.args for job in jobs) or any(job.fold is not None for job in jobs)
+    plan = plan_box(cores, gpu_free, len(jobs), memory_per_run=memory, runs=None if workers == "auto" else int(workers))
+    if given_workers:  # the user's --env-workers (or a classification task) wins
+        plan = BoxPlan(plan.runs, plan.threads, None, plan.why)
+    return plan
 
 
 def sweep(envs, methods, seeds, out, *, train_args=(), **launch) -> dict:
@@ -337,7 +424,11 @@ def cli(argv=None) -> None:
     parser.add_argument("--folds", type=int, default=10)
     parser.add_argument("--out", default="runs/sweep", help="where the run folders go (local launcher)")
     parser.add_argument("--storage", default=None, help="a path every node sees, or an fsspec URI (default: --out)")
-    parser.add_argument("--workers", type=int, default=2, help="runs at a time (local) / CPUs of a Ray cluster started here")
+    parser.add_argument("--workers", default="auto",
+                        help="runs at a time (local; auto: from the cores and GPU memory, see above) / CPUs of a Ray "
+                             "cluster started here (auto: all)")
+    parser.add_argument("--gpu-memory-per-run", type=float, default=None,
+                        help="GiB of GPU memory one run needs, for --workers auto (default: 6 at paper frames, else 2)")
     parser.add_argument("--launcher", choices=["local", "ray"], default="local")
     parser.add_argument("--ray-address", default=None, help="an existing Ray cluster, e.g. auto (default: start one here)")
     parser.add_argument("--cpus-per-run", type=float, default=1)
@@ -353,13 +444,21 @@ def cli(argv=None) -> None:
         argv, extra = argv[:split], argv[split + 1 :]
     options = parser.parse_args(argv)
     location = options.storage or options.out
-    common = dict(workers=options.workers, launcher=options.launcher, ray_address=options.ray_address,
+    common = dict(workers=options.workers, launcher=options.launcher,
+                  gpu_memory_per_run=None if options.gpu_memory_per_run is None else int(options.gpu_memory_per_run * GiB), ray_address=options.ray_address,
                   compare=not options.no_compare, reps=options.reps, cpus_per_run=options.cpus_per_run,
                   gpus_per_run=options.gpus_per_run, max_retries=options.max_retries,
                   wait_for_resources=options.wait_for_resources)
 
     def main() -> dict:
-        for name, minimum in (("workers", 1), ("folds", 2), ("max_retries", 0), ("reps", 1)):
+        if options.workers != "auto":
+            if not options.workers.isdigit() or int(options.workers) < 1:
+                raise SweepError(f"--workers must be auto or a whole number >= 1, got {options.workers!r}")
+            options.workers = int(options.workers)
+        if options.gpu_memory_per_run is not None and not options.gpu_memory_per_run > 0:
+            raise SweepError(f"--gpu-memory-per-run must be a number of GiB > 0, got {options.gpu_memory_per_run}")
+        common["workers"] = options.workers
+        for name, minimum in (("folds", 2), ("max_retries", 0), ("reps", 1)):
             if getattr(options, name) < minimum:
                 raise SweepError(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(options, name)}")
         if not options.cpus_per_run > 0 or options.gpus_per_run < 0:

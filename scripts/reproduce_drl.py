@@ -42,7 +42,8 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=list(doom.PAPER_SCENARIOS))
     parser.add_argument("--recipe", default="paper", help="camal-train --recipe: paper (Table 8, the default here) or tuned")
     parser.add_argument("--paper-frames", action="store_true", help="240x320 colour frames (the paper); default: the CPU default")
-    parser.add_argument("--concurrent", type=int, default=2, help="runs at a time")
+    parser.add_argument("--concurrent", default="auto",
+                        help="runs at a time (auto: camal-sweep's plan from the cores and GPU memory)")
     parser.add_argument("--evals", type=int, default=4, help="evaluations per run (learning curves), the last at the end")
     parser.add_argument("--runs", default="runs/drl")
     parser.add_argument("--report", default="reports/drl")
@@ -66,11 +67,12 @@ def main() -> None:
                       "--checkpoint-interval", "25", "--recipe", options.recipe,
                       *(["--paper-frames"] if options.paper_frames else []),
                       *options.train_args]
-        if options.concurrent > 1:
+        concurrent = options.concurrent if options.concurrent == "auto" else int(options.concurrent)
+        if concurrent != "auto" and concurrent > 1:
             train_args += ["--env-workers", "0"]  # many runs at once: each keeps one core busy, no extra processes
         started = time.time()
         result = sweep.sweep(options.envs, ["camal", "vanilla"], options.seeds, runs, train_args=train_args,
-                             workers=options.concurrent, compare=False)
+                             workers=concurrent, compare=False)
         print(f"sweep: ran {len(result['ran'])}, skipped {len(result['skipped'])}, failed {len(result['failed'])} "
               f"in {time.time() - started:.0f} s", flush=True)
 

@@ -55,6 +55,9 @@ def test_a_sweep_killed_halfway_finishes_only_what_was_missing(tmp_path):
                            cuda=False, run_dir=str(out / "basic__vanilla__1")), on_rollout=stop_after_first)
     result = sweep.sweep(out=out, train_args=args, compare=False, **grid)
     assert result["skipped"] == ["basic__camal__1"]
+    # the box's steps count what this sweep trained: 128 more for the resumed run, 256 for the new one
+    assert result["box_steps"] == 128 + 256
+    assert result["box_steps_per_second"] == pytest.approx(384 / result["seconds"])
     assert result["resumed"] == ["basic__vanilla__1"] and result["ran"] == ["basic__suppress__1", "basic__vanilla__1"]
     assert "resuming" in (out / "basic__vanilla__1.log").read_text()
     for method in grid["methods"]:
@@ -174,3 +177,25 @@ def test_ray_cluster_of_two_nodes_survives_a_killed_node(tmp_path):
     finally:
         cluster.shutdown()
         os.environ.pop("RAY_ADDRESS", None)
+
+
+def test_runs_per_box_follow_cores_and_gpu_memory():
+    gib = sweep.GiB
+    laptop = sweep.plan_box(2, None, 20, memory_per_run=2 * gib)
+    assert (laptop.runs, laptop.threads, laptop.env_workers) == (2, 1, None)  # as many as cores, no GPU
+    assert sweep.plan_box(2, None, 1, memory_per_run=2 * gib).threads == 2  # one run takes both cores
+    # an H200 box at paper frames: memory would hold 21, cores cap it at 16, engines in each learner
+    h200 = sweep.plan_box(16, 141 * gib, 40, memory_per_run=6 * gib)
+    assert (h200.runs, h200.threads, h200.env_workers) == (16, 1, 0) and "21 fit" in h200.why
+    small_gpu = sweep.plan_box(16, 20 * gib, 40, memory_per_run=6 * gib)
+    assert (small_gpu.runs, small_gpu.env_workers) == (3, 4)  # 3 fit; 16 // 3 - 1 cores for each run's engines
+    assert sweep.plan_box(16, 141 * gib, 1, memory_per_run=6 * gib).env_workers == 15  # one run: every spare core
+    given = sweep.plan_box(16, 141 * gib, 40, memory_per_run=6 * gib, runs=20, env_workers=2)
+    assert (given.runs, given.env_workers) == (20, 2) and "given" in given.why
+
+
+def test_a_sweep_prints_its_box_plan_and_steps_per_second(tmp_path, capsys):
+    result = sweep.sweep(["basic"], ["vanilla"], [1], tmp_path / "one", train_args=TINY, compare=False)
+    printed = capsys.readouterr().out
+    assert "camal-sweep: 1 at a time" in printed and "torch thread(s)" in printed
+    assert result["box_steps"] == 128 and f"{result['box_steps_per_second']:,.0f} agent steps/s in all" in printed
