@@ -7,7 +7,7 @@ named by the caller (a run stores its own in its arguments; see ``camal_rl.camal
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -67,11 +67,12 @@ class Agent(nn.Module):
     def get_value(self, x):
         return self(x)[1]
 
-    def act(self, x):
+    def act(self, x, forward: Optional[Callable] = None):
         """The rollout's step: a sampled action, its log-probability and V(s). The same numbers (and
         random draws) as ``get_action_and_value``, which goes through ``Categorical``; here the same
-        four ops run without building a distribution or the entropy, a third of a small batch's cost."""
-        logits, value, _ = self(x)
+        four ops run without building a distribution or the entropy, a third of a small batch's cost.
+        ``forward`` (e.g. a ``GraphedForward``) replaces the network's pass: ``x -> (logits, value)``."""
+        logits, value = forward(x) if forward is not None else self(x)[:2]
         log_probs = logits - logits.logsumexp(dim=-1, keepdim=True)  # Categorical's normalisation
         action = torch.multinomial(torch.softmax(log_probs, dim=-1), 1, True)
         return action.squeeze(1), log_probs.gather(1, action).squeeze(1), value
@@ -82,6 +83,42 @@ class Agent(nn.Module):
         if action is None:
             action = probs.sample()
         return action, probs.log_prob(action), probs.entropy(), value, features
+
+
+class GraphedForward:
+    """The rollout's forward pass (``x -> (logits, V(s))``, no gradients) captured in a CUDA graph
+    per input shape and replayed: one launch instead of the network's ~20 kernels and their Python.
+
+    The graph reads the agent's parameters in place, so optimiser steps reach it. Sampling stays
+    outside (it draws from the RNG stream). Only for CUDA; ``--cuda-graph`` turns it on."""
+
+    def __init__(self, agent: Agent):
+        self.agent = agent
+        self.graphs: dict[tuple, tuple] = {}
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor):
+        key = (tuple(x.shape), x.dtype)
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(x)
+        graph, static_input, logits, value = self.graphs[key]
+        static_input.copy_(x)
+        graph.replay()
+        return logits, value.clone()  # the graph overwrites its outputs on the next replay
+
+    def _capture(self, x: torch.Tensor):
+        static_input = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        static_input.copy_(x)
+        side = torch.cuda.Stream(device=x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):  # warm-up passes (cuDNN picks its kernels) before capture
+            for _ in range(3):
+                self.agent(static_input)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            logits, value, _ = self.agent(static_input)
+        return graph, static_input, logits, value
 
 
 def default_attention(paper_frames: bool) -> str:

@@ -14,6 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
+import torch
 from tqdm import tqdm
 
 from camal_rl import camal, doom, recipes, runs
@@ -22,7 +23,7 @@ from camal_rl.errors import ConfigError, RunFolderError
 from camal_rl.rollout import PAPER_FRAMES
 
 # What --resume lets a user change; every other flag given with it must match the run.
-RESUMABLE_CHANGES = {"total_timesteps", "progress", "cuda", "threads", "env_workers", "resume", "run_dir", "track",
+RESUMABLE_CHANGES = {"total_timesteps", "progress", "cuda", "cuda_graph", "threads", "env_workers", "resume", "run_dir", "track",
                      "wandb_project_name", "wandb_entity", "wandb_group"}
 
 
@@ -113,6 +114,9 @@ def validate(args, given: Optional[set[str]] = None, *, apply_recipe: bool = Tru
                           f"(num_envs x num_steps = {args.batch_size})")
     if args.env_workers is not None and args.env_workers < 0:
         raise ConfigError("--env-workers must be >= 0 (0 = envs in this process)")
+    if args.cuda_graph and "cuda_graph" in given and not (args.cuda and torch.cuda.is_available()):
+        raise ConfigError("--cuda-graph needs a CUDA GPU (and --cuda); without one the rollout's forward runs as it "
+                          "is: drop --cuda-graph")
     if args.env_groups is not None and not 1 <= args.env_groups <= args.num_envs:
         raise ConfigError(f"--env-groups must be between 1 and --num-envs ({args.num_envs})")
 

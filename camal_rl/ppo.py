@@ -35,7 +35,7 @@ from torch.utils.tensorboard import SummaryWriter  # the writer's type
 from tqdm import tqdm
 
 from camal_rl import arguments, camal, doom, runs, tracking, vector
-from camal_rl.agent import Agent
+from camal_rl.agent import Agent, GraphedForward
 from camal_rl.errors import ConfigError, Interrupted, RunFolderError, run_cli
 from camal_rl.evaluation import EVAL_SEED_OFFSET, attention_grid, attention_stats, evaluate
 from camal_rl.rollout import FrameStorage, env_options, pin_host_memory
@@ -56,6 +56,8 @@ class Args:
     """cudnn.deterministic (reproducible convolutions on a GPU)"""
     cuda: bool = field(default_factory=torch.cuda.is_available)
     """train on the GPU (default: on when one is available)"""
+    cuda_graph: bool = False
+    """replay the rollout's policy forward from a CUDA graph (CUDA only; new, not yet measured on a GPU)"""
     run_dir: Optional[str] = None
     """run folder; default runs/<env>__<method>__<seed>__<time>; it must not hold another run"""
     resume: Optional[str] = None
@@ -311,6 +313,7 @@ def train_loop(args: Args, run_dir: Path, spec: doom.ScenarioSpec, device: torch
     host_buffer = torch.zeros((2, args.num_steps + 1, args.num_envs), pin_memory=device.type == "cuda")
     host_dones = host_buffer[1].numpy()
     env_groups = envs.groups(env_group_count(args, device, envs.workers))
+    graphed = GraphedForward(agent) if args.cuda_graph and device.type == "cuda" else None
 
     def collect(step: int, group: slice, rollout_step: int) -> None:
         """Wait for one group's env step ``step``: rewards, done flags, its next frames, finished episodes."""
@@ -344,7 +347,7 @@ def train_loop(args: Args, run_dir: Path, spec: doom.ScenarioSpec, device: torch
                     for group in env_groups:
                         if step > 0:
                             collect(step - 1, group, rollout_step)
-                        action, logprob, value = agent.act(storage.observation(step, group))
+                        action, logprob, value = agent.act(storage.observation(step, group), forward=graphed)
                         outputs.append((action, logprob, value))
                         envs.step_async(action.cpu().numpy(), group)
                 for group in env_groups:

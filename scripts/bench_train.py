@@ -92,6 +92,8 @@ def main() -> None:
     parser.add_argument("--old-rev", default="3e77790", help="git revision of the old path")
     parser.add_argument("--old-tree", default=None, help="an extracted old camal_rl (instead of --old-rev)")
     parser.add_argument("--cuda", action="store_true")
+    parser.add_argument("--cuda-graph", nargs="+", default=["off"], choices=["off", "on"],
+                        help="new path: the rollout's forward from a CUDA graph (on needs --cuda)")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per run")
     parser.add_argument("--sb3", action="store_true", help="also stable-baselines3 PPO on our env (pip install -e '.[bench]')")
     parser.add_argument("--json", default=None, help="write all results here")
@@ -104,23 +106,27 @@ def main() -> None:
         if "old" in options.paths:
             roots["old"] = Path(options.old_tree) if options.old_tree else old_tree(options.old_rev, Path(scratch))
         grid = list(itertools.product(options.frames, options.num_envs, options.env_workers, options.env_groups,
-                                      options.paths, options.methods))
-        for round_index, (frames, num_envs, workers_option, groups_option, path, method) in itertools.product(
+                                      options.cuda_graph, options.paths, options.methods))
+        for round_index, (frames, num_envs, workers_option, groups_option, graph, path, method) in itertools.product(
                 range(options.repeats), grid):
             workers = None if workers_option == "auto" else int(workers_option)
             groups = None if groups_option == "auto" else int(groups_option)
-            if path == "old" and (workers_option, groups_option) != (options.env_workers[0], options.env_groups[0]):
+            if path == "old" and (workers_option, groups_option, graph) != (options.env_workers[0], options.env_groups[0],
+                                                                    options.cuda_graph[0]):
                 continue  # the old path has one parallel option: run it once per (frames, envs)
             iterations = options.old_iterations if path == "old" and options.old_iterations else options.iterations
             config = {"env": options.env, "seed": 1, "num_envs": num_envs, "num_steps": 128,
                       "total_timesteps": iterations * num_envs * 128, "camal_coef": 1.0 if method == "camal" else 0.0,
                       "eval_episodes": 0, "checkpoint_interval": 10**9, "progress": False, "cuda": options.cuda,
                       **FRAMES[frames], "env_workers": workers, "env_groups": groups}
+            if graph == "on":
+                config["cuda_graph"] = True
             # the old path's parallel option, gymnasium's AsyncVectorEnv: for more than the 8 envs of Table 8,
             # or where the new path is told to use workers (the old default, in-process, otherwise)
             config["async_envs"] = num_envs > 8 if workers is None else workers > 0
             result = run(roots[path], config, options.timeout)
             label = "old" if path == "old" else f"new, workers {result.get('workers', workers_option)}, groups {result.get('groups', groups_option)}"
+            label += ", CUDA graph" if graph == "on" and path == "new" else ""
             row = {"round": round_index, "frames": frames, "num_envs": num_envs, "path": label, "method": method, **result}
             rows.append(row)
             shown = f"{result['steady_sps']:8.0f} steps/s" if "steady_sps" in result else result["error"]

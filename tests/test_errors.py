@@ -360,6 +360,7 @@ def test_sweep_to_cloud_storage_without_its_driver_is_one_line(tmp_path):
 @pytest.mark.parametrize("program, flags, words", [
     ("sweep", ["--workers", "0"], ["--workers", ">= 1"]),
     ("sweep", ["--workers", "many"], ["--workers", "auto or a whole number"]),
+    ("train", ["--cuda-graph", "--no-cuda"], ["--cuda-graph needs a CUDA GPU"]),
     ("sweep", ["--gpu-memory-per-run", "0"], ["--gpu-memory-per-run", "GiB > 0"]),
     ("sweep", ["--gpus-per-run", "-1"], ["--gpus-per-run"]),
     ("classify", ["--epochs", "0"], ["--epochs", ">= 1"]),

@@ -2,6 +2,7 @@
 (pinned on a GPU) stores what the direct path does, and `Agent.act` draws what `Categorical` draws."""
 
 import numpy as np
+import pytest
 import torch
 
 from camal_rl.rollout import FrameStorage
@@ -101,3 +102,28 @@ def test_the_rollouts_policy_step_draws_what_get_action_and_value_draws():
     assert torch.equal(action, reference_action)
     assert torch.equal(logprob, reference_logprob) and torch.equal(value, reference_value)
     assert action.dtype == torch.long and len(set(action.tolist())) > 1  # a real draw, not a constant
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: --cuda-graph exists only there")
+def test_the_cuda_graph_forward_gives_the_eager_numbers_and_follows_the_weights():
+    from camal_rl.agent import Agent, GraphedForward
+
+    torch.manual_seed(0)
+    agent = Agent((4, 60, 80), 3).cuda()
+    graphed = GraphedForward(agent)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=1e-3)
+    storage = torch.randint(0, 256, (16, 6, 1, 60, 80), dtype=torch.uint8, device="cuda")
+    for round_ in range(3):
+        obs = storage[:, round_ : round_ + 4].flatten(1, 2)  # a strided view, as FrameStorage gives
+        with torch.no_grad():
+            torch.manual_seed(round_)
+            eager = agent.act(obs)
+            torch.manual_seed(round_)
+            replayed = agent.act(obs, forward=graphed)
+        assert torch.equal(eager[0], replayed[0])
+        torch.testing.assert_close(eager[1], replayed[1])
+        torch.testing.assert_close(eager[2], replayed[2])
+        optimizer.zero_grad()
+        agent(obs)[1].mean().backward()
+        optimizer.step()  # in place: the graph must read the new weights next round
+    assert len(graphed.graphs) == 1
