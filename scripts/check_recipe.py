@@ -8,7 +8,8 @@ resumed), then writes ``check.md`` and ``check.json`` into ``--out``: per run, t
 at each evaluation, the first agent step and wall-clock second at which the training mean (the last
 20 episodes, as the trainer's progress bar shows it) reached ``--train-threshold``, and steps/s; per
 recipe and method, how many seeds evaluated at or above ``--eval-target`` by the last evaluation,
-and CAMAL / Vanilla steps/s.
+the normalised evaluation return (the spec's random and reference scores) and, with two or more
+recipes, the first recipe's against the second's; and CAMAL / Vanilla steps/s.
 """
 
 from __future__ import annotations
@@ -63,6 +64,39 @@ def describe_run(run_dir: Path, threshold: float) -> dict:
             "first_train_mean_step": step, "first_train_mean_seconds": seconds}
 
 
+def plot_curves(described: list[dict], spec, path: Path) -> None:
+    """Training return (mean of the last 20 episodes) and evaluation return against agent steps, one
+    colour per recipe and method, one line per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (train_axis, eval_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    colours = {}
+    for d in described:
+        name = f"{d['recipe']}/{d['method']}"
+        colour = colours.setdefault(name, f"C{len(colours)}")
+        events = scalar_events(Path(d["run"]), runs.Tag.EPISODIC_RETURN)
+        if events:
+            values = np.array([value for _, _, value in events])
+            window = min(20, len(values))
+            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+            steps = [step for _, step, _ in events][window - 1 :]
+            train_axis.plot(steps, smooth, color=colour, alpha=0.7, label=name if name not in train_axis.get_legend_handles_labels()[1] else None)
+        if d["evaluations"]:
+            steps, values = zip(*d["evaluations"])
+            eval_axis.plot(steps, values, marker="o", color=colour, alpha=0.7)
+    for axis, title in ((train_axis, "training return (last 20 episodes)"), (eval_axis, "evaluation return")):
+        axis.axhline(spec.random_score, color="grey", linestyle=":", linewidth=1)
+        axis.set_xlabel("agent steps")
+        axis.set_title(f"{spec.name}: {title}")
+    train_axis.legend(loc="best", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="basic")
@@ -105,8 +139,15 @@ def main() -> None:
             groups[f"{recipe}/{method}"] = {
                 "seeds": len(mine), "final_eval_at_or_above_target": len(reached),
                 "final_eval_mean": float(np.mean([d["final_eval_return"] for d in mine])),
+                "final_eval_normalised": float(np.mean([spec.normalize_return(d["final_eval_return"]) for d in mine])),
                 "train_mean_reached": len(timed), "median_seconds_to_train_mean": float(np.median(timed)) if timed else None,
                 "sps_mean": float(np.mean([d["sps"] for d in mine]))}
+    if len(options.recipes) >= 2:  # the first recipe against the second (e.g. tuned vs paper), per method
+        first, second = options.recipes[:2]
+        for method in options.methods:
+            mine, theirs = groups.get(f"{first}/{method}"), groups.get(f"{second}/{method}")
+            if mine and theirs and theirs["final_eval_normalised"] > 0:
+                mine[f"normalised_vs_{second}"] = mine["final_eval_normalised"] / theirs["final_eval_normalised"]
     for recipe in options.recipes:
         camal, vanilla = groups.get(f"{recipe}/camal"), groups.get(f"{recipe}/vanilla")
         if camal and vanilla:
@@ -118,14 +159,17 @@ def main() -> None:
     (out / "check.json").write_text(json.dumps({"setting": setting, "groups": groups, "runs": described}, indent=2))
     lines = [f"# Recipe check on {spec.name}: seeds {options.seeds} (not used by the search)", "",
              "| setting | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in setting.items()], "",
-             f"| recipe / method | seeds | final eval >= {options.eval_target:g} | final eval mean | training mean >= "
-             f"{options.train_threshold:g} reached | median seconds to it | steps/s | CAMAL / Vanilla steps/s |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"| recipe / method | seeds | final eval >= {options.eval_target:g} | final eval mean | normalised | "
+             f"vs {options.recipes[1] if len(options.recipes) > 1 else '-'} (normalised) | training mean >= {options.train_threshold:g} reached | "
+             f"median seconds to it | steps/s | CAMAL / Vanilla steps/s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, g in groups.items():
         seconds = "-" if g["median_seconds_to_train_mean"] is None else f"{g['median_seconds_to_train_mean']:.0f}"
         ratio = f"{g['sps_vs_vanilla']:.2f}" if "sps_vs_vanilla" in g else "-"
+        versus = next((f"{v:.2f}x" for k, v in g.items() if k.startswith("normalised_vs_")), "-")
         lines.append(f"| {name} | {g['seeds']} | {g['final_eval_at_or_above_target']} of {g['seeds']} | "
-                     f"{g['final_eval_mean']:.1f} | {g['train_mean_reached']} of {g['seeds']} | {seconds} | "
+                     f"{g['final_eval_mean']:.1f} | {g['final_eval_normalised']:.2f} | {versus} | "
+                     f"{g['train_mean_reached']} of {g['seeds']} | {seconds} | "
                      f"{g['sps_mean']:.0f} | {ratio} |")
     lines += ["", "| run | evaluations (agent step: return) | first training mean >= threshold (step, s) | steps/s |",
               "|---|---|---|---|"]
@@ -133,6 +177,9 @@ def main() -> None:
         evals = ", ".join(f"{s // 1000}k: {v:.0f}" for s, v in d["evaluations"])
         first = "-" if d["first_train_mean_step"] is None else f"{d['first_train_mean_step']:,}, {d['first_train_mean_seconds']:.0f}"
         lines.append(f"| {d['recipe']}/{d['method']}/{d['seed']} | {evals} | {first} | {d['sps']} |")
+    if described:
+        plot_curves(described, spec, out / "curves.png")
+        lines += ["", "![training and evaluation curves](curves.png)"]
     (out / "check.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[: 8 + len(options.recipes) + len(groups) + 4]))
 
