@@ -52,14 +52,15 @@ class FrameStorage:
         self._envs = torch.arange(num_envs, device=device)
         self._first_slot_device: Optional[torch.Tensor] = None
         self.host_registered = False
-        # On a CPU the env buffers are copied with numpy into the storage's own memory (a numpy
-        # slice costs a fifth of a torch one; a vector step does two per group).
-        self._host_frames = self.frames.numpy() if device.type == "cpu" else None
-        self._host_masks = self.masks.numpy() if device.type == "cpu" else None
         # Pinned staging: the copy to the GPU is asynchronous; the policy's .cpu() before the
         # next step synchronises the stream, so the staging buffer is free again by then.
-        # ``staging=True`` on a CPU takes the same path unpinned (tests compare the two paths).
+        # ``staging=True`` on a CPU takes the GPU's paths unpinned (tests compare the paths).
         self.staging = device.type != "cpu" if staging is None else staging
+        # On a CPU the env buffers are copied with numpy into the storage's own memory (a numpy
+        # slice costs a fifth of a torch one; a vector step does two per group).
+        on_host = device.type == "cpu" and not self.staging
+        self._host_frames = self.frames.numpy() if on_host else None
+        self._host_masks = self.masks.numpy() if on_host else None
         if self.staging:
             pinned = torch.cuda.is_available()
             self._frame_staging = torch.empty((num_envs, *frame_shape), dtype=torch.uint8, pin_memory=pinned)

@@ -44,12 +44,14 @@ def reference_stack(history: list[np.ndarray], starts: list[np.ndarray], t: int,
     return np.concatenate(frames[::-1], axis=0)
 
 
-def test_stacks_match_a_frame_by_frame_reference_across_rollouts():
-    """Views, the patched stacks of envs whose episode began inside the stack, minibatches, and the
-    carry-over into the next rollout give exactly the reference stacks."""
+@pytest.mark.parametrize("staging", [False, True], ids=["cpu-paths", "gpu-paths"])
+def test_stacks_match_a_frame_by_frame_reference_across_rollouts(staging):
+    """Views, the stacks of envs whose episode began inside the stack (a numpy gather on a CPU, a
+    clone and patch on a GPU), minibatches, and the carry-over into the next rollout give exactly
+    the reference stacks."""
     steps, envs, stack, rollouts = 5, 6, 4, 3
     rng = np.random.default_rng(1)
-    storage = FrameStorage(steps, envs, stack, (1, 3, 4), (2, 2), torch.device("cpu"))
+    storage = FrameStorage(steps, envs, stack, (1, 3, 4), (2, 2), torch.device("cpu"), staging=staging)
     history, starts = [], []
     for rollout in range(rollouts):
         first_step = 0 if rollout == 0 else 1  # step 0 of a later rollout is the last one's bootstrap
