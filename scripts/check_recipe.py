@@ -157,7 +157,7 @@ def main() -> None:
                "train_threshold": options.train_threshold, "runs_at_a_time": options.workers,
                "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU", "date": time.strftime("%Y-%m-%d")}
     (out / "check.json").write_text(json.dumps({"setting": setting, "groups": groups, "runs": described}, indent=2))
-    lines = [f"# Recipe check on {spec.name}: seeds {options.seeds} (not used by the search)", "",
+    lines = [f"# Recipe check on {spec.name}: seeds {options.seeds} (none of them used by a recipe search)", "",
              "| setting | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in setting.items()], "",
              f"| recipe / method | seeds | final eval >= {options.eval_target:g} | final eval mean | normalised | "
              f"vs {options.recipes[1] if len(options.recipes) > 1 else '-'} (normalised) | training mean >= {options.train_threshold:g} reached | "
