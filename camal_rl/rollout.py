@@ -66,12 +66,27 @@ class FrameStorage:
             self._frame_staging = torch.empty((num_envs, *frame_shape), dtype=torch.uint8, pin_memory=pinned)
             self._mask_staging = torch.empty((num_envs, *mask_shape), dtype=torch.uint8, pin_memory=pinned)
 
+    def host_rows(self, t: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        """Where step ``t``'s newest frames and masks go, as numpy views ``([E, C, H, W], [E, sH, sW])``
+        that envs stepped in this process can write straight into (then ``put(..., written=True)``);
+        None where the storage is not in host memory (a GPU, or staging)."""
+        if self._host_frames is None:
+            return None
+        return self._host_frames[:, t + self.stack - 1], self._host_masks[t]
+
     def put(self, t: int, frames: np.ndarray, masks: np.ndarray, episode_starts: np.ndarray,
-            envs: slice = slice(None)) -> None:
+            envs: slice = slice(None), *, written: bool = False) -> None:
         """Store step ``t``'s newest frames and masks of ``envs`` (the arrays' rows ``envs``);
-        ``episode_starts`` marks first frames of episodes."""
+        ``episode_starts`` marks first frames of episodes. ``written``: the frames and masks are
+        already in place (``host_rows``); only the episode starts are recorded."""
         slot = t + self.stack - 1
-        frames, masks = frames[envs], masks[envs]
+        if not written:
+            self._copy_in(t, slot, frames[envs], masks[envs], envs)
+        self.episode_first[envs][episode_starts[envs]] = slot
+        self.first_slot[t, envs] = self.episode_first[envs]
+        self._first_slot_device = None
+
+    def _copy_in(self, t: int, slot: int, frames: np.ndarray, masks: np.ndarray, envs: slice) -> None:
         if self.staging and not self.host_registered:
             self._frame_staging[envs].numpy()[:] = frames
             self._mask_staging[envs].numpy()[:] = masks
@@ -83,9 +98,6 @@ class FrameStorage:
         else:  # from shared memory that CUDA has pinned: no staging copy
             self.frames[envs, slot].copy_(torch.from_numpy(frames), non_blocking=True)
             self.masks[t, envs].copy_(torch.from_numpy(masks), non_blocking=True)
-        self.episode_first[envs][episode_starts[envs]] = slot
-        self.first_slot[t, envs] = self.episode_first[envs]
-        self._first_slot_device = None
 
     def observation(self, t: int, envs: slice = slice(None)) -> torch.Tensor:
         """The stacked observations of step ``t`` for ``envs``, ``[E, S*C, H, W]``: a view into the

@@ -23,6 +23,7 @@ import os
 import pickle
 import signal
 from multiprocessing.connection import Connection
+from typing import Optional
 
 import numpy as np
 
@@ -71,9 +72,12 @@ class _Buffers:
             setattr(self, name, np.ndarray(shape, dtype=dtype, buffer=self.memory, offset=offset))
 
 
-def _run_envs(envs: list[doom.DoomEnv], indices: range, buffers: _Buffers, command: bytes, payload) -> object:
-    """Carry out one command on a group of envs, writing results into ``buffers``."""
+def _run_envs(envs: list[doom.DoomEnv], indices: range, buffers: _Buffers, command: bytes, payload,
+              into: Optional[tuple[np.ndarray, np.ndarray]] = None) -> object:
+    """Carry out one command on a group of envs, writing results into ``buffers`` (a step's frames
+    and masks into ``into`` where given)."""
     if command == b"s":
+        frames, masks = into if into is not None else (buffers.frames, buffers.masks)
         rows = slice(indices.start, indices.stop)
         # the small per-env results go into the shared arrays once per group, not once per env
         outcomes = []
@@ -85,7 +89,7 @@ def _run_envs(envs: list[doom.DoomEnv], indices: range, buffers: _Buffers, comma
             outcomes.append((reward, terminated, truncated, finished is not None))
             if finished is not None:
                 buffers.finished_returns[i], buffers.finished_lengths[i] = finished["r"], finished["l"]
-            buffers.frames[i], buffers.masks[i] = env.frame, env.mask
+            frames[i], masks[i] = env.frame, env.mask
         if not outcomes:
             return None
         rewards, terminated, truncated, starts = zip(*outcomes)
@@ -254,9 +258,9 @@ class DoomVector:
         self._send(range(len(self._connections)), command + (pickle.dumps(payload) if payload is not None else b""))
         return self._gather(timeout)
 
-    def _in_process(self, envs: slice, command: bytes, payload=None) -> object:
+    def _in_process(self, envs: slice, command: bytes, payload=None, into=None) -> object:
         try:
-            return _run_envs(self._envs[envs], range(self.num_envs)[envs], self.buffers, command, payload)
+            return _run_envs(self._envs[envs], range(self.num_envs)[envs], self.buffers, command, payload, into)
         except (vzd_errors() + (OSError,)) as error:
             indices = range(self.num_envs)[envs]
             raise EnvWorkerError(f"the ViZDoom engines of envs {indices.start}-{indices.stop - 1} (in this process) "
@@ -297,10 +301,15 @@ class DoomVector:
         if self.workers:
             self._send(self._workers_of(envs), b"s")
 
-    def step_wait(self, envs: slice) -> None:
-        """Wait for a group started by ``step_async``; its entries of the arrays are then current."""
+    def step_wait(self, envs: slice, into: Optional[tuple[np.ndarray, np.ndarray]] = None) -> None:
+        """Wait for a group started by ``step_async``; its entries of the arrays are then current.
+
+        ``into``: ``(frames, masks)`` arrays shaped like ``frames`` / ``masks`` that envs stepped in
+        this process write their newest frames and masks to instead (a rollout storage's rows: one
+        copy fewer); their rows of ``frames`` / ``masks`` then stay as they were. Workers always
+        write the shared arrays."""
         if self.workers == 0:
-            self._in_process(envs, b"s")
+            self._in_process(envs, b"s", into=into)
             return
         for w in self._workers_of(envs):
             self._receive(w, STEP_TIMEOUT_S)

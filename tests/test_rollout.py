@@ -33,6 +33,27 @@ def test_staging_path_equals_the_direct_path():
     assert direct.observation(3).shape == (envs, 4, 12, 16)
 
 
+def test_envs_writing_into_host_rows_equals_put():
+    """The trainer's in-process envs write straight into ``host_rows``; ``put(written=True)`` then
+    records only the episode starts: the same storage as copying through ``put``."""
+    steps, envs = 6, 4
+    copied = FrameStorage(steps, envs, 4, (1, 12, 16), (6, 8), torch.device("cpu"))
+    written = FrameStorage(steps, envs, 4, (1, 12, 16), (6, 8), torch.device("cpu"))
+    fill(copied, np.random.default_rng(0), steps, envs)
+    rng = np.random.default_rng(0)
+    for t in range(steps + 1):
+        frames = rng.integers(0, 256, size=(envs, 1, 12, 16), dtype=np.uint8)
+        masks = rng.integers(0, 2, size=(envs, 6, 8), dtype=np.uint8)
+        starts = rng.random(envs) < 0.2
+        rows_frames, rows_masks = written.host_rows(t)
+        for group in (slice(0, envs // 2), slice(envs // 2, envs)):
+            rows_frames[group], rows_masks[group] = frames[group], masks[group]
+            written.put(t, rows_frames, rows_masks, starts, group, written=True)
+    assert torch.equal(copied.frames, written.frames) and torch.equal(copied.masks, written.masks)
+    assert np.array_equal(copied.first_slot, written.first_slot)
+    assert FrameStorage(2, 2, 4, (1, 4, 4), (2, 2), torch.device("cpu"), staging=True).host_rows(0) is None
+
+
 def reference_stack(history: list[np.ndarray], starts: list[np.ndarray], t: int, env: int, stack: int) -> np.ndarray:
     """Step ``t``'s stack for one env the slow way: walk back from its newest frame, repeating the
     episode's first frame rather than reaching into the episode before (as DoomEnv stacks)."""

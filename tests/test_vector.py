@@ -48,6 +48,27 @@ def test_workers_and_groups_give_the_in_process_numbers(short_basic):
     assert frames.shape == (4, 1, 60, 80) and masks.shape == (4, 120, 160)  # masks stay at screen resolution
 
 
+def test_in_process_envs_write_into_given_rows(short_basic):
+    """``step_wait(into=...)`` (the trainer passes its storage's rows) gets the frames and masks the
+    vector's own arrays would have held, and leaves those arrays as they were."""
+    with vector.DoomVector(short_basic, num_envs=4, seed=7, workers=0) as envs:
+        reference = play(envs, 30, grouped=True)
+    rng = np.random.default_rng(0)
+    with vector.DoomVector(short_basic, num_envs=4, seed=7, workers=0) as envs:
+        envs.reset()
+        first_frames = envs.frames.copy()
+        frames, masks = np.zeros_like(envs.frames), np.zeros_like(envs.masks)
+        for step in range(1, 31):
+            actions = rng.integers(3, size=envs.num_envs)
+            for group in envs.groups(2):
+                envs.step_async(actions[group], group)
+            for group in reversed(envs.groups(2)):
+                envs.step_wait(group, into=(frames, masks))
+            assert np.array_equal(frames, reference[step][0]) and np.array_equal(masks, reference[step][1])
+            assert np.array_equal(envs.rewards, reference[step][2])
+        assert np.array_equal(envs.frames, first_frames)
+
+
 def test_each_env_matches_a_lone_env_with_its_seed(short_basic):
     """Env i of the vector is env seed+i: same frames, masks and autoreset as a DoomEnv stepped alone."""
     with vector.DoomVector(short_basic, num_envs=2, seed=3, workers=2) as envs:
