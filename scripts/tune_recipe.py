@@ -8,6 +8,12 @@ starts at 0, a random policy). Rewarding the area, not the end, favours recipes 
 The study lives in an SQLite file in ``--out``: a killed search started again goes on where it was.
 
     python scripts/tune_recipe.py --env basic --trials 20 --steps 30000 --seeds 101 102 --out reports/recipe_search/basic
+    python scripts/tune_recipe.py --env defend_the_center --start-from from_basic --steps 100000 --out ...
+
+The first trials are known points: Table 8, Stable-Baselines3's PPO defaults and any of the
+scenario's own recipes named by ``--start-from``. A sampled recipe whose minibatches would hold
+fewer than ``--min-minibatch`` samples is pruned before it trains (hundreds of tiny optimiser
+steps per iteration make such a trial run for many times the others' wall time).
 
 Writes ``trials.csv`` (every trial: parameters, score per seed, wall time) and ``best.toml`` (the
 winner as a ``[recipes.tuned]`` table to paste into the scenario spec) into ``--out``.
@@ -51,6 +57,34 @@ def sample_recipe(trial) -> dict:
     return recipe
 
 
+def minibatch_size(recipe: dict) -> int:
+    return recipe["num_envs"] * recipe["num_steps"] // recipe["num_minibatches"]
+
+
+def refuse_small_minibatches(recipe: dict, minimum: int) -> None:
+    """Prune (before training) a recipe whose minibatches hold fewer than ``minimum`` samples."""
+    import optuna
+
+    if minibatch_size(recipe) < minimum:
+        raise optuna.TrialPruned(f"minibatch of {minibatch_size(recipe)} < --min-minibatch {minimum}")
+
+
+def known_points(spec: doom.ScenarioSpec, start_from: list[str]) -> list[dict]:
+    """Trials to run first: Table 8, Stable-Baselines3's PPO defaults, then the scenario's recipes
+    named in ``start_from`` (a ``ValueError`` names a recipe the scenario does not have)."""
+    paper = {k: v for k, v in recipes.PAPER.items() if k != "reward_scale"}
+    points = [paper, {**paper, "learning_rate": 3e-4, "num_steps": 256, "num_minibatches": 32, "update_epochs": 10,
+                      "clip_coef": 0.2, "ent_coef": 0.0, "anneal_lr": False}]
+    for name in start_from:
+        if name not in spec.recipes:
+            raise ValueError(f"--start-from {name}: scenario {spec.name} has no such recipe; it has {sorted(spec.recipes) or 'none'}")
+        recipe = {**recipes.PAPER, **spec.recipes[name]}
+        if recipe["clip_reward"] or recipe["reward_scale"] == 1.0:
+            recipe.pop("reward_scale")  # only sampled where rewards are scaled instead of clipped
+        points.append(recipe)
+    return points
+
+
 def flags(recipe: dict) -> list[str]:
     out = []
     for name, value in recipe.items():
@@ -89,25 +123,32 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30_000, help="agent steps per trial and seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[101, 102], help="search seeds (keep them apart from verification seeds)")
     parser.add_argument("--method", choices=["camal", "vanilla"], default="camal")
+    parser.add_argument("--start-from", nargs="*", default=[], metavar="RECIPE",
+                        help="also try these recipes of the scenario first (e.g. from_basic)")
+    parser.add_argument("--min-minibatch", type=int, default=64, help="prune recipes with smaller minibatches")
     parser.add_argument("--out", required=True)
     options = parser.parse_args()
     import optuna
 
+    spec = doom.load_spec(options.env)
+    try:
+        starts = known_points(spec, options.start_from)
+    except ValueError as error:
+        parser.error(str(error))
+
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
-    spec = doom.load_spec(options.env)
     method_flags = ["--camal-coef", "0"] if options.method == "vanilla" else []
     study = optuna.create_study(study_name=f"{spec.name}-{options.method}", direction="maximize",
                                 storage=f"sqlite:///{out / 'study.db'}", load_if_exists=True,
                                 sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=8))
-    if not study.trials:  # start from two known points: the paper's Table 8 and Stable-Baselines3's PPO defaults
-        study.enqueue_trial({k: v for k, v in recipes.PAPER.items() if k != "reward_scale"})
-        study.enqueue_trial({**{k: v for k, v in recipes.PAPER.items() if k != "reward_scale"}, "learning_rate": 3e-4,
-                             "num_steps": 256, "num_minibatches": 32, "update_epochs": 10, "clip_coef": 0.2,
-                             "ent_coef": 0.0, "anneal_lr": False})
+    if not study.trials:
+        for point in starts:
+            study.enqueue_trial(point)
 
     def objective(trial) -> float:
         recipe = sample_recipe(trial)
+        refuse_small_minibatches(recipe, options.min_minibatch)
         with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(len(options.seeds)) as pool:
             results = list(pool.map(lambda s: train_once(options.env, recipe, s, options.steps, method_flags, Path(scratch)),
                                     options.seeds))
@@ -118,9 +159,11 @@ def main() -> None:
               f"{json.dumps(recipe)}", flush=True)
         return float(np.mean(scores))
 
-    remaining = options.trials - len([t for t in study.trials if t.state.is_finished()])
-    if remaining > 0:
-        study.optimize(objective, n_trials=remaining, catch=(RuntimeError,))
+    def completed() -> int:
+        return len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE])
+
+    while completed() < options.trials:  # pruned and failed trials do not count
+        study.optimize(objective, n_trials=1, catch=(RuntimeError,))
     write_results(study, spec, options, out)
 
 

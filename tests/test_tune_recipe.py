@@ -1,0 +1,46 @@
+"""The recipe search's known points and its minibatch bound (scripts/tune_recipe.py), without training."""
+
+import importlib.util
+from pathlib import Path
+
+import optuna
+import pytest
+
+from camal_rl import doom, recipes
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "tune_recipe.py"
+
+
+@pytest.fixture(scope="module")
+def tune():
+    spec = importlib.util.spec_from_file_location("tune_recipe", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_known_points_lie_in_the_search_space(tune):
+    spec = doom.load_spec("defend_the_center")
+    points = tune.known_points(spec, ["from_basic"])
+    assert len(points) == 3
+    for point in points:
+        sampled = tune.sample_recipe(optuna.trial.FixedTrial(point))  # raises where a value is not a choice
+        assert sampled == {**{"reward_scale": 1.0}, **point}
+    assert points[0]["learning_rate"] == recipes.PAPER["learning_rate"]
+    assert points[2]["learning_rate"] == spec.recipes["from_basic"]["learning_rate"]
+
+
+def test_unknown_start_recipe_is_named(tune):
+    with pytest.raises(ValueError, match="no such recipe"):
+        tune.known_points(doom.load_spec("basic"), ["from_nowhere"])
+
+
+def test_minibatch_bound(tune):
+    points = tune.known_points(doom.load_spec("basic"), ["tuned"])
+    assert [tune.minibatch_size(p) for p in points] == [256, 64, 64]
+    tiny = {**points[0], "num_envs": 4, "num_steps": 32, "num_minibatches": 32}
+    assert tune.minibatch_size(tiny) == 4
+    with pytest.raises(optuna.TrialPruned, match="minibatch of 4"):
+        tune.refuse_small_minibatches(tiny, 64)
+    for point in points:
+        tune.refuse_small_minibatches(point, 64)
