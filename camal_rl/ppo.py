@@ -317,12 +317,11 @@ def train_loop(args: Args, run_dir: Path, spec: doom.ScenarioSpec, device: torch
 
     def collect(step: int, group: slice, rollout_step: int) -> None:
         """Wait for one group's env step ``step``: rewards, done flags, its next frames, finished episodes."""
-        into = storage.host_rows(step + 1) if envs.workers == 0 else None  # in-process envs write straight there
-        envs.step_wait(group, into=into)
+        written = envs.step_wait(group, into=storage.host_rows(step + 1))  # in-process envs write straight there
         host_rewards[step, group] = envs.rewards[group]
         done = envs.terminated[group] | envs.truncated[group]
         host_dones[step + 1, group] = done
-        storage.put(step + 1, *(into or (envs.frames, envs.masks)), envs.episode_starts, group, written=into is not None)
+        storage.put(step + 1, envs.frames, envs.masks, envs.episode_starts, group, written=written)
         if done.any():
             ended = group.start + np.flatnonzero(done)
             recent_returns.extend(envs.finished_returns[ended].tolist())

@@ -301,18 +301,19 @@ class DoomVector:
         if self.workers:
             self._send(self._workers_of(envs), b"s")
 
-    def step_wait(self, envs: slice, into: Optional[tuple[np.ndarray, np.ndarray]] = None) -> None:
+    def step_wait(self, envs: slice, into: Optional[tuple[np.ndarray, np.ndarray]] = None) -> bool:
         """Wait for a group started by ``step_async``; its entries of the arrays are then current.
 
         ``into``: ``(frames, masks)`` arrays shaped like ``frames`` / ``masks`` that envs stepped in
         this process write their newest frames and masks to instead (a rollout storage's rows: one
         copy fewer); their rows of ``frames`` / ``masks`` then stay as they were. Workers always
-        write the shared arrays."""
+        write the shared arrays. Returns whether the frames and masks went to ``into``."""
         if self.workers == 0:
             self._in_process(envs, b"s", into=into)
-            return
+            return into is not None
         for w in self._workers_of(envs):
             self._receive(w, STEP_TIMEOUT_S)
+        return False
 
     def state(self) -> list[dict]:
         """Each env's seed, episode number and actions so far in its episode (for a checkpoint)."""

@@ -43,6 +43,10 @@ def test_workers_and_groups_give_the_in_process_numbers(short_basic):
         assert envs.workers == 2 and len(envs.groups(2)) == 2
         assert same(play(envs, 40), reference)
         assert same(play(envs, 40, grouped=True), reference)  # double-buffered stepping: same envs, same numbers
+        untouched = (np.zeros_like(envs.frames), np.zeros_like(envs.masks))
+        envs.step_async(np.zeros(4, dtype=np.int64), slice(0, 4))
+        assert not envs.step_wait(slice(0, 4), into=untouched)  # workers write the shared arrays only
+        assert not untouched[0].any() and not untouched[1].any()
     assert sum(int(step[5].sum()) for step in reference[1:]) >= 8, "the test must cross episode ends"
     frames, masks = reference[0][0], reference[0][1]
     assert frames.shape == (4, 1, 60, 80) and masks.shape == (4, 120, 160)  # masks stay at screen resolution
@@ -63,7 +67,7 @@ def test_in_process_envs_write_into_given_rows(short_basic):
             for group in envs.groups(2):
                 envs.step_async(actions[group], group)
             for group in reversed(envs.groups(2)):
-                envs.step_wait(group, into=(frames, masks))
+                assert envs.step_wait(group, into=(frames, masks))
             assert np.array_equal(frames, reference[step][0]) and np.array_equal(masks, reference[step][1])
             assert np.array_equal(envs.rewards, reference[step][2])
         assert np.array_equal(envs.frames, first_frames)
