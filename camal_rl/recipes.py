@@ -44,6 +44,16 @@ def resolve(name: str, scenario_recipes: dict) -> tuple[str, dict]:
     return name, {**PAPER, **scenario_recipes[name]}
 
 
+def first_of(names: list[str], scenario_recipes: dict) -> str:
+    """The first of ``names`` that a scenario can train with (``paper`` and ``default`` always can):
+    how a study gives each scenario its best recipe, e.g. ``["tuned", "from_basic"]``. ``KeyError``
+    (naming what it has) when none is there."""
+    for name in names:
+        if name in ("paper", "default") or name in scenario_recipes:
+            return name
+    raise KeyError(f"none of {names}; it has default, paper{''.join(', ' + n for n in sorted(scenario_recipes))}")
+
+
 def apply(args, spec, given: set[str]) -> None:
     """Set every recipe hyperparameter of ``args`` that is not in ``given`` (the flags a user typed)
     from its recipe; ``args.recipe`` becomes the resolved name. ``ConfigError`` for a recipe the

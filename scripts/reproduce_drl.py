@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from camal_rl import analysis, doom, record, sweep
+from camal_rl import analysis, doom, recipes, record, sweep
 
 
 def machine() -> str:
@@ -40,7 +40,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, required=True, help="agent steps per run (the paper: 10,000,000)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--envs", nargs="+", default=list(doom.PAPER_SCENARIOS))
-    parser.add_argument("--recipe", default="paper", help="camal-train --recipe: paper (Table 8, the default here) or tuned")
+    parser.add_argument("--recipe", nargs="+", default=["paper"],
+                        help="camal-train --recipe: paper (Table 8, the default here), or names tried in order per "
+                             "scenario, e.g. 'tuned from_basic': each scenario trains with the first its spec has")
     parser.add_argument("--paper-frames", action="store_true", help="240x320 colour frames (the paper); default: the CPU default")
     parser.add_argument("--concurrent", default="auto",
                         help="runs at a time (auto: camal-sweep's plan from the cores and GPU memory)")
@@ -56,7 +58,15 @@ def main() -> None:
     parser.add_argument("train_args", nargs="*", help="after --: more camal-train flags")
     options = parser.parse_args()
     runs, report = Path(options.runs), Path(options.report)
-    setting = {"steps_per_run": options.steps, "seeds": options.seeds, "envs": options.envs, "recipe": options.recipe,
+    recipe_of = {}
+    for env in options.envs:
+        try:
+            recipe_of[env] = recipes.first_of(options.recipe, doom.load_spec(env).recipes)
+        except doom.SpecError as error:
+            sys.exit(f"reproduce_drl: {error}")
+        except KeyError as error:
+            sys.exit(f"reproduce_drl: --recipe {' '.join(options.recipe)}: scenario {env} has {error.args[0]}")
+    setting = {"steps_per_run": options.steps, "seeds": options.seeds, "envs": options.envs, "recipe": ", ".join(f"{env}: {name}" for env, name in recipe_of.items()),
                "frames": "240x320 RGB (paper)" if options.paper_frames else "CPU default (camal-train defaults)",
                "machine": machine(), "date": time.strftime("%Y-%m-%d")}
 
@@ -64,15 +74,16 @@ def main() -> None:
         runs.mkdir(parents=True, exist_ok=True)
         (runs / "setting.json").write_text(json.dumps(setting, indent=2))
         train_args = ["--total-timesteps", str(options.steps), "--eval-interval", str(max(1, options.steps // options.evals)),
-                      "--checkpoint-interval", "25", "--recipe", options.recipe,
+                      "--checkpoint-interval", "25",
                       *(["--paper-frames"] if options.paper_frames else []),
                       *options.train_args]
         concurrent = options.concurrent if options.concurrent == "auto" else int(options.concurrent)
         if concurrent != "auto" and concurrent > 1:
             train_args += ["--env-workers", "0"]  # many runs at once: each keeps one core busy, no extra processes
+        jobs = [job for env in options.envs
+                for job in sweep.plan([env], ["camal", "vanilla"], options.seeds, ("--recipe", recipe_of[env], *train_args))]
         started = time.time()
-        result = sweep.sweep(options.envs, ["camal", "vanilla"], options.seeds, runs, train_args=train_args,
-                             workers=concurrent, compare=False)
+        result = sweep.run_grid(jobs, str(runs), workers=concurrent, compare=False)
         print(f"sweep: ran {len(result['ran'])}, skipped {len(result['skipped'])}, failed {len(result['failed'])} "
               f"in {time.time() - started:.0f} s", flush=True)
 

@@ -96,3 +96,12 @@ def test_basic_trains_with_its_tuned_recipe_and_the_paper_is_one_flag_away():
     other = ppo.Args(env="take_cover")  # a scenario without a tuned recipe trains with Table 8
     arguments.validate(other)
     assert other.recipe == "paper" and other.learning_rate == recipes.PAPER["learning_rate"]
+
+
+def test_a_study_gives_each_scenario_the_first_recipe_it_has():
+    wanted = ["tuned", "from_basic"]
+    assert recipes.first_of(wanted, doom.load_spec("basic").recipes) == "tuned"
+    assert recipes.first_of(wanted, doom.load_spec("take_cover").recipes) == "from_basic"
+    assert recipes.first_of([*wanted, "paper"], doom.load_spec("health_gathering").recipes) == "paper"
+    with pytest.raises(KeyError, match="it has default, paper"):
+        recipes.first_of(wanted, doom.load_spec("health_gathering").recipes)
