@@ -139,6 +139,20 @@ def trained_steps(run_dir: str | Path) -> int:
     return 0
 
 
+def saved_args(run_dir: str | Path) -> dict | None:
+    """The settings a run folder was trained with: its summary's, else its last checkpoint's (mapped,
+    not read), else None (nothing there, or nothing readable: the commands that use it say why)."""
+    run_dir = Path(run_dir)
+    try:
+        if (run_dir / SUMMARY).is_file():
+            return dict(json.loads((run_dir / SUMMARY).read_text())["args"])
+        if (run_dir / CHECKPOINT).is_file():
+            return dict(torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False, mmap=True)["args"])
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError):
+        pass
+    return None
+
+
 def restore_agent(agent: torch.nn.Module, checkpoint: dict, source: Path) -> None:
     """Load the checkpoint's weights into ``agent`` (``camal_rl.agent.Agent``), checking they fit."""
     if tuple(checkpoint.get("obs_shape", ())) != agent.obs_shape or checkpoint.get("num_actions") != agent.num_actions:

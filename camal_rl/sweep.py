@@ -42,12 +42,12 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from tqdm import tqdm
 
-from camal_rl import analysis, doom, runs
+from camal_rl import analysis, arguments, doom, runs
 from camal_rl.errors import CamalError, run_cli
 from camal_rl.files import die_with_parent
 
@@ -333,6 +333,46 @@ def run_ray(jobs: list[Job], location: str, *, address: str | None, num_cpus: in
     return codes
 
 
+# How a run runs, not what it learns: a sweep may differ from a run it finds in these and still skip
+# or resume it. The budget is not among them here: a sweep's runs must share it.
+HOW_A_RUN_RUNS = (arguments.RESUMABLE_CHANGES - {"total_timesteps"}) | {"checkpoint_interval", "eval_image_frames"}
+
+
+def settings_clash(storage: Storage, job: Job) -> str | None:
+    """What differs between the settings ``job`` asks for and those its existing run folder was
+    trained with (None if nothing does, or there is nothing to compare)."""
+    if job.fold is not None or not storage.is_local:
+        return None
+    saved = runs.saved_args(storage.root / job.folder)
+    if saved is None:
+        return None
+    import tyro
+
+    from camal_rl import ppo
+
+    try:
+        asked = tyro.cli(ppo.Args, args=list(job.args))
+        arguments.validate(asked, arguments.given_fields(list(job.args), ppo.Args))
+        had = ppo.Args.from_saved(saved)
+    except (SystemExit, CamalError, TypeError):
+        return None  # arguments the trainer itself will refuse, in the run's log
+    differ = [f"{f.name} {getattr(had, f.name)!r} (this sweep: {getattr(asked, f.name)!r})" for f in fields(ppo.Args)
+              if f.name not in HOW_A_RUN_RUNS and getattr(had, f.name) != getattr(asked, f.name)]
+    shown = ", ".join(differ[:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
+    return f"{job.folder} has {shown}" if differ else None
+
+
+def refuse_mixed_settings(storage: Storage, jobs: list[Job], states: dict[str, str]) -> None:
+    """Skipping or resuming a run trained with other settings would mix them in one report, silently."""
+    clashes = [clash for job in jobs if states[job.name] != "new" and (clash := settings_clash(storage, job))]
+    if clashes:
+        more = f" (and {len(clashes) - 1} more run(s))" if len(clashes) > 1 else ""
+        hint = ("; to train finished runs further, camal-train --resume RUN --total-timesteps N"
+                if all("total_timesteps" in clash and clash.count("(this sweep") == 1 for clash in clashes) else "")
+        raise SweepError(f"{storage.location} holds runs trained with other settings than this sweep asks: "
+                         f"{clashes[0]}{more}; give another --out, or the same settings{hint}")
+
+
 def trained_steps(storage: Storage, job: Job) -> int:
     """Agent steps a training run's folder holds so far (0 for classification folds or remote storage)."""
     if job.fold is not None or not storage.is_local:
@@ -349,6 +389,7 @@ def run_grid(jobs: list[Job], location: str, *, workers: int | str = "auto", lau
     if storage.is_local:
         storage.root.mkdir(parents=True, exist_ok=True)
     states = {job.name: job.state(storage) for job in jobs}
+    refuse_mixed_settings(storage, jobs, states)
     todo = [job for job in jobs if states[job.name] != "finished"]
     skipped = sorted(name for name, state in states.items() if state == "finished")
     for name in skipped:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from camal_rl import analysis, doom, recipes, record, sweep
+from camal_rl.errors import run_cli
 
 
 def machine() -> str:
@@ -126,4 +127,4 @@ def _has_ffmpeg() -> bool:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli("reproduce_drl", main)

@@ -31,6 +31,14 @@ def test_local_sweep_then_skip(tmp_path):
     assert (out / "report" / "report.md").exists()
     again = sweep.sweep(out=out, train_args=TINY, workers=2, reps=100, **GRID)
     assert again["ran"] == [] and sorted(again["skipped"]) == ["basic__camal__1", "defend_the_line__camal__1"]
+    # other settings into the same folder would mix in one report: refused before anything runs
+    with pytest.raises(sweep.SweepError, match=r"basic__camal__1 has learning_rate 0.000827 \(this sweep: 0.001\)"):
+        sweep.sweep(out=out, train_args=TINY + ["--learning-rate", "1e-3"], workers=2, reps=100, **GRID)
+    with pytest.raises(sweep.SweepError, match="total_timesteps 128 .this sweep: 256.*--resume RUN --total-timesteps"):
+        sweep.sweep(out=out, train_args=["--total-timesteps", "256", *TINY[2:]], workers=2, reps=100, **GRID)
+    # how a run runs may differ: checkpoints, threads, env workers
+    same = sweep.sweep(out=out, train_args=TINY + ["--checkpoint-interval", "3", "--env-workers", "0"], workers=2, reps=100, **GRID)
+    assert same["ran"] == [] and len(same["skipped"]) == 2
 
 
 @pytest.mark.slow
