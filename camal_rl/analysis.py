@@ -111,6 +111,7 @@ def find_results(paths: Iterable[str | Path], *, at_step: Optional[int] = None, 
                 continue
             found.folds.append({**record, "_path": str(path)})
     check_unique_seeds(found.runs)
+    check_same_settings(found.runs)
     return found
 
 
@@ -146,6 +147,29 @@ def check_unique_seeds(found_runs: list[dict]) -> None:
             raise AnalysisError(f"seed {run['seed']} of {run['method']} on {run['env']} appears twice ({seen[key]} and "
                                 f"{run['_path']}); a seed counts once: remove one of them or compare them separately")
         seen[key] = run["_path"]
+
+
+# What may differ between runs compared on one scenario: the method, the seed, how a run ran, and
+# its length (runs of different lengths are compared at an evaluation step they share).
+MAY_DIFFER = run_folder.HOW_A_RUN_RUNS | {"seed", "camal_coef", "regularizer", "total_timesteps", "eval_interval",
+                                          "eval_episodes"}
+
+
+def check_same_settings(found_runs: list[dict]) -> None:
+    """Runs of one scenario trained with other hyperparameters (a recipe, frames, attention) would
+    confound the methods' comparison without a word: refuse, naming two runs and what differs."""
+    first: dict[str, dict] = {}
+    for run in found_runs:
+        args = run.get("args")
+        if not isinstance(args, dict):
+            continue  # an unfinished run compared --at-step: its checkpoint's settings are not read here
+        reference = first.setdefault(run["env"], run)
+        differ = [f"{name} {reference['args'][name]!r} vs {args[name]!r}" for name in sorted(set(args) & set(reference["args"]))
+                  if name not in MAY_DIFFER and args[name] != reference["args"][name]]
+        if differ:
+            raise AnalysisError(f"runs on {run['env']} were trained with different settings, so their methods cannot be "
+                                f"compared: {reference['_path']} and {run['_path']} differ in {', '.join(differ[:5])}"
+                                f"{' and more' if len(differ) > 5 else ''}; compare runs of one setting at a time")
 
 
 def evaluation_steps(run: dict) -> set[int]:

@@ -23,8 +23,7 @@ from camal_rl.errors import ConfigError, RunFolderError
 from camal_rl.rollout import PAPER_FRAMES
 
 # What --resume lets a user change; every other flag given with it must match the run.
-RESUMABLE_CHANGES = {"total_timesteps", "progress", "cuda", "cuda_graph", "threads", "env_workers", "resume", "run_dir", "track",
-                     "wandb_project_name", "wandb_entity", "wandb_group"}
+RESUMABLE_CHANGES = runs.HOW_A_RUN_RUNS | {"total_timesteps"}
 
 
 def given_fields(argv: list[str], args_class) -> set[str]:

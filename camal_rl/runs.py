@@ -34,6 +34,11 @@ SCENARIO_KEY = "scenario"
 CHECKPOINT_KEYS = ("agent", "args", "env", "obs_shape", "num_actions")
 RESUME_KEYS = ("optimizer", "rng", "env_states", "storage", "iteration", "global_step", "next_done")
 SUMMARY_KEYS = ("env", "method", "seed", "global_step")
+# Trainer settings that say how a run ran, not what it learned: a resume, a sweep or a comparison
+# may see them differ between runs that still count as the same experiment.
+HOW_A_RUN_RUNS = frozenset({"progress", "cuda", "cuda_graph", "threads", "env_workers", "resume", "run_dir", "track",
+                            "wandb_project_name", "wandb_entity", "wandb_group", "checkpoint_interval",
+                            "eval_image_frames"})
 
 
 class Tag:

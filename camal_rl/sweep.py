@@ -333,14 +333,9 @@ def run_ray(jobs: list[Job], location: str, *, address: str | None, num_cpus: in
     return codes
 
 
-# How a run runs, not what it learns: a sweep may differ from a run it finds in these and still skip
-# or resume it. The budget is not among them here: a sweep's runs must share it.
-HOW_A_RUN_RUNS = (arguments.RESUMABLE_CHANGES - {"total_timesteps"}) | {"checkpoint_interval", "eval_image_frames"}
-
-
 def settings_clash(storage: Storage, job: Job) -> str | None:
     """What differs between the settings ``job`` asks for and those its existing run folder was
-    trained with (None if nothing does, or there is nothing to compare)."""
+    trained with, budget included (None if nothing does, or there is nothing to compare)."""
     if job.fold is not None or not storage.is_local:
         return None
     saved = runs.saved_args(storage.root / job.folder)
@@ -357,7 +352,7 @@ def settings_clash(storage: Storage, job: Job) -> str | None:
     except (SystemExit, CamalError, TypeError):
         return None  # arguments the trainer itself will refuse, in the run's log
     differ = [f"{f.name} {getattr(had, f.name)!r} (this sweep: {getattr(asked, f.name)!r})" for f in fields(ppo.Args)
-              if f.name not in HOW_A_RUN_RUNS and getattr(had, f.name) != getattr(asked, f.name)]
+              if f.name not in runs.HOW_A_RUN_RUNS and getattr(had, f.name) != getattr(asked, f.name)]
     shown = ", ".join(differ[:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
     return f"{job.folder} has {shown}" if differ else None
 

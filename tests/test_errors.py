@@ -299,6 +299,17 @@ def test_a_repeated_seed_is_an_error(finished_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_runs_trained_with_other_settings_are_not_compared(finished_run, tmp_path):
+    made = fake_runs(tmp_path / "runs", finished_run)
+    summary = json.loads((made[-1] / runs.SUMMARY).read_text())
+    summary["args"]["learning_rate"] = 1e-3  # as if this Vanilla run had another recipe
+    (made[-1] / runs.SUMMARY).write_text(json.dumps(summary))
+    one_line_error(command("compare", tmp_path / "runs", "--out", tmp_path / "out", "--no-plots"),
+                   "different settings", "learning_rate", str(made[-1]))
+    assert not (tmp_path / "out" / "report.md").exists()
+
+
+@pytest.mark.slow
 def test_too_few_runs_give_no_verdict(finished_run, tmp_path):
     fake_runs(tmp_path / "runs", finished_run)
     result = command("compare", tmp_path / "runs", "--out", tmp_path / "out", "--no-plots", "--reps", "50")
