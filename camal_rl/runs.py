@@ -130,32 +130,31 @@ def load_checkpoint(run_dir: str | Path, *, purpose: str = "--resume", for_resum
     return checkpoint
 
 
-def trained_steps(run_dir: str | Path) -> int:
-    """Agent steps a run folder holds: its summary's, else its last checkpoint's, else 0 (cheap:
-    the checkpoint's tensors are mapped, not read)."""
+def _saved_value(run_dir: str | Path, key: str):
+    """``key`` of a run folder's summary, else of its last checkpoint (cheap: the checkpoint's tensors
+    are mapped, not read), else None: a damaged folder counts as empty here; the commands that use it
+    say what is wrong."""
     run_dir = Path(run_dir)
     try:
         if (run_dir / SUMMARY).is_file():
-            return int(json.loads((run_dir / SUMMARY).read_text())["global_step"])
+            return json.loads((run_dir / SUMMARY).read_text())[key]
         if (run_dir / CHECKPOINT).is_file():
-            return int(torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False, mmap=True)["global_step"])
-    except (OSError, ValueError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError):
-        pass  # a damaged folder counts as empty here; the commands that use it say what is wrong
-    return 0
-
-
-def saved_args(run_dir: str | Path) -> dict | None:
-    """The settings a run folder was trained with: its summary's, else its last checkpoint's (mapped,
-    not read), else None (nothing there, or nothing readable: the commands that use it say why)."""
-    run_dir = Path(run_dir)
-    try:
-        if (run_dir / SUMMARY).is_file():
-            return dict(json.loads((run_dir / SUMMARY).read_text())["args"])
-        if (run_dir / CHECKPOINT).is_file():
-            return dict(torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False, mmap=True)["args"])
+            return torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False, mmap=True)[key]
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError):
         pass
     return None
+
+
+def trained_steps(run_dir: str | Path) -> int:
+    """Agent steps a run folder holds: its summary's, else its last checkpoint's, else 0."""
+    steps = _saved_value(run_dir, "global_step")
+    return int(steps) if isinstance(steps, (int, float)) else 0
+
+
+def saved_args(run_dir: str | Path) -> dict | None:
+    """The settings a run folder was trained with (its summary's, else its last checkpoint's), or None."""
+    args = _saved_value(run_dir, "args")
+    return dict(args) if isinstance(args, dict) else None
 
 
 def restore_agent(agent: torch.nn.Module, checkpoint: dict, source: Path) -> None:
