@@ -1,0 +1,66 @@
+"""What CAMAL costs in arithmetic: FLOPs of one PPO minibatch step, Vanilla against CAMAL, counted by
+torch's FlopCounterMode on the real agent and loss (no timing, so a busy machine does not move it).
+
+    python scripts/camal_flops.py                      # 60x80 grey and the paper's 240x320 colour
+    python scripts/camal_flops.py --epochs 6 4         # the bound for recipes with 6 and 4 epochs
+
+CAMAL's extra work is the attention of V(s) (a backward through the critic's fc layer with its graph
+kept) and that graph's backward: three matrix products the size of the fc layer's. The last lines
+give the steps/s ratio CAMAL / Vanilla a machine would reach if time followed FLOPs exactly:
+(rollout forward + epochs x Vanilla step) / (rollout forward + epochs x CAMAL step), per agent step.
+Engines and Python cost no FLOPs, so measured ratios sit above this bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from camal_rl import camal
+from camal_rl.agent import Agent, default_attention
+from camal_rl.rollout import PAPER_FRAMES
+
+
+def minibatch_flops(obs_shape: tuple[int, int, int], mask_size: tuple[int, int], batch: int, use_camal: bool,
+                    attention: str) -> tuple[int, int]:
+    """(FLOPs of the forward pass alone, FLOPs of a whole minibatch step) for ``batch`` samples."""
+    agent = Agent(obs_shape, 3)
+    frames = torch.rand(batch, *obs_shape)
+    masks = torch.rand(batch, *mask_size) > 0.8
+    with FlopCounterMode(display=False) as forward_only:
+        with torch.no_grad():
+            agent(frames)
+    with FlopCounterMode(display=False) as step:
+        logits, value, features = agent(frames)
+        loss = logits.logsumexp(-1).mean() + value.pow(2).mean()  # stands in for PPO's: no FLOPs to speak of
+        if use_camal:
+            maps = camal.normalize(camal.attention(features, value.flatten(), method=attention, create_graph=True))
+            loss = loss + camal.camal_loss(maps, camal.grid_mask(masks, tuple(maps.shape[-2:])))
+        loss.backward()
+    return forward_only.get_total_flops(), step.get_total_flops()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64, help="minibatch size (the tuned Basic recipe: 64)")
+    parser.add_argument("--epochs", type=int, nargs="+", default=[6, 4], help="update epochs (tuned: 6, Table 8: 4)")
+    options = parser.parse_args()
+    settings = {  # (observation, mask = engine screen, attention) as camal-train uses them
+        "60x80 grey (CPU default)": ((4, 60, 80), (120, 160), default_attention(False)),
+        "240x320 colour (paper)": ((3 * 4, *PAPER_FRAMES["obs_size"]), PAPER_FRAMES["obs_size"], default_attention(True)),
+    }
+    print(f"| frames | Vanilla step (GFLOP) | CAMAL step (GFLOP) | CAMAL / Vanilla FLOPs | "
+          f"{' | '.join(f'steps/s bound, {e} epochs' for e in options.epochs)} |")
+    print("|---|---|---|---|" + "---|" * len(options.epochs))
+    for name, (obs_shape, mask_size, attention) in settings.items():
+        forward, vanilla = minibatch_flops(obs_shape, mask_size, options.batch, False, attention)
+        _, with_camal = minibatch_flops(obs_shape, mask_size, options.batch, True, attention)
+        bounds = [(forward + epochs * vanilla) / (forward + epochs * with_camal) for epochs in options.epochs]
+        print(f"| {name} | {vanilla / 1e9:.3f} | {with_camal / 1e9:.3f} | {with_camal / vanilla:.3f} | "
+              f"{' | '.join(f'{b:.3f}' for b in bounds)} |")
+
+
+if __name__ == "__main__":
+    main()
