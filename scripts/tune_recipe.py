@@ -1,10 +1,12 @@
 """Search a scenario's PPO recipe with Optuna (TPE), as CleanRL's tuner does; resumable.
 
 Each trial trains CAMAL (the package's default method) with one sampled recipe on every search
-seed for ``--steps`` agent steps and scores it by the area under its normalised training-return
-curve: the mean, over ``--bins`` equal slices of the budget, of the normalised return of the
-episodes that ended in each slice (a slice without an episode keeps the last value; the curve
-starts at 0, a random policy). Rewarding the area, not the end, favours recipes that learn early.
+seed for ``--steps`` agent steps and scores its normalised training-return curve: the mean, over
+30 equal slices of the budget, of the normalised return of the episodes that ended in each slice
+(a slice without an episode keeps the last value; the curve starts at 0, a random policy).
+``--objective area`` (the default) scores the whole curve's mean, favouring recipes that learn
+early; ``end`` scores its last quarter, for scenarios where a recipe that learns fast then stalls
+(DefendCenter's carried-over recipe) should lose to one that keeps climbing.
 The study lives in an SQLite file in ``--out``: a killed search started again goes on where it was.
 
     python scripts/tune_recipe.py --env basic --trials 20 --steps 30000 --seeds 101 102 --out reports/recipe_search/basic
@@ -93,7 +95,12 @@ def flags(recipe: dict) -> list[str]:
     return out
 
 
-def area_under_curve(run_dir: Path, spec: doom.ScenarioSpec, steps: int, bins: int) -> float:
+OBJECTIVES = {"area": "area under the normalised training-return curve",
+              "end": "normalised training return over the last quarter of the budget"}
+
+
+def training_curve(run_dir: Path, spec: doom.ScenarioSpec, steps: int, bins: int) -> list[float]:
+    """The normalised training return per slice of the budget (see above)."""
     episodes = analysis.read_scalars(run_dir, runs.Tag.EPISODIC_RETURN)
     edges = np.linspace(0, steps, bins + 1)
     curve, last = [], 0.0
@@ -101,10 +108,15 @@ def area_under_curve(run_dir: Path, spec: doom.ScenarioSpec, steps: int, bins: i
         inside = [spec.normalize_return(value) for step, value in episodes if low < step <= high]
         last = float(np.mean(inside)) if inside else last
         curve.append(last)
-    return float(np.mean(curve))
+    return curve
 
 
-def train_once(env: str, recipe: dict, seed: int, steps: int, method_flags: list[str], root: Path) -> tuple[float, float]:
+def score(curve: list[float], objective: str) -> float:
+    return float(np.mean(curve if objective == "area" else curve[-max(1, len(curve) // 4):]))
+
+
+def train_once(env: str, recipe: dict, seed: int, steps: int, method_flags: list[str], root: Path,
+               objective: str) -> tuple[float, float]:
     run_dir = root / f"seed{seed}"
     command = [sys.executable, "-m", "camal_rl.ppo", "--env", env, "--seed", str(seed), "--recipe", "paper",
                *flags(recipe), *method_flags, "--total-timesteps", str(steps), "--eval-episodes", "0",
@@ -113,7 +125,7 @@ def train_once(env: str, recipe: dict, seed: int, steps: int, method_flags: list
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"seed {seed}: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'failed'}")
-    return area_under_curve(run_dir, doom.load_spec(env), steps, bins=30), time.time() - started
+    return score(training_curve(run_dir, doom.load_spec(env), steps, bins=30), objective), time.time() - started
 
 
 def main() -> None:
@@ -125,6 +137,8 @@ def main() -> None:
     parser.add_argument("--method", choices=["camal", "vanilla"], default="camal")
     parser.add_argument("--start-from", nargs="*", default=[], metavar="RECIPE",
                         help="also try these recipes of the scenario first (e.g. from_basic)")
+    parser.add_argument("--objective", choices=sorted(OBJECTIVES), default="area",
+                        help="area: the whole training curve (learn early); end: its last quarter (keep climbing)")
     parser.add_argument("--min-minibatch", type=int, default=64, help="prune recipes with smaller minibatches")
     parser.add_argument("--out", required=True)
     options = parser.parse_args()
@@ -139,7 +153,8 @@ def main() -> None:
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     method_flags = ["--camal-coef", "0"] if options.method == "vanilla" else []
-    study = optuna.create_study(study_name=f"{spec.name}-{options.method}", direction="maximize",
+    name = f"{spec.name}-{options.method}" + ("" if options.objective == "area" else f"-{options.objective}")
+    study = optuna.create_study(study_name=name, direction="maximize",
                                 storage=f"sqlite:///{out / 'study.db'}", load_if_exists=True,
                                 sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=8))
     if not study.trials:
@@ -150,12 +165,13 @@ def main() -> None:
         recipe = sample_recipe(trial)
         refuse_small_minibatches(recipe, options.min_minibatch)
         with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(len(options.seeds)) as pool:
-            results = list(pool.map(lambda s: train_once(options.env, recipe, s, options.steps, method_flags, Path(scratch)),
+            results = list(pool.map(lambda s: train_once(options.env, recipe, s, options.steps, method_flags, Path(scratch),
+                                                         options.objective),
                                     options.seeds))
         scores = [score for score, _ in results]
         trial.set_user_attr("scores", scores)
         trial.set_user_attr("wall_seconds", max(seconds for _, seconds in results))
-        print(f"trial {trial.number}: AUC {np.mean(scores):.3f} {scores} in {max(s for _, s in results):.0f} s: "
+        print(f"trial {trial.number}: {options.objective} {np.mean(scores):.3f} {scores} in {max(s for _, s in results):.0f} s: "
               f"{json.dumps(recipe)}", flush=True)
         return float(np.mean(scores))
 
@@ -172,7 +188,7 @@ def write_results(study, spec: doom.ScenarioSpec, options, out: Path) -> None:
 
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     names = sorted({k for t in done for k in t.params})
-    lines = ["trial,auc," + ",".join(names) + ",scores,wall_seconds"]
+    lines = [f"trial,{options.objective}," + ",".join(names) + ",scores,wall_seconds"]
     for t in sorted(done, key=lambda t: -t.value):
         lines.append(f"{t.number},{t.value:.4f}," + ",".join(str(t.params.get(n, "")) for n in names)
                      + f",\"{t.user_attrs.get('scores')}\",{t.user_attrs.get('wall_seconds', 0):.0f}")
@@ -182,9 +198,9 @@ def write_results(study, spec: doom.ScenarioSpec, options, out: Path) -> None:
     body = "\n".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in sorted(recipe.items()))
     (out / "best.toml").write_text(
         f"# Optuna TPE, {len(done)} trials, {options.steps:,} agent steps x seeds {options.seeds}, method "
-        f"{options.method}, objective: area under the normalised training-return curve ({best.value:.3f})\n"
+        f"{options.method}, objective: {OBJECTIVES[options.objective]} ({best.value:.3f})\n"
         f"[recipes.tuned]\n{body}\n")
-    print(f"best trial {best.number}: AUC {best.value:.3f}; wrote {out / 'best.toml'} and {out / 'trials.csv'}")
+    print(f"best trial {best.number}: {options.objective} {best.value:.3f}; wrote {out / 'best.toml'} and {out / 'trials.csv'}")
 
 
 if __name__ == "__main__":

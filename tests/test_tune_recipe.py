@@ -1,4 +1,4 @@
-"""The recipe search's known points and its minibatch bound (scripts/tune_recipe.py), without training."""
+"""The recipe search's known points, minibatch bound and objectives (scripts/tune_recipe.py), without training."""
 
 import importlib.util
 from pathlib import Path
@@ -44,3 +44,27 @@ def test_minibatch_bound(tune):
         tune.refuse_small_minibatches(tiny, 64)
     for point in points:
         tune.refuse_small_minibatches(point, 64)
+
+
+def write_episodes(run_dir, spec, normalised_by_step):
+    """A TensorBoard file as camal-train writes it: one episodic return per (step, normalised value)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from camal_rl import runs
+
+    writer = SummaryWriter(str(run_dir))
+    for step, value in normalised_by_step:
+        writer.add_scalar(runs.Tag.EPISODIC_RETURN, spec.random_score + value * (spec.reference_score - spec.random_score), step)
+    writer.close()
+
+
+def test_area_rewards_learning_early_and_end_rewards_still_climbing(tune, tmp_path):
+    spec, steps = doom.load_spec("basic"), 30_000
+    write_episodes(tmp_path / "stalls", spec, [(step, 0.6) for step in range(500, steps + 1, 500)])
+    write_episodes(tmp_path / "climbs", spec, [(step, 0.0 if step <= 15_000 else 0.5 if step <= 22_000 else 1.0)
+                                               for step in range(500, steps + 1, 500)])
+    curves = {name: tune.training_curve(tmp_path / name, spec, steps, bins=30) for name in ("stalls", "climbs")}
+    assert curves["stalls"] == pytest.approx([0.6] * 30)
+    assert tune.score(curves["stalls"], "area") > tune.score(curves["climbs"], "area")
+    assert tune.score(curves["climbs"], "end") == pytest.approx(1.0)  # the last quarter: 7 of 30 slices
+    assert tune.score(curves["climbs"], "end") > tune.score(curves["stalls"], "end")
