@@ -64,6 +64,23 @@ def describe_run(run_dir: Path, threshold: float) -> dict:
             "first_train_mean_step": step, "first_train_mean_seconds": seconds}
 
 
+def finished_on(described: list[dict]) -> str:
+    """The day the last of the runs finished (their summaries' time), not the day the report was redrawn."""
+    stamps = [(Path(d["run"]) / runs.SUMMARY).stat().st_mtime for d in described]
+    return time.strftime("%Y-%m-%d", time.localtime(max(stamps))) if stamps else time.strftime("%Y-%m-%d")
+
+
+def normalised_by_evaluation(described: list[dict], spec, interval: int) -> dict[str, dict[int, float]]:
+    """Per recipe/method, the mean normalised evaluation return at each evaluation (its step rounded
+    to the evaluation interval, as recipes' batch sizes put the same evaluation a few steps apart)."""
+    by_group: dict[str, dict[int, list[float]]] = {}
+    for d in described:
+        for step, value in d["evaluations"]:
+            at = max(1, round(step / interval)) * interval
+            by_group.setdefault(f"{d['recipe']}/{d['method']}", {}).setdefault(at, []).append(spec.normalize_return(value))
+    return {group: {at: float(np.mean(values)) for at, values in sorted(steps.items())} for group, steps in by_group.items()}
+
+
 def plot_curves(described: list[dict], spec, path: Path) -> None:
     """Training return (mean of the last 20 episodes) and evaluation return against agent steps, one
     colour per recipe and method, one line per seed."""
@@ -155,8 +172,10 @@ def main() -> None:
     setting = {"env": spec.name, "steps": options.steps, "seeds": options.seeds, "eval_interval": options.eval_interval,
                "eval_episodes": options.eval_episodes, "eval_target": options.eval_target,
                "train_threshold": options.train_threshold, "runs_at_a_time": options.workers,
-               "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU", "date": time.strftime("%Y-%m-%d")}
-    (out / "check.json").write_text(json.dumps({"setting": setting, "groups": groups, "runs": described}, indent=2))
+               "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU", "date": finished_on(described)}
+    curves = normalised_by_evaluation(described, spec, options.eval_interval)
+    (out / "check.json").write_text(json.dumps({"setting": setting, "groups": groups, "runs": described,
+                                                "normalised_by_evaluation": curves}, indent=2))
     lines = [f"# Recipe check on {spec.name}: seeds {options.seeds} (none of them used by a recipe search)", "",
              "| setting | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in setting.items()], "",
              f"| recipe / method | seeds | final eval >= {options.eval_target:g} | final eval mean | normalised | "
@@ -171,6 +190,18 @@ def main() -> None:
                      f"{g['final_eval_mean']:.1f} | {g['final_eval_normalised']:.2f} | {versus} | "
                      f"{g['train_mean_reached']} of {g['seeds']} | {seconds} | "
                      f"{g['sps_mean']:.0f} | {ratio} |")
+    if len(options.recipes) >= 2:  # the first recipe against the second at every evaluation, not only the last
+        first, second = options.recipes[:2]
+        for method in options.methods:
+            mine, theirs = curves.get(f"{first}/{method}", {}), curves.get(f"{second}/{method}", {})
+            shared = [at for at in mine if at in theirs]
+            if not shared:
+                continue
+            lines += ["", f"| {method}: evaluation at | {first} (normalised, mean of seeds) | {second} | {first} / {second} |",
+                      "|---|---|---|---|"]
+            for at in shared:
+                ratio = f"{mine[at] / theirs[at]:.2f}x" if theirs[at] > 0 else "-"
+                lines.append(f"| {at:,} | {mine[at]:.2f} | {theirs[at]:.2f} | {ratio} |")
     lines += ["", "| run | evaluations (agent step: return) | first training mean >= threshold (step, s) | steps/s |",
               "|---|---|---|---|"]
     for d in described:
