@@ -38,6 +38,6 @@ def test_a_report_is_dated_by_its_runs_not_by_the_redraw(check, tmp_path):
     run = tmp_path / "basic__camal__1"
     run.mkdir()
     (run / runs.SUMMARY).write_text(json.dumps({"env": "basic"}))
-    finished = 1_764_504_000  # 2025-11-30 12:00 UTC: that day in every time zone
+    finished = 1_764_504_000  # 2025-11-30 12:00 UTC: still that day from UTC-12 to UTC+11
     os.utime(run / runs.SUMMARY, (finished, finished))
     assert check.finished_on([{"run": str(run)}]) == "2025-11-30"
