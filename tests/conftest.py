@@ -1,14 +1,30 @@
 """Shared fixtures. Tests marked ``slow`` (whole training runs, sweeps, clusters) are left out by
 ``python -m pytest -m "not slow"``, the quick tier for working; README's command and CI run all."""
 
+import importlib.util
 import subprocess
+from pathlib import Path
 
 import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: trains, sweeps or records for real (seconds to minutes); "
                                        "deselect with -m 'not slow' while working")
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """A script under scripts/ (not a package) as a module: ``load_script("tune_recipe")``."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture

@@ -1,23 +1,15 @@
 """The recipe check's per-evaluation comparison (scripts/check_recipe.py), without training."""
 
-import importlib.util
 import json
 import os
-from pathlib import Path
 
 import pytest
 
 from camal_rl import doom, runs
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_recipe.py"
-
-
 @pytest.fixture(scope="module")
-def check():
-    spec = importlib.util.spec_from_file_location("check_recipe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def check(load_script):
+    return load_script("check_recipe")
 
 
 def test_evaluations_a_few_steps_apart_are_compared_as_one(check):

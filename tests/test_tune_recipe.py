@@ -1,22 +1,14 @@
 """The recipe search's known points, minibatch bound and objectives (scripts/tune_recipe.py), without training."""
 
-import importlib.util
-from pathlib import Path
 
 import optuna
 import pytest
 
 from camal_rl import doom, recipes
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "tune_recipe.py"
-
-
 @pytest.fixture(scope="module")
-def tune():
-    spec = importlib.util.spec_from_file_location("tune_recipe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def tune(load_script):
+    return load_script("tune_recipe")
 
 
 def test_known_points_lie_in_the_search_space(tune):
