@@ -9,7 +9,9 @@ Every run's folder lives in the storage (``--out``, or ``--storage`` for a clust
 node sees (a shared file system), or an fsspec URI (``s3://bucket/runs``, ``gs://...``,
 ``file:///...``) into which each run's folder is mirrored while it trains. A finished run (its
 ``summary.json``, or a fold's ``fold_XX.json``) is skipped, a checkpointed one resumed, the rest
-started, so a sweep killed halfway and started again finishes only what was missing.
+started, so a sweep killed halfway and started again finishes only what was missing. Ctrl-C or
+SIGTERM stops a local sweep at once: no queued run starts and the running ones end with their
+last checkpoint.
 
 On Ray each run is a task with ``--cpus-per-run`` CPUs and ``--gpus-per-run`` GPUs (fractions
 let several small runs share a card; with GPUs the runs get ``--cuda``). Ray places the tasks and
@@ -40,6 +42,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, fields
@@ -48,7 +51,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from camal_rl import analysis, arguments, doom, runs
-from camal_rl.errors import CamalError, run_cli
+from camal_rl.errors import CamalError, Interrupted, run_cli
 from camal_rl.files import die_with_parent
 
 METHOD_FLAGS = {
@@ -187,8 +190,10 @@ def _check_known(what: str, given: list[str], known: list[str]) -> None:
         raise SweepError(f"unknown {what} {unknown}; choose from {known}")
 
 
-def run_job(job: Job, location: str, threads: int = 1, device_flags: tuple[str, ...] = (), sync_seconds: float = 30.0) -> int:
-    """Run one job against the storage (on this machine or a Ray worker); returns its exit code."""
+def run_job(job: Job, location: str, threads: int = 1, device_flags: tuple[str, ...] = (), sync_seconds: float = 30.0,
+            stop: threading.Event | None = None) -> int:
+    """Run one job against the storage (on this machine or a Ray worker); returns its exit code.
+    Setting ``stop`` ends the job's process with SIGTERM (it keeps its last checkpoint)."""
     storage = Storage(location)
     state = job.state(storage)
     if state == "finished":
@@ -206,12 +211,14 @@ def run_job(job: Job, location: str, threads: int = 1, device_flags: tuple[str, 
         process = subprocess.Popen(job.command(root, state, threads, list(device_flags)), stdout=log,
                                    stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)
         try:
-            while process.poll() is None:
+            last_sync = time.monotonic()
+            while process.poll() is None and not (stop is not None and stop.is_set()):
                 try:
-                    process.wait(timeout=sync_seconds)
+                    process.wait(timeout=min(1.0, sync_seconds))
                 except subprocess.TimeoutExpired:
-                    if scratch is not None:  # mirror checkpoints while training
+                    if scratch is not None and time.monotonic() - last_sync >= sync_seconds:  # mirror checkpoints
                         seen = storage.upload(job.folder, root, seen)
+                        last_sync = time.monotonic()
         finally:
             if process.poll() is None:
                 process.terminate()
@@ -273,14 +280,25 @@ def box_resources() -> tuple[int, int | None]:
 # Launchers
 # ---------------------------------------------------------------------------------------
 def run_local(jobs: list[Job], location: str, workers: int, threads: int, extra_flags: tuple[str, ...] = ()) -> dict[str, int]:
+    """Run ``workers`` jobs at a time. Ctrl-C or SIGTERM stops the sweep: no further job starts, the
+    running ones get SIGTERM and keep their last checkpoint, and the same command continues them."""
     codes = {}
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(run_job, job, location, threads, extra_flags): job for job in jobs}
-        bar = tqdm(total=len(jobs), unit="run", desc="sweep")
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=workers)
+    futures = {pool.submit(run_job, job, location, threads, extra_flags, stop=stop): job for job in jobs}
+    bar = tqdm(total=len(jobs), unit="run", desc="sweep")
+    try:
         for future in as_completed(futures):
             codes[futures[future].name] = future.result()
             bar.update(1)
+    except KeyboardInterrupt as interruption:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise Interrupted(f"{len(codes)} of {len(jobs)} run(s) had ended; the stopped ones keep their last checkpoint "
+                          f"and the same command continues them", getattr(interruption, "signum", 2)) from None
+    finally:
         bar.close()
+        pool.shutdown(wait=True)
     return codes
 
 

@@ -207,3 +207,39 @@ def test_a_sweep_prints_its_box_plan_and_steps_per_second(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "camal-sweep: 1 at a time" in printed and "torch thread(s)" in printed
     assert result["box_steps"] == 128 and f"{result['box_steps_per_second']:,.0f} agent steps/s in all" in printed
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_sweep_and_its_runs(tmp_path):
+    """SIGTERM (or Ctrl-C) to a sweep stops it: the running trainer is ended with its checkpoint
+    kept, the queued run never starts, and the error says how to continue."""
+    import signal
+
+    from camal_rl.errors import Interrupted, stop_on_sigterm
+
+    out = tmp_path / "stopped"
+    args = ["--total-timesteps", "200000", *TINY[2:], "--checkpoint-interval", "1"]
+    first = out / "basic__camal__1"
+
+    def terminate_after_first_checkpoint():
+        deadline = time.time() + 120
+        while not (first / "checkpoint.pt").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    stop_on_sigterm()
+    threading.Thread(target=terminate_after_first_checkpoint, daemon=True).start()
+    started = time.time()
+    try:
+        with pytest.raises(Interrupted, match="0 of 2 run.s. had ended.*the same command continues them"):
+            sweep.sweep(["basic"], ["camal", "vanilla"], [1], out, train_args=args, workers=1, compare=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert time.time() - started < 150  # not the minutes that 200,000 steps would take
+    storage = sweep.Storage(out)
+    jobs = sweep.plan(["basic"], ["camal", "vanilla"], [1], args)
+    assert [job.state(storage) for job in jobs] == ["resumable", "new"]
+    assert not (out / "basic__vanilla__1").exists() and not (out / "basic__vanilla__1.log").exists()
+    assert "stopped by SIGTERM" in (out / "basic__camal__1.log").read_text()
