@@ -182,15 +182,34 @@ def test_a_checkpoint_missing_keys_is_one_line(finished_run, tmp_path, damage, w
 # Stops: a signal says where the run stopped and how to go on; kill -9 leaves no engine
 # ---------------------------------------------------------------------------------------
 def start_long_run(run_dir: Path, *extra) -> subprocess.Popen:
+    """The trainer's stderr goes to a file beside the run: a pipe would stay open as long as any
+    process that inherited it (an engine being ended) lives, and a test would wait on that instead."""
     flags = [*tiny(100_000), *extra]
-    return subprocess.Popen([sys.executable, "-m", "camal_rl.ppo", "--run-dir", str(run_dir), *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stderr = open(run_dir.parent / f"{run_dir.name}.stderr", "w")
+    process = subprocess.Popen([sys.executable, "-m", "camal_rl.ppo", "--run-dir", str(run_dir), *flags],
+                               stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+    stderr.close()
+    process.stderr_path = run_dir.parent / f"{run_dir.name}.stderr"
+    return process
+
+
+def finish(process: subprocess.Popen, timeout: float) -> str:
+    """Wait for the trainer to exit; its stderr. On a timeout, say what it was still doing."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        alive = sorted(descendants(process.pid))
+        process.kill()
+        process.wait()
+        raise AssertionError(f"the trainer did not exit within {timeout} s (descendants {alive}); "
+                             f"stderr: {process.stderr_path.read_text()[-2000:]}") from None
+    return process.stderr_path.read_text()
 
 
 def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while not (run_dir / runs.CHECKPOINT).exists():
-        assert process.poll() is None, process.stderr.read()[-2000:]
+        assert process.poll() is None, process.stderr_path.read_text()[-2000:]
         assert time.time() < deadline, "no checkpoint in time"
         time.sleep(0.2)
 
@@ -211,12 +230,17 @@ def descendants(pid: int) -> set[int]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_says_where_the_run_stopped_and_how_to_resume(tmp_path, signum):
+def test_a_signal_says_where_the_run_stopped_and_how_to_resume(tmp_path, signum, engines):
     run_dir = tmp_path / "run"
     process = start_long_run(run_dir)
     wait_for_checkpoint(run_dir, process)
+    ours = descendants(process.pid) & {int(p) for p in engines()}
     process.send_signal(signum)
-    _, stderr = process.communicate(timeout=60)
+    stderr = finish(process, timeout=60)
+    deadline = time.time() + 10
+    while ours & {int(p) for p in engines()} and time.time() < deadline:
+        time.sleep(0.2)
+    assert not ours & {int(p) for p in engines()}, "ViZDoom engines outlived the stopped trainer"
     assert process.returncode == 128 + signum
     lines = [line for line in stderr.strip().splitlines() if "resuming" not in line]
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
@@ -246,7 +270,7 @@ def test_an_engine_crash_in_process_is_one_line(tmp_path, engines):
     wait_for_checkpoint(run_dir, process)
     for pid in descendants(process.pid) & {int(p) for p in engines()}:
         os.kill(pid, signal.SIGKILL)
-    _, stderr = process.communicate(timeout=120)
+    stderr = finish(process, timeout=120)
     assert process.returncode == 2
     lines = [line for line in stderr.strip().splitlines() if line]
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
