@@ -186,8 +186,11 @@ def start_long_run(run_dir: Path, *extra) -> subprocess.Popen:
     process that inherited it (an engine being ended) lives, and a test would wait on that instead."""
     flags = [*tiny(100_000), *extra]
     stderr = open(run_dir.parent / f"{run_dir.name}.stderr", "w")
+    # As from a terminal: a test runner started in the background (nohup, `cmd &` without job
+    # control) ignores SIGINT, and its children would inherit that and never see the Ctrl-C.
     process = subprocess.Popen([sys.executable, "-m", "camal_rl.ppo", "--run-dir", str(run_dir), *flags],
-                               stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+                               stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     stderr.close()
     process.stderr_path = run_dir.parent / f"{run_dir.name}.stderr"
     return process
@@ -199,9 +202,10 @@ def finish(process: subprocess.Popen, timeout: float) -> str:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         alive = sorted(descendants(process.pid))
+        signals = [line.strip() for line in open(f"/proc/{process.pid}/status") if line.startswith(("State", "Sig"))]
         process.kill()
         process.wait()
-        raise AssertionError(f"the trainer did not exit within {timeout} s (descendants {alive}); "
+        raise AssertionError(f"the trainer did not exit within {timeout} s (descendants {alive}, {signals}); "
                              f"stderr: {process.stderr_path.read_text()[-2000:]}") from None
     return process.stderr_path.read_text()
 
