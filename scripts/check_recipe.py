@@ -10,6 +10,11 @@ at each evaluation, the first agent step and wall-clock second at which the trai
 recipe and method, how many seeds evaluated at or above ``--eval-target`` by the last evaluation,
 the normalised evaluation return (the spec's random and reference scores) and, with two or more
 recipes, the first recipe's against the second's; and CAMAL / Vanilla steps/s.
+
+``--earlier DIR/check.json`` brings in the runs of an earlier check of the same scenario, steps and
+evaluation interval (e.g. Table 8's, so a new recipe is not trained beside it again): they are
+compared by their recorded evaluations; their training curves are not redrawn, as run folders are
+not kept. The report says which runs came from where.
 """
 
 from __future__ import annotations
@@ -66,8 +71,26 @@ def describe_run(run_dir: Path, threshold: float) -> dict:
 
 def finished_on(described: list[dict]) -> str:
     """The day the last of the runs finished (their summaries' time), not the day the report was redrawn."""
-    stamps = [(Path(d["run"]) / runs.SUMMARY).stat().st_mtime for d in described]
+    stamps = [(Path(d["run"]) / runs.SUMMARY).stat().st_mtime for d in described if "earlier" not in d]
     return time.strftime("%Y-%m-%d", time.localtime(max(stamps))) if stamps else time.strftime("%Y-%m-%d")
+
+
+def earlier_runs(path: Path, setting: dict, recipes_now: list[str]) -> list[dict]:
+    """The runs of an earlier check (its ``check.json``) whose recipes are not checked now, each
+    marked ``earlier`` with that check's file and day; ``ValueError`` if it is not comparable."""
+    try:
+        earlier = json.loads(path.read_text())
+        before, described = earlier["setting"], earlier["runs"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"--earlier {path}: not a check.json written by this script ({error})") from None
+    for key in ("env", "steps", "eval_interval", "eval_episodes"):
+        if before.get(key) != setting[key]:
+            raise ValueError(f"--earlier {path}: its {key} is {before.get(key)!r}, this check's {setting[key]!r}; "
+                             "compare runs of the same scenario, steps and evaluations")
+    kept = [{**d, "earlier": f"{path} ({before.get('date', '?')})"} for d in described if d["recipe"] not in recipes_now]
+    if not kept:
+        raise ValueError(f"--earlier {path}: it has no runs of a recipe other than {recipes_now}")
+    return kept
 
 
 def normalised_by_evaluation(described: list[dict], spec, interval: int) -> dict[str, dict[int, float]]:
@@ -94,7 +117,7 @@ def plot_curves(described: list[dict], spec, path: Path) -> None:
     for d in described:
         name = f"{d['recipe']}/{d['method']}"
         colour = colours.setdefault(name, f"C{len(colours)}")
-        events = scalar_events(Path(d["run"]), runs.Tag.EPISODIC_RETURN)
+        events = [] if "earlier" in d else scalar_events(Path(d["run"]), runs.Tag.EPISODIC_RETURN)
         if events:
             values = np.array([value for _, _, value in events])
             window = min(20, len(values))
@@ -126,10 +149,19 @@ def main() -> None:
     parser.add_argument("--eval-target", type=float, default=75.0, help="evaluation return a seed must reach")
     parser.add_argument("--train-threshold", type=float, default=60.0, help="training mean whose first time is reported")
     parser.add_argument("--workers", type=int, default=1, help="runs at a time (1: wall-clock times are not shared)")
+    parser.add_argument("--earlier", type=Path, help="an earlier check.json whose other recipes' runs to compare with")
     parser.add_argument("--runs", required=True)
     parser.add_argument("--out", required=True)
     options = parser.parse_args()
     spec = doom.load_spec(options.env)
+    setting = {"env": spec.name, "steps": options.steps, "seeds": options.seeds, "eval_interval": options.eval_interval,
+               "eval_episodes": options.eval_episodes}
+    earlier = []
+    if options.earlier:
+        try:
+            earlier = earlier_runs(options.earlier, setting, options.recipes)
+        except ValueError as error:
+            parser.error(str(error))
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     train_args = ["--total-timesteps", str(options.steps), "--eval-interval", str(options.eval_interval),
@@ -145,8 +177,10 @@ def main() -> None:
                 run_dir = Path(options.runs) / recipe / f"{spec.name}__{method}__{seed}"
                 if (run_dir / runs.SUMMARY).exists():
                     described.append({**describe_run(run_dir, options.train_threshold), "recipe": recipe})
+    recipes_compared = options.recipes + sorted({d["recipe"] for d in earlier})
+    described += earlier
     groups = {}
-    for recipe in options.recipes:
+    for recipe in recipes_compared:
         for method in options.methods:
             mine = [d for d in described if d["recipe"] == recipe and d["method"] == method]
             if not mine:
@@ -159,27 +193,28 @@ def main() -> None:
                 "final_eval_normalised": float(np.mean([spec.normalize_return(d["final_eval_return"]) for d in mine])),
                 "train_mean_reached": len(timed), "median_seconds_to_train_mean": float(np.median(timed)) if timed else None,
                 "sps_mean": float(np.mean([d["sps"] for d in mine]))}
-    if len(options.recipes) >= 2:  # the first recipe against the second (e.g. tuned vs paper), per method
-        first, second = options.recipes[:2]
+    if len(recipes_compared) >= 2:  # the first recipe against the second (e.g. tuned vs paper), per method
+        first, second = recipes_compared[:2]
         for method in options.methods:
             mine, theirs = groups.get(f"{first}/{method}"), groups.get(f"{second}/{method}")
             if mine and theirs and theirs["final_eval_normalised"] > 0:
                 mine[f"normalised_vs_{second}"] = mine["final_eval_normalised"] / theirs["final_eval_normalised"]
-    for recipe in options.recipes:
+    for recipe in recipes_compared:
         camal, vanilla = groups.get(f"{recipe}/camal"), groups.get(f"{recipe}/vanilla")
         if camal and vanilla:
             groups[f"{recipe}/camal"]["sps_vs_vanilla"] = camal["sps_mean"] / vanilla["sps_mean"]
-    setting = {"env": spec.name, "steps": options.steps, "seeds": options.seeds, "eval_interval": options.eval_interval,
-               "eval_episodes": options.eval_episodes, "eval_target": options.eval_target,
-               "train_threshold": options.train_threshold, "runs_at_a_time": options.workers,
-               "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU", "date": finished_on(described)}
+    setting.update({"eval_target": options.eval_target, "train_threshold": options.train_threshold,
+                    "runs_at_a_time": options.workers, "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
+                    "date": finished_on(described)})
+    if earlier:
+        setting["earlier_runs"] = ", ".join(sorted({f"{d['recipe']}: {d['earlier']}" for d in earlier}))
     curves = normalised_by_evaluation(described, spec, options.eval_interval)
     (out / "check.json").write_text(json.dumps({"setting": setting, "groups": groups, "runs": described,
                                                 "normalised_by_evaluation": curves}, indent=2))
     lines = [f"# Recipe check on {spec.name}: seeds {options.seeds} (none of them used by a recipe search)", "",
              "| setting | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in setting.items()], "",
              f"| recipe / method | seeds | final eval >= {options.eval_target:g} | final eval mean | normalised | "
-             f"vs {options.recipes[1] if len(options.recipes) > 1 else '-'} (normalised) | training mean >= {options.train_threshold:g} reached | "
+             f"vs {recipes_compared[1] if len(recipes_compared) > 1 else '-'} (normalised) | training mean >= {options.train_threshold:g} reached | "
              f"median seconds to it | steps/s | CAMAL / Vanilla steps/s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, g in groups.items():
@@ -190,8 +225,8 @@ def main() -> None:
                      f"{g['final_eval_mean']:.1f} | {g['final_eval_normalised']:.2f} | {versus} | "
                      f"{g['train_mean_reached']} of {g['seeds']} | {seconds} | "
                      f"{g['sps_mean']:.0f} | {ratio} |")
-    if len(options.recipes) >= 2:  # the first recipe against the second at every evaluation, not only the last
-        first, second = options.recipes[:2]
+    if len(recipes_compared) >= 2:  # the first recipe against the second at every evaluation, not only the last
+        first, second = recipes_compared[:2]
         for method in options.methods:
             mine, theirs = curves.get(f"{first}/{method}", {}), curves.get(f"{second}/{method}", {})
             shared = [at for at in mine if at in theirs]
@@ -207,12 +242,13 @@ def main() -> None:
     for d in described:
         evals = ", ".join(f"{s // 1000}k: {v:.0f}" for s, v in d["evaluations"])
         first = "-" if d["first_train_mean_step"] is None else f"{d['first_train_mean_step']:,}, {d['first_train_mean_seconds']:.0f}"
-        lines.append(f"| {d['recipe']}/{d['method']}/{d['seed']} | {evals} | {first} | {d['sps']} |")
+        where = " (earlier check)" if "earlier" in d else ""
+        lines.append(f"| {d['recipe']}/{d['method']}/{d['seed']}{where} | {evals} | {first} | {d['sps']} |")
     if described:
         plot_curves(described, spec, out / "curves.png")
         lines += ["", "![training and evaluation curves](curves.png)"]
     (out / "check.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[: 8 + len(options.recipes) + len(groups) + 4]))
+    print("\n".join(lines[: 7 + len(setting) + len(groups)]))
 
 
 if __name__ == "__main__":

@@ -33,3 +33,33 @@ def test_a_report_is_dated_by_its_runs_not_by_the_redraw(check, tmp_path):
     finished = 1_764_504_000  # 2025-11-30 12:00 UTC: still that day from UTC-12 to UTC+11
     os.utime(run / runs.SUMMARY, (finished, finished))
     assert check.finished_on([{"run": str(run)}]) == "2025-11-30"
+
+
+def test_an_earlier_check_brings_its_other_recipes_runs_marked(check, tmp_path):
+    setting = {"env": "defend_the_center", "steps": 500_000, "seeds": [1, 2, 3], "eval_interval": 100_000, "eval_episodes": 10}
+    runs_before = [{"recipe": "paper", "method": "camal", "seed": 1, "evaluations": [[100_352, 7.0]]},
+                   {"recipe": "from_basic", "method": "camal", "seed": 1, "evaluations": [[100_352, 10.0]]}]
+    path = tmp_path / "check.json"
+    path.write_text(json.dumps({"setting": {**setting, "date": "2026-11-30"}, "runs": runs_before}))
+    kept = check.earlier_runs(path, setting, ["tuned", "from_basic"])
+    assert [d["recipe"] for d in kept] == ["paper"]
+    assert kept[0]["earlier"] == f"{path} (2026-11-30)"
+    assert check.finished_on(kept) == __import__("time").strftime("%Y-%m-%d")  # earlier runs do not date this check
+
+
+@pytest.mark.parametrize("change, says", [({"steps": 100_000}, "its steps is 100000"),
+                                          ({"env": "basic"}, "its env is 'basic'")])
+def test_an_earlier_check_of_another_setting_is_refused(check, tmp_path, change, says):
+    setting = {"env": "defend_the_center", "steps": 500_000, "seeds": [1], "eval_interval": 100_000, "eval_episodes": 10}
+    path = tmp_path / "check.json"
+    path.write_text(json.dumps({"setting": {**setting, **change}, "runs": [{"recipe": "paper"}]}))
+    with pytest.raises(ValueError, match=says):
+        check.earlier_runs(path, setting, ["tuned"])
+
+
+def test_an_earlier_check_that_is_not_one_is_refused(check, tmp_path):
+    setting = {"env": "basic", "steps": 1, "seeds": [1], "eval_interval": 1, "eval_episodes": 1}
+    (tmp_path / "broken.json").write_text("{\"setting\": ")
+    for path in (tmp_path / "broken.json", tmp_path / "absent.json"):
+        with pytest.raises(ValueError, match="not a check.json written by this script"):
+            check.earlier_runs(path, setting, ["tuned"])
