@@ -2,7 +2,6 @@
 ``python -m pytest -m "not slow"``, the quick tier for working; README's command and CI run all."""
 
 import importlib.util
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -47,9 +46,19 @@ def short_basic(short_scenario):
 
 
 def vizdoom_engines() -> set[str]:
-    """PIDs of every ViZDoom engine process on the machine."""
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in out.splitlines() if "vizdoom/vizdoom -iwad" in line}
+    """PIDs of every ViZDoom engine process on the machine, from /proc: ``ps`` cuts its lines to the
+    terminal's width under pytest, and a checkout at a long path pushes the engine's name past it."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone since the listing
+            continue
+        if argv[0].endswith(b"vizdoom/vizdoom") and b"-iwad" in argv:
+            found.add(entry.name)
+    return found
 
 
 @pytest.fixture
