@@ -177,7 +177,8 @@ def main() -> None:
                 run_dir = Path(options.runs) / recipe / f"{spec.name}__{method}__{seed}"
                 if (run_dir / runs.SUMMARY).exists():
                     described.append({**describe_run(run_dir, options.train_threshold), "recipe": recipe})
-    recipes_compared = options.recipes + sorted({d["recipe"] for d in earlier})
+    # Table 8 first among the earlier ones: it is what every recipe is measured against
+    recipes_compared = options.recipes + sorted({d["recipe"] for d in earlier}, key=lambda r: (r != "paper", r))
     described += earlier
     groups = {}
     for recipe in recipes_compared:
