@@ -93,6 +93,12 @@ def earlier_runs(path: Path, setting: dict, recipes_now: list[str]) -> list[dict
     return kept
 
 
+def compared_in_order(recipes_now: list[str], earlier: list[dict]) -> list[str]:
+    """The recipes of the report in its order: those checked now, then the earlier runs' with Table 8
+    first (the report compares the first recipe with the second: a new recipe with Table 8)."""
+    return recipes_now + sorted({d["recipe"] for d in earlier}, key=lambda recipe: (recipe != "paper", recipe))
+
+
 def normalised_by_evaluation(described: list[dict], spec, interval: int) -> dict[str, dict[int, float]]:
     """Per recipe/method, the mean normalised evaluation return at each evaluation (its step rounded
     to the evaluation interval, as recipes' batch sizes put the same evaluation a few steps apart)."""
@@ -177,8 +183,7 @@ def main() -> None:
                 run_dir = Path(options.runs) / recipe / f"{spec.name}__{method}__{seed}"
                 if (run_dir / runs.SUMMARY).exists():
                     described.append({**describe_run(run_dir, options.train_threshold), "recipe": recipe})
-    # Table 8 first among the earlier ones: it is what every recipe is measured against
-    recipes_compared = options.recipes + sorted({d["recipe"] for d in earlier}, key=lambda r: (r != "paper", r))
+    recipes_compared = compared_in_order(options.recipes, earlier)
     described += earlier
     groups = {}
     for recipe in recipes_compared:

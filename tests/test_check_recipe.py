@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import pytest
 
@@ -44,7 +45,9 @@ def test_an_earlier_check_brings_its_other_recipes_runs_marked(check, tmp_path):
     kept = check.earlier_runs(path, setting, ["tuned", "from_basic"])
     assert [d["recipe"] for d in kept] == ["paper"]
     assert kept[0]["earlier"] == f"{path} (2026-11-30)"
-    assert check.finished_on(kept) == __import__("time").strftime("%Y-%m-%d")  # earlier runs do not date this check
+    assert check.finished_on(kept) == time.strftime("%Y-%m-%d")  # earlier runs do not date this check
+    earlier = [{"recipe": "from_basic"}, {"recipe": "paper"}, {"recipe": "from_basic"}]
+    assert check.compared_in_order(["tuned"], earlier) == ["tuned", "paper", "from_basic"]  # a new recipe vs Table 8
 
 
 @pytest.mark.parametrize("change, says", [({"steps": 100_000}, "its steps is 100000"),
