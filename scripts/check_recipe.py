@@ -12,8 +12,10 @@ the normalised evaluation return (the spec's random and reference scores) and, w
 recipes, the first recipe's against the second's; and CAMAL / Vanilla steps/s.
 
 ``--earlier DIR/check.json`` brings in the runs of an earlier check of the same scenario, steps and
-evaluation interval (e.g. Table 8's, so a new recipe is not trained beside it again): they are
-compared by their recorded evaluations; their training curves are not redrawn, as run folders are
+evaluation interval that this check does not train (by recipe, method and seed): Table 8's, so a
+new recipe is not trained beside it again, or a recipe's first seeds when this check adds one. They
+are compared by their recorded evaluations, and matched to this check's runs by recipe name, so
+they must come from the same recipe file; their training curves are not redrawn, as run folders are
 not kept. The report says which runs came from where.
 """
 
@@ -75,9 +77,10 @@ def finished_on(described: list[dict]) -> str:
     return time.strftime("%Y-%m-%d", time.localtime(max(stamps))) if stamps else time.strftime("%Y-%m-%d")
 
 
-def earlier_runs(path: Path, setting: dict, recipes_now: list[str]) -> list[dict]:
-    """The runs of an earlier check (its ``check.json``) whose recipes are not checked now, each
-    marked ``earlier`` with that check's file and day; ``ValueError`` if it is not comparable."""
+def earlier_runs(path: Path, setting: dict, trained_now: set[tuple[str, str, int]]) -> list[dict]:
+    """The runs of an earlier check (its ``check.json``) whose (recipe, method, seed) is not trained
+    now, each marked ``earlier`` with the check that trained it and its day (a mark it already has is
+    kept); ``ValueError`` if the file is not comparable."""
     try:
         earlier = json.loads(path.read_text())
         before, described = earlier["setting"], earlier["runs"]
@@ -87,16 +90,21 @@ def earlier_runs(path: Path, setting: dict, recipes_now: list[str]) -> list[dict
         if before.get(key) != setting[key]:
             raise ValueError(f"--earlier {path}: its {key} is {before.get(key)!r}, this check's {setting[key]!r}; "
                              "compare runs of the same scenario, steps and evaluations")
-    kept = [{**d, "earlier": f"{path} ({before.get('date', '?')})"} for d in described if d["recipe"] not in recipes_now]
+    try:
+        kept = [{**d, "earlier": d.get("earlier", f"{path} ({before.get('date', '?')})")} for d in described
+                if (d["recipe"], d["method"], d["seed"]) not in trained_now]
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"--earlier {path}: not a check.json written by this script (a run without {error})") from None
     if not kept:
-        raise ValueError(f"--earlier {path}: it has no runs of a recipe other than {recipes_now}")
+        raise ValueError(f"--earlier {path}: every run in it is trained again by this check; nothing to bring in")
     return kept
 
 
 def compared_in_order(recipes_now: list[str], earlier: list[dict]) -> list[str]:
     """The recipes of the report in its order: those checked now, then the earlier runs' with Table 8
     first (the report compares the first recipe with the second: a new recipe with Table 8)."""
-    return recipes_now + sorted({d["recipe"] for d in earlier}, key=lambda recipe: (recipe != "paper", recipe))
+    others = {d["recipe"] for d in earlier} - set(recipes_now)
+    return recipes_now + sorted(others, key=lambda recipe: (recipe != "paper", recipe))
 
 
 def normalised_by_evaluation(described: list[dict], spec, interval: int) -> dict[str, dict[int, float]]:
@@ -165,7 +173,8 @@ def main() -> None:
     earlier = []
     if options.earlier:
         try:
-            earlier = earlier_runs(options.earlier, setting, options.recipes)
+            trained_now = {(r, m, s) for r in options.recipes for m in options.methods for s in options.seeds}
+            earlier = earlier_runs(options.earlier, setting, trained_now)
         except ValueError as error:
             parser.error(str(error))
     out = Path(options.out)
@@ -212,12 +221,14 @@ def main() -> None:
     setting.update({"eval_target": options.eval_target, "train_threshold": options.train_threshold,
                     "runs_at_a_time": options.workers, "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
                     "date": finished_on(described)})
+    setting["seeds"] = sorted({d["seed"] for d in described})
     if earlier:
+        setting["trained_by_this_check"] = f"{', '.join(options.recipes)}: seeds {options.seeds}"
         setting["earlier_runs"] = ", ".join(sorted({f"{d['recipe']}: {d['earlier']}" for d in earlier}))
     curves = normalised_by_evaluation(described, spec, options.eval_interval)
     (out / "check.json").write_text(json.dumps({"setting": setting, "groups": groups, "runs": described,
                                                 "normalised_by_evaluation": curves}, indent=2))
-    lines = [f"# Recipe check on {spec.name}: seeds {options.seeds} (none of them used by a recipe search)", "",
+    lines = [f"# Recipe check on {spec.name}: seeds {setting['seeds']} (none of them used by a recipe search)", "",
              "| setting | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in setting.items()], "",
              f"| recipe / method | seeds | final eval >= {options.eval_target:g} | final eval mean | normalised | "
              f"vs {recipes_compared[1] if len(recipes_compared) > 1 else '-'} (normalised) | training mean >= {options.train_threshold:g} reached | "

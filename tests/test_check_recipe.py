@@ -42,12 +42,30 @@ def test_an_earlier_check_brings_its_other_recipes_runs_marked(check, tmp_path):
                    {"recipe": "from_basic", "method": "camal", "seed": 1, "evaluations": [[100_352, 10.0]]}]
     path = tmp_path / "check.json"
     path.write_text(json.dumps({"setting": {**setting, "date": "2026-11-30"}, "runs": runs_before}))
-    kept = check.earlier_runs(path, setting, ["tuned", "from_basic"])
+    trained_now = {("tuned", "camal", 1), ("from_basic", "camal", 1)}
+    kept = check.earlier_runs(path, setting, trained_now)
     assert [d["recipe"] for d in kept] == ["paper"]
     assert kept[0]["earlier"] == f"{path} (2026-11-30)"
     assert check.finished_on(kept) == time.strftime("%Y-%m-%d")  # earlier runs do not date this check
     earlier = [{"recipe": "from_basic"}, {"recipe": "paper"}, {"recipe": "from_basic"}]
     assert check.compared_in_order(["tuned"], earlier) == ["tuned", "paper", "from_basic"]  # a new recipe vs Table 8
+
+
+def test_an_earlier_check_brings_the_seeds_this_one_does_not_train(check, tmp_path):
+    """A check that adds seed 3 of a recipe keeps that recipe's seeds 1-2 from the earlier check, and
+    the earlier check's own earlier runs keep the mark of the check that trained them."""
+    setting = {"env": "defend_the_center", "steps": 500_000, "seeds": [3], "eval_interval": 100_000, "eval_episodes": 10}
+    runs_before = [{"recipe": "tuned", "method": "camal", "seed": seed, "evaluations": [[100_352, 12.0]]} for seed in (1, 2, 3)]
+    runs_before.append({"recipe": "paper", "method": "camal", "seed": 1, "evaluations": [[100_352, 7.0]],
+                        "earlier": "first/check.json (2026-11-30)"})
+    path = tmp_path / "check.json"
+    path.write_text(json.dumps({"setting": {**setting, "seeds": [1, 2, 3], "date": "2026-12-01"}, "runs": runs_before}))
+    kept = check.earlier_runs(path, setting, {("tuned", "camal", 3)})
+    assert [(d["recipe"], d["seed"]) for d in kept] == [("tuned", 1), ("tuned", 2), ("paper", 1)]
+    assert [d["earlier"] for d in kept] == [f"{path} (2026-12-01)"] * 2 + ["first/check.json (2026-11-30)"]
+    assert check.compared_in_order(["tuned"], kept) == ["tuned", "paper"]  # the recipe once, though in both
+    with pytest.raises(ValueError, match="every run in it is trained again"):
+        check.earlier_runs(path, setting, {(d["recipe"], "camal", d["seed"]) for d in runs_before})
 
 
 @pytest.mark.parametrize("change, says", [({"steps": 100_000}, "its steps is 100000"),
@@ -57,7 +75,7 @@ def test_an_earlier_check_of_another_setting_is_refused(check, tmp_path, change,
     path = tmp_path / "check.json"
     path.write_text(json.dumps({"setting": {**setting, **change}, "runs": [{"recipe": "paper"}]}))
     with pytest.raises(ValueError, match=says):
-        check.earlier_runs(path, setting, ["tuned"])
+        check.earlier_runs(path, setting, {("tuned", "camal", 1)})
 
 
 def test_an_earlier_check_that_is_not_one_is_refused(check, tmp_path):
@@ -65,4 +83,4 @@ def test_an_earlier_check_that_is_not_one_is_refused(check, tmp_path):
     (tmp_path / "broken.json").write_text("{\"setting\": ")
     for path in (tmp_path / "broken.json", tmp_path / "absent.json"):
         with pytest.raises(ValueError, match="not a check.json written by this script"):
-            check.earlier_runs(path, setting, ["tuned"])
+            check.earlier_runs(path, setting, {("tuned", "camal", 1)})
