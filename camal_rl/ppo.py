@@ -383,7 +383,7 @@ def train_loop(args: Args, run_dir: Path, spec: doom.ScenarioSpec, device: torch
                 np.random.shuffle(b_inds)
                 for start in range(0, args.batch_size, args.minibatch_size):
                     mb_inds = torch.as_tensor(b_inds[start : start + args.minibatch_size], device=device)
-                    logits, newvalue, features = agent(storage.minibatch(mb_inds))
+                    logits, newvalue, features, fc_layer = agent.forward_with_linear(storage.minibatch(mb_inds))
                     probs = Categorical(logits=logits)
                     newlogprob, entropy = probs.log_prob(b_actions[mb_inds]), probs.entropy()
                     logratio = newlogprob - b_logprobs[mb_inds]
@@ -411,17 +411,18 @@ def train_loop(args: Args, run_dir: Path, spec: doom.ScenarioSpec, device: torch
                     loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
                     maps = None
                     if args.camal_coef > 0:
-                        # Attention of V(s) from this minibatch's forward pass: one extra backward. Kept
-                        # at feature size: the grid masks upsample it to the mask implicitly.
+                        # Attention of V(s) from this minibatch's forward pass: one extra backward (Grad-CAM's
+                        # only to the fc layer). Kept at feature size: the grid masks upsample it implicitly.
                         maps = camal.normalize(camal.attention(features, newvalue, method=args.attention,
-                                                               create_graph=args.create_graph))
+                                                               create_graph=args.create_graph, linear=fc_layer))
                         camal_term = camal.camal_loss(maps, b_grid_masks[mb_inds], regularizer=args.regularizer,
                                                       empty_mask=args.empty_mask)
                         loss = loss + args.camal_coef * camal_term
                         camal_losses.append(camal_term.item())
                     if epoch == 0 and start == 0:  # attention on the rollout: the same measurement for every method
                         if maps is None:  # Vanilla: a backward through the heads only
-                            maps = camal.normalize(camal.attention(features, newvalue, method=args.attention, create_graph=False))
+                            maps = camal.normalize(camal.attention(features, newvalue, method=args.attention, create_graph=False,
+                                                                   linear=fc_layer))
                         attention_log = attention_stats(maps, storage.minibatch_masks(mb_inds))
                     if not torch.isfinite(loss):
                         kept = f"its last good checkpoint (iteration {last_checkpoint}) stays in {run_dir}" \

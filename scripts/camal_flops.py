@@ -5,10 +5,13 @@ torch's FlopCounterMode on the real agent and loss (no timing, so a busy machine
     python scripts/camal_flops.py --epochs 6 4         # the bound for recipes with 6 and 4 epochs
 
 CAMAL's extra work is the attention of V(s) (a backward through the critic's fc layer with its graph
-kept) and that graph's backward: three matrix products the size of the fc layer's. The last lines
-give the steps/s ratio CAMAL / Vanilla a machine would reach if time followed FLOPs exactly:
-(rollout forward + epochs x Vanilla step) / (rollout forward + epochs x CAMAL step), per agent step.
-Engines and Python cost no FLOPs, so measured ratios sit above this bound.
+kept) and that graph's backward: three matrix products the size of the fc layer's where the method
+needs every location's gradient (LayerCAM, the CPU default). Grad-CAM needs only each channel's mean
+gradient, which the trainer takes through the fc layer's weight (``camal.LinearAbove``): the column
+"full gradient" is what Grad-CAM cost before that. The last columns give the steps/s ratio CAMAL /
+Vanilla a machine would reach if time followed FLOPs exactly: (rollout forward + epochs x Vanilla
+step) / (rollout forward + epochs x CAMAL step), per agent step. Engines and Python cost no FLOPs, so
+measured ratios sit above this bound.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from camal_rl.rollout import PAPER_FRAMES
 
 
 def minibatch_flops(obs_shape: tuple[int, int, int], mask_size: tuple[int, int], batch: int, use_camal: bool,
-                    attention: str) -> tuple[int, int]:
-    """(FLOPs of the forward pass alone, FLOPs of a whole minibatch step) for ``batch`` samples."""
+                    attention: str, through_linear: bool = True) -> tuple[int, int]:
+    """(FLOPs of the forward pass alone, FLOPs of a whole minibatch step) for ``batch`` samples;
+    ``through_linear=False``: the attention's gradient w.r.t. the features in full, as before."""
     agent = Agent(obs_shape, 3)
     frames = torch.rand(batch, *obs_shape)
     masks = torch.rand(batch, *mask_size) > 0.8
@@ -33,10 +37,11 @@ def minibatch_flops(obs_shape: tuple[int, int, int], mask_size: tuple[int, int],
         with torch.no_grad():
             agent(frames)
     with FlopCounterMode(display=False) as step:
-        logits, value, features = agent(frames)
+        logits, value, features, fc_layer = agent.forward_with_linear(frames)
         loss = logits.logsumexp(-1).mean() + value.pow(2).mean()  # stands in for PPO's: no FLOPs to speak of
         if use_camal:
-            maps = camal.normalize(camal.attention(features, value.flatten(), method=attention, create_graph=True))
+            maps = camal.normalize(camal.attention(features, value.flatten(), method=attention, create_graph=True,
+                                                   linear=fc_layer if through_linear else None))
             loss = loss + camal.camal_loss(maps, camal.grid_mask(masks, tuple(maps.shape[-2:])))
         loss.backward()
     return forward_only.get_total_flops(), step.get_total_flops()
@@ -48,19 +53,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, nargs="+", default=[6, 4], help="update epochs (tuned: 6, Table 8: 4)")
     options = parser.parse_args()
     settings = {  # (observation, mask = engine screen, attention) as camal-train uses them
-        "60x80 grey (CPU default)": ((4, 60, 80), (120, 160), default_attention(False)),
-        "240x320 colour (paper)": ((3 * 4, *PAPER_FRAMES["obs_size"]), PAPER_FRAMES["obs_size"], default_attention(True)),
+        "60x80 grey (CPU default), LayerCAM": ((4, 60, 80), (120, 160), default_attention(False)),
+        "60x80 grey, Grad-CAM": ((4, 60, 80), (120, 160), "gradcam"),
+        "240x320 colour (paper), Grad-CAM": ((3 * 4, *PAPER_FRAMES["obs_size"]), PAPER_FRAMES["obs_size"], default_attention(True)),
     }
-    print(f"| frames | Vanilla step (GFLOP) | CAMAL step (GFLOP) | CAMAL / Vanilla FLOPs | "
-          f"{' | '.join(f'steps/s bound, {e} epochs' for e in options.epochs)} |")
-    print("|---|---|---|---|" + "---|" * len(options.epochs))
+    print(f"| frames, attention | Vanilla step (GFLOP) | CAMAL step, full gradient (GFLOP) | CAMAL step (GFLOP) | "
+          f"CAMAL / Vanilla FLOPs | {' | '.join(f'steps/s bound, {e} epochs' for e in options.epochs)} |")
+    print("|---|---|---|---|---|" + "---|" * len(options.epochs))
     for name, (obs_shape, mask_size, attention) in settings.items():
         forward, vanilla = minibatch_flops(obs_shape, mask_size, options.batch, False, attention)
+        _, full_gradient = minibatch_flops(obs_shape, mask_size, options.batch, True, attention, through_linear=False)
         _, with_camal = minibatch_flops(obs_shape, mask_size, options.batch, True, attention)
         bounds = [(forward + epochs * vanilla) / (forward + epochs * with_camal) for epochs in options.epochs]
-        print(f"| {name} | {vanilla / 1e9:.3f} | {with_camal / 1e9:.3f} | {with_camal / vanilla:.3f} | "
-              f"{' | '.join(f'{b:.3f}' for b in bounds)} |")
-
+        print(f"| {name} | {vanilla / 1e9:.3f} | {full_gradient / 1e9:.3f} | {with_camal / 1e9:.3f} | "
+              f"{with_camal / vanilla:.3f} | {' | '.join(f'{b:.3f}' for b in bounds)} |")
 
 if __name__ == "__main__":
     main()

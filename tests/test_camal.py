@@ -258,3 +258,47 @@ def test_camal_moves_attention_onto_the_object():
     print(f"IoU vanilla {iou_vanilla:.3f} (acc {acc_vanilla:.2f}) camal {iou_camal:.3f} (acc {acc_camal:.2f})")
     assert acc_camal > 0.9
     assert iou_camal > iou_vanilla + 0.15
+
+
+class FlattenHead(nn.Module):
+    """Features -> flatten -> Linear -> ReLU -> a scalar head: the Doom agent's critic shape, small."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = nn.Sequential(nn.Conv2d(2, 6, 3), nn.ReLU())
+        self.fc = nn.Linear(6 * 5 * 7, 16)
+        self.value = nn.Linear(16, 1)
+
+    def forward(self, x):
+        features = self.conv(x)
+        fc_output = self.fc(features.flatten(1))
+        return self.value(F.relu(fc_output)).squeeze(-1), features, camal.LinearAbove(fc_output, self.fc.weight)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "signed-gradcam", "layercam"])
+def test_attention_through_the_linear_layer_is_the_same_map_and_gradient(method):
+    """Grad-CAM's channel means taken through the fc weight: the same maps and the same parameter
+    gradients of a CAMAL loss as the full gradient gives; LayerCAM ignores the layer."""
+    model = FlattenHead().double()
+    x = torch.randn(5, 2, 7, 9, dtype=torch.float64)
+    mask = torch.rand(5, 10, 14) > 0.6
+    results = []
+    for linear in (False, True):
+        model.zero_grad()
+        scores, features, fc_layer = model(x)
+        maps = camal.attention(features, scores, method=method, linear=fc_layer if linear else None)
+        (camal.camal_loss(camal.normalize(maps), mask) + scores.mean()).backward()
+        results.append((maps.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
+    (maps_full, grads_full), (maps_linear, grads_linear) = results
+    assert maps_full.abs().sum() > 0 and grads_full["fc.weight"].abs().sum() > 0
+    assert torch.allclose(maps_full, maps_linear, atol=1e-12)
+    for name, grad in grads_full.items():
+        assert torch.allclose(grad, grads_linear[name], atol=1e-12), name
+
+
+def test_attention_through_a_linear_layer_of_another_size_is_refused():
+    model = FlattenHead()
+    scores, features, fc_layer = model(torch.randn(3, 2, 7, 9))
+    with pytest.raises(ValueError, match=r"must have a weight \[N, 168\].*got weight \(16, 210\)"):
+        camal.attention(features[:, :, 1:], scores, method="gradcam", linear=fc_layer)

@@ -218,6 +218,29 @@ def test_camal_term_alone_raises_alpha_minus_beta():
     assert after > before + 0.1
 
 
+def test_the_agents_grad_cam_through_its_fc_layer_is_the_full_gradients():
+    """The update's Grad-CAM of V(s) taken through the agent's fc layer (its flatten order on
+    channels-last features included): the maps and the CAMAL loss's gradients of the full gradient."""
+    torch.manual_seed(0)
+    images, masks = _basic_frames()
+    agent = agent_module.Agent(tuple(images.shape[1:]), 3)
+    grid_masks = camal.grid_mask(masks, agent.feature_grid)
+    results = []
+    for through_fc in (False, True):
+        agent.zero_grad()
+        logits, value, features, fc_layer = agent.forward_with_linear(images)
+        assert torch.equal(logits, agent(images)[0])
+        maps = camal.attention(features, value, method="gradcam", linear=fc_layer if through_fc else None)
+        camal.camal_loss(camal.normalize(maps), grid_masks).backward()
+        results.append((maps.detach(), [p.grad.clone() for p in (agent.fc[1].weight, agent.critic.weight, agent.conv[0].weight)]))
+    (maps_full, grads_full), (maps_fc, grads_fc) = results
+    assert maps_full.amax() > 0
+    assert torch.allclose(maps_full, maps_fc, rtol=1e-4, atol=1e-6 * maps_full.amax().item())
+    for full, through in zip(grads_full, grads_fc):
+        assert full.abs().amax() > 0
+        assert torch.allclose(full, through, rtol=1e-3, atol=1e-4 * full.abs().amax().item())
+
+
 def test_bad_input_errors(tmp_path):
     with pytest.raises(doom.SpecError, match="available"):
         ppo.train(tiny_args(tmp_path, env="basik"))
@@ -274,7 +297,7 @@ def test_a_dying_env_worker_stops_the_run_clearly_and_it_resumes(tmp_path):
 
 
 def test_dead_attention_is_logged_warned_and_recorded(tmp_path, monkeypatch, capsys):
-    def dead_attention(features, scores, *, method="gradcam", create_graph=True):
+    def dead_attention(features, scores, *, method="gradcam", create_graph=True, linear=None):
         return (features * 0).mean(dim=1)  # what a ReLU'd Grad-CAM with only negative weights gives
 
     monkeypatch.setattr(camal, "attention", dead_attention)
