@@ -140,12 +140,16 @@ def plot_curves(described: list[dict], spec, path: Path) -> None:
             train_axis.plot(steps, smooth, color=colour, alpha=0.7, label=name if name not in train_axis.get_legend_handles_labels()[1] else None)
         if d["evaluations"]:
             steps, values = zip(*d["evaluations"])
-            eval_axis.plot(steps, values, marker="o", color=colour, alpha=0.7)
-    for axis, title in ((train_axis, "training return (last 20 episodes)"), (eval_axis, "evaluation return")):
+            eval_axis.plot(steps, values, marker="o", color=colour, alpha=0.7,
+                           label=name if name not in eval_axis.get_legend_handles_labels()[1] else None)
+    # an earlier check's run folders are not kept: its runs have evaluations but no training curve
+    train_title = "training return (last 20 episodes)" + ("; this check's runs" if any("earlier" in d for d in described) else "")
+    for axis, title in ((train_axis, train_title), (eval_axis, "evaluation return")):
         axis.axhline(spec.random_score, color="grey", linestyle=":", linewidth=1)
         axis.set_xlabel("agent steps")
-        axis.set_title(f"{spec.name}: {title}")
-    train_axis.legend(loc="best", fontsize=8)
+        axis.set_title(f"{spec.name}: {title}", fontsize=10)
+        if axis.get_legend_handles_labels()[1]:
+            axis.legend(loc="best", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
