@@ -122,6 +122,8 @@ def _channel_mean_gradients(features: torch.Tensor, scores: torch.Tensor, linear
             f"and an output [{batch}, N]; got weight {tuple(weight.shape)} and output {tuple(output.shape)}"
         )
     (output_grads,) = torch.autograd.grad(scores.sum(), output, create_graph=create_graph, retain_graph=True)
+    if not create_graph:
+        weight = weight.detach()  # the channel weights are constants then, as the full gradient's are
     spatial_means = weight.view(weight.shape[0], channels, height * width).mean(dim=2)  # [N, K]
     return (output_grads @ spatial_means).view(batch, channels, 1, 1)
 

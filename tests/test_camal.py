@@ -276,10 +276,12 @@ class FlattenHead(nn.Module):
         return self.value(F.relu(fc_output)).squeeze(-1), features, camal.LinearAbove(fc_output, self.fc.weight)
 
 
+@pytest.mark.parametrize("create_graph", [True, False])
 @pytest.mark.parametrize("method", ["gradcam", "signed-gradcam", "layercam"])
-def test_attention_through_the_linear_layer_is_the_same_map_and_gradient(method):
+def test_attention_through_the_linear_layer_is_the_same_map_and_gradient(method, create_graph):
     """Grad-CAM's channel means taken through the fc weight: the same maps and the same parameter
-    gradients of a CAMAL loss as the full gradient gives; LayerCAM ignores the layer."""
+    gradients of a CAMAL loss as the full gradient gives (with constant channel weights too); LayerCAM
+    ignores the layer."""
     model = FlattenHead().double()
     x = torch.randn(5, 2, 7, 9, dtype=torch.float64)
     mask = torch.rand(5, 10, 14) > 0.6
@@ -287,7 +289,8 @@ def test_attention_through_the_linear_layer_is_the_same_map_and_gradient(method)
     for linear in (False, True):
         model.zero_grad()
         scores, features, fc_layer = model(x)
-        maps = camal.attention(features, scores, method=method, linear=fc_layer if linear else None)
+        maps = camal.attention(features, scores, method=method, create_graph=create_graph,
+                               linear=fc_layer if linear else None)
         (camal.camal_loss(camal.normalize(maps), mask) + scores.mean()).backward()
         results.append((maps.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
     (maps_full, grads_full), (maps_linear, grads_linear) = results
