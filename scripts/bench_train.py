@@ -54,10 +54,14 @@ print("RESULT " + json.dumps({"steady_sps": steady, "sps": summary["sps"], "work
 
 
 def old_tree(revision: str, folder: Path) -> Path:
-    """The package as it was at ``revision``, for the "old" rows."""
+    """The package as it was at ``revision``, for the "old" rows, with its scenario specs (``envs/``,
+    read from the working folder) where the revision has them."""
     archive = folder / "old.tar"
+    has_specs = subprocess.run(["git", "-C", str(REPO), "ls-tree", "--name-only", revision, "envs"],
+                               capture_output=True, text=True, check=True).stdout.strip()
     with open(archive, "wb") as out:
-        subprocess.run(["git", "-C", str(REPO), "archive", revision, "camal_rl"], stdout=out, check=True)
+        subprocess.run(["git", "-C", str(REPO), "archive", revision, "camal_rl", *(["envs"] if has_specs else [])],
+                       stdout=out, check=True)
     with tarfile.open(archive) as tar:
         tar.extractall(folder / "old", filter="data")
     return folder / "old"
