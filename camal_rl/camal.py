@@ -33,10 +33,16 @@ import torch.nn.functional as F
 Weighting = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def _channel_weighted_mean(weights: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """1/K sum_k w_k A^k, ``[B, h, w]``, for channel weights ``[B, K, ...]``: one batched product. With
+    its backward it ran 2.5x faster on 2 CPU cores than a broadcast product and a mean at the paper's
+    26x36 grid and batch 256 (1.6x at 4x6 and 256; the same at 4x6 and 64), and reads A once."""
+    return torch.einsum("bk,bkhw->bhw", weights.flatten(1), features) / features.shape[1]
+
+
 def _gradcam_weighting(features: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     # Eq. 3: w_k = spatial mean of dy/dA^k; map = ReLU(1/K sum_k w_k A^k).
-    weights = grads.mean(dim=(2, 3), keepdim=True)
-    return F.relu((weights * features).mean(dim=1))
+    return F.relu(_channel_weighted_mean(grads.mean(dim=(2, 3)), features))
 
 
 def _gradcam_plus_plus_weighting(features: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
@@ -48,8 +54,8 @@ def _gradcam_plus_plus_weighting(features: torch.Tensor, grads: torch.Tensor) ->
     denominator = 2 * grads_2 + sum_activations * grads_3
     denominator = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
     alphas = grads_2 / denominator
-    weights = (alphas * F.relu(grads)).sum(dim=(2, 3), keepdim=True)
-    return F.relu((weights * features).mean(dim=1))
+    weights = (alphas * F.relu(grads)).sum(dim=(2, 3))
+    return F.relu(_channel_weighted_mean(weights, features))
 
 
 def _layercam_weighting(features: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
@@ -61,8 +67,7 @@ def _signed_gradcam_weighting(features: torch.Tensor, grads: torch.Tensor) -> to
     # Eq. 3 without the ReLU. When every channel weight is negative (a critic whose V(s)
     # falls as features rise, common early in Doom's negative-reward scenarios) Grad-CAM is
     # all zero and a loss on it gets no gradient; the signed map still ranks locations.
-    weights = grads.mean(dim=(2, 3), keepdim=True)
-    return (weights * features).mean(dim=1)
+    return _channel_weighted_mean(grads.mean(dim=(2, 3)), features)
 
 
 class AttentionMethod(NamedTuple):

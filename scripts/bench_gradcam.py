@@ -1,7 +1,10 @@
 """Attention extraction per-sample (B backward calls) vs batch-level (one), and one optimiser
-step Vanilla vs CAMAL, on CleanRL's Nature CNN (4x84x84) and, with torchvision, ResNet-18.
+step Vanilla vs CAMAL, on CleanRL's Nature CNN (4x84x84) and, with torchvision, ResNet-18; then the
+Doom agent's update step with Grad-CAM of V(s) taken from the full gradient at the features and
+through the fc layer (``camal.LinearAbove``, what the trainer does), at 60x80 and the paper's frames.
 
 Usage: python scripts/bench_gradcam.py [--batches 32 128 256] [--resnet-batches 32 128] [--repeats 3]
+       python scripts/bench_gradcam.py --only-doom [--doom-batch 64]
 """
 import argparse
 import time
@@ -88,13 +91,54 @@ def optimiser_step(name, build, batch, repeats):
           f"ratio {with_camal / vanilla:5.2f}x", flush=True)
 
 
+def doom_update_step(frames: str, batch: int, repeats: int) -> None:
+    """One minibatch step of the Doom agent: Vanilla, CAMAL (Grad-CAM) from the full gradient at the
+    features, and CAMAL through the fc layer; the last two give the same gradients (tested)."""
+    from camal_rl.rollout import PAPER_FRAMES
+
+    obs_shape, mask_size = {"60x80": ((4, 60, 80), (120, 160)),
+                            "paper": ((12, *PAPER_FRAMES["obs_size"]), PAPER_FRAMES["obs_size"])}[frames]
+    torch.manual_seed(0)
+    agent = Agent(obs_shape, 3)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=1e-4)
+    x = torch.randint(0, 255, (batch, *obs_shape), dtype=torch.uint8)
+    grid_masks = camal.grid_mask(torch.rand(batch, *mask_size) > 0.9, agent.feature_grid)
+
+    def step(kind):
+        logits, value, features, fc_layer = agent.forward_with_linear(x)
+        loss = logits.logsumexp(-1).mean() + value.pow(2).mean()  # stands in for PPO's loss
+        if kind != "vanilla":
+            maps = camal.attention(features, value, method="gradcam", linear=fc_layer if kind == "through fc" else None)
+            loss = loss + camal.camal_loss(camal.normalize(maps), grid_masks)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    kinds = ("vanilla", "full gradient", "through fc")
+    for kind in kinds:
+        step(kind)
+    times = {kind: float("inf") for kind in kinds}
+    for _ in range(repeats):  # interleaved, so that a slow spell of the machine hits every kind alike
+        for kind in kinds:
+            times[kind] = min(times[kind], best_of(lambda: step(kind), 1))
+    print(f"doom {frames:6s} B={batch:4d}  update step vanilla {times['vanilla'] * 1e3:8.1f} ms  CAMAL, full gradient "
+          f"{times['full gradient'] * 1e3:8.1f} ms ({times['full gradient'] / times['vanilla']:.3f}x)  CAMAL, through fc "
+          f"{times['through fc'] * 1e3:8.1f} ms ({times['through fc'] / times['vanilla']:.3f}x)", flush=True)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--batches", type=int, nargs="+", default=[32, 128, 256])
     parser.add_argument("--resnet-batches", type=int, nargs="+", default=[32, 128, 256])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--doom-batch", type=int, default=64, help="the Doom agent's minibatch (tuned Basic: 64)")
+    parser.add_argument("--only-doom", action="store_true", help="only the Doom agent's update step")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    for frames in ("60x80", "paper"):
+        doom_update_step(frames, args.doom_batch, args.repeats)
+    if args.only_doom:
+        raise SystemExit(0)
     extraction("nature-cnn", nature_model, args.batches, args.repeats)
     optimiser_step("nature-cnn", nature_model, 256, args.repeats)
     try:
