@@ -59,17 +59,21 @@ class Agent(nn.Module):
 
     def forward(self, x: torch.Tensor):
         """uint8 frames -> (action logits, value [B], last-conv features [B, 64, h, w])."""
-        return self.forward_with_linear(x)[:3]
+        return self._pass(x)[:3]
 
     def forward_with_linear(self, x: torch.Tensor):
         """``forward``'s three outputs and the fc layer the features feed (``camal.LinearAbove``), through
         which Grad-CAM of V(s) takes its channel weights cheaply: ``camal.attention(..., linear=...)``."""
+        logits, value, features, fc_output = self._pass(x)
+        return logits, value, features, camal.LinearAbove(fc_output, self.fc[1].weight)
+
+    def _pass(self, x: torch.Tensor):
         # uint8 -> channels-last first (a quarter of the bytes to move), then scale in place
         features = self.conv(x.contiguous(memory_format=torch.channels_last).float().div_(255.0))
         flatten, linear, relu = self.fc
         fc_output = linear(flatten(features))
         hidden = relu(fc_output)
-        return self.actor(hidden), self.critic(hidden).squeeze(-1), features, camal.LinearAbove(fc_output, linear.weight)
+        return self.actor(hidden), self.critic(hidden).squeeze(-1), features, fc_output
 
     def get_value(self, x):
         return self(x)[1]
