@@ -127,6 +127,27 @@ def test_the_rollouts_policy_step_draws_what_get_action_and_value_draws():
     assert action.dtype == torch.long and len(set(action.tolist())) > 1  # a real draw, not a constant
 
 
+def test_sample_one_draws_what_multinomial_draws_and_leaves_the_same_random_state():
+    """``sample_one`` skips torch.multinomial's checks; its draws must be multinomial's, draw for
+    draw, from near-uniform to near-certain distributions, and leave the generator where it does."""
+    from camal_rl.agent import sample_one
+
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(300):
+        scale = (0.01, 1.0, 5.0, 30.0)[trial % 4]
+        probs = torch.softmax(torch.randn(64, 2 + trial % 7, generator=generator) * scale, dim=-1)
+        torch.manual_seed(trial)
+        expected, expected_next = torch.multinomial(probs, 1, True), torch.rand(3)
+        torch.manual_seed(trial)
+        drawn, drawn_next = sample_one(probs), torch.rand(3)
+        assert torch.equal(drawn, expected), f"trial {trial}"
+        assert torch.equal(drawn_next, expected_next)
+    # draws follow the probabilities (not argmax): about 30 % of 20,000 draws of p = (0.7, 0.3)
+    torch.manual_seed(1)
+    share = sample_one(torch.tensor([[0.7, 0.3]]).expand(20_000, 2)).float().mean().item()
+    assert abs(share - 0.3) < 0.02
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: --cuda-graph exists only there")
 def test_the_cuda_graph_forward_gives_the_eager_numbers_and_follows_the_weights():
     from camal_rl.agent import Agent, GraphedForward
