@@ -11,6 +11,11 @@ for an earlier revision in the same run (machines are noisy; compare within one 
 
     python scripts/bench_host.py                      # this checkout only
     python scripts/bench_host.py --old-rev 630491f    # before / after in one run
+    python scripts/bench_host.py --old-rev 630491f --rounds 5 --frames 60x80 --num-envs 32 --modes in-process
+
+With ``--rounds N`` each row is measured N times, old and new alternating, so that a machine that
+slows down or speeds up during the run moves both trees alike; the table gives the medians over
+rounds and the median of the rounds' new / old ratios (with their range).
 
 The last line states the 32-env figure: "... <N> us per agent step ...".
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -156,6 +162,22 @@ def measure(root: Path, config: dict) -> dict | str:
     return "error: " + ((result.stderr.strip().splitlines() or ["no output"])[-1])[:200]
 
 
+def summarise(row: dict, measured: dict[str, list]) -> dict:
+    """A row's figures from its rounds: each tree's median, and the median of the rounds' new / old
+    ratios (a round's two trees ran back to back). Any failed round makes the row's figure that error."""
+    for name, results in measured.items():
+        errors = [result for result in results if not isinstance(result, dict)]
+        if errors:
+            row[name] = errors[0]
+            continue
+        row[name] = statistics.median(result["us_per_step"] for result in results)
+        row[f"{name} network"] = statistics.median(result["network_us_per_step"] for result in results)
+    if "old" in measured and isinstance(row.get("old"), float) and isinstance(row.get("new"), float):
+        ratios = [new["us_per_step"] / old["us_per_step"] for old, new in zip(measured["old"], measured["new"])]
+        row["ratio"], row["ratio range"] = statistics.median(ratios), (min(ratios), max(ratios))
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old-rev", default=None, help="also measure this git revision (before / after in one run)")
@@ -163,6 +185,7 @@ def main() -> None:
     parser.add_argument("--num-envs", nargs="+", type=int, default=[8, 32])
     parser.add_argument("--modes", nargs="+", default=["in-process", "workers"], choices=["in-process", "workers"])
     parser.add_argument("--iterations", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=1, help="measure each row this many times, trees alternating")
     options = parser.parse_args()
     trees = {"new": REPO}
     with tempfile.TemporaryDirectory() as scratch:
@@ -175,23 +198,28 @@ def main() -> None:
                     config = {"frames": FRAMES[frames], "num_envs": num_envs, "iterations": options.iterations,
                               "workers": 0 if mode == "in-process" else num_envs}
                     row = {"frames": frames, "envs": num_envs, "mode": mode}
-                    for name, root in trees.items():
-                        result = measure(root, config)
-                        row[name] = result["us_per_step"] if isinstance(result, dict) else result
-                        if isinstance(result, dict):
-                            row[f"{name} network"] = result["network_us_per_step"]
-                        print(json.dumps(row), flush=True)
-                    rows.append(row)
+                    measured: dict[str, list] = {name: [] for name in trees}
+                    for round_number in range(options.rounds):
+                        for name, root in trees.items():
+                            result = measure(root, config)
+                            measured[name].append(result)
+                            print(json.dumps({**row, "round": round_number + 1, name: result}), flush=True)
+                    rows.append(summarise(row, measured))
     names = list(trees)
     print("\nHost work per agent step in microseconds, the stand-in network's forward passes taken out "
-          "(their time in brackets).")
+          "(their time in brackets)" + (f"; medians over {options.rounds} rounds, trees alternating." if options.rounds > 1
+                                        else "."))
     print("\n| frames | envs | mode | " + " | ".join(f"{n} (us / agent step)" for n in names)
           + (" | new / old |" if "old" in trees else " |"))
     print("|---|---|---|" + "---|" * (len(names) + ("old" in trees)))
     for row in rows:
         cells = [f"{row[n]:.1f} ({row[n + ' network']:.1f})" if isinstance(row[n], float) else row[n] for n in names]
-        ratio = (f" | {row['new'] / row['old']:.2f}" if "old" in trees and isinstance(row["old"], float)
-                 and isinstance(row["new"], float) else (" | -" if "old" in trees else ""))
+        ratio = ""
+        if "ratio" in row:
+            low, high = row["ratio range"]
+            ratio = f" | {row['ratio']:.2f}" + (f" ({low:.2f}-{high:.2f})" if options.rounds > 1 else "")
+        elif "old" in trees:
+            ratio = " | -"
         print(f"| {row['frames']} | {row['envs']} | {row['mode']} | " + " | ".join(cells) + ratio + " |")
     failed = [f"{row['frames']} x {row['envs']} {row['mode']} ({name}): {row[name]}" for row in rows for name in names
               if not isinstance(row[name], float)]
@@ -201,7 +229,7 @@ def main() -> None:
     if at32:
         best = min(at32, key=lambda row: row["new"])
         print(f"host overhead at 32 envs (best: {best['frames']}, {best['mode']}): {best['new']:.1f} us per agent step"
-              + (f", {best['old']:.1f} before" if isinstance(best.get("old"), float) else ""))
+              + (f", {best['old']:.1f} before ({best['ratio']:.2f}x)" if "ratio" in best else ""))
 
 
 if __name__ == "__main__":
