@@ -18,3 +18,9 @@ python3 scripts/bench_train.py --cuda --old-tree .bench_old --frames paper 60x80
     --json "$OUT/bench_32.json" 2>&1 | tee "$OUT/bench_32.txt"
 python3 scripts/bench_train.py --cuda --old-tree .bench_old --frames 60x80 --num-envs 8 --iterations 5 --old-iterations 3 \
     --json "$OUT/bench_60x80_8.json" 2>&1 | tee "$OUT/bench_60x80_8.txt"
+# The GPU-only tests (CUDA graph forward, sample_one's draws on CUDA), where the machine has pytest.
+if python3 -c "import pytest" 2>/dev/null; then
+    python3 -m pytest -q -rs tests/test_rollout.py 2>&1 | tail -5 | tee "$OUT/gpu_tests.txt"
+else
+    echo "GPU-only tests not run: this machine has no pytest" | tee "$OUT/gpu_tests.txt"
+fi

@@ -127,7 +127,12 @@ def test_the_rollouts_policy_step_draws_what_get_action_and_value_draws():
     assert action.dtype == torch.long and len(set(action.tolist())) > 1  # a real draw, not a constant
 
 
-def test_sample_one_draws_what_multinomial_draws_and_leaves_the_same_random_state():
+@pytest.mark.parametrize("device", [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                  reason="needs a CUDA GPU: the draws on CUDA are checked only there")),
+])
+def test_sample_one_draws_what_multinomial_draws_and_leaves_the_same_random_state(device):
     """``sample_one`` skips torch.multinomial's checks; its draws must be multinomial's, draw for
     draw, from near-uniform to near-certain distributions, and leave the generator where it does."""
     from camal_rl.agent import sample_one
@@ -135,16 +140,16 @@ def test_sample_one_draws_what_multinomial_draws_and_leaves_the_same_random_stat
     generator = torch.Generator().manual_seed(0)
     for trial in range(300):
         scale = (0.01, 1.0, 5.0, 30.0)[trial % 4]
-        probs = torch.softmax(torch.randn(64, 2 + trial % 7, generator=generator) * scale, dim=-1)
+        probs = torch.softmax(torch.randn(64, 2 + trial % 7, generator=generator) * scale, dim=-1).to(device)
         torch.manual_seed(trial)
-        expected, expected_next = torch.multinomial(probs, 1, True), torch.rand(3)
+        expected, expected_next = torch.multinomial(probs, 1, True), torch.rand(3, device=device)
         torch.manual_seed(trial)
-        drawn, drawn_next = sample_one(probs), torch.rand(3)
+        drawn, drawn_next = sample_one(probs), torch.rand(3, device=device)
         assert torch.equal(drawn, expected), f"trial {trial}"
         assert torch.equal(drawn_next, expected_next)
     # draws follow the probabilities (not argmax): about 30 % of 20,000 draws of p = (0.7, 0.3)
     torch.manual_seed(1)
-    share = sample_one(torch.tensor([[0.7, 0.3]]).expand(20_000, 2)).float().mean().item()
+    share = sample_one(torch.tensor([[0.7, 0.3]], device=device).expand(20_000, 2)).float().mean().item()
     assert abs(share - 0.3) < 0.02
 
 
