@@ -99,9 +99,10 @@ class Agent(nn.Module):
 def sample_one(probs: torch.Tensor) -> torch.Tensor:
     """One category per row of ``probs`` ``[B, n]`` -> ``[B, 1]``: the draw ``torch.multinomial(probs,
     1, True)`` makes, from the same random numbers (its one-sample path is argmax(p / q), q ~ Exp(1)),
-    without its validity checks (five reductions and two host syncs: half the cost of sampling a
-    small batch on a CPU, and no extra sync on a GPU). ``probs`` must be a softmax: a NaN one shows up as a non-finite loss in the update,
-    which stops the run. Tested draw for draw against ``torch.multinomial``."""
+    without its validity checks (reductions and two host syncs: half the cost of sampling a small
+    batch on a CPU, and no extra sync on a GPU). ``probs`` must be a softmax; a NaN policy shows up
+    as a non-finite loss in the update, which stops the run. Tested draw for draw against
+    ``torch.multinomial``."""
     return torch.argmax(probs / torch.empty_like(probs).exponential_(), dim=-1, keepdim=True)
 
 

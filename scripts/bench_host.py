@@ -187,6 +187,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=1, help="measure each row this many times, trees alternating")
     options = parser.parse_args()
+    if options.rounds < 1 or options.iterations < 2:
+        parser.error(f"--rounds must be >= 1 and --iterations >= 2 (the first iteration is not timed), "
+                     f"got {options.rounds} and {options.iterations}")
     trees = {"new": REPO}
     with tempfile.TemporaryDirectory() as scratch:
         if options.old_rev:
