@@ -24,14 +24,15 @@ def test_bench_host_takes_medians_over_rounds_and_ratios_within_a_round():
     spec = importlib.util.spec_from_file_location("bench_host", SCRIPTS / "bench_host.py")
     bench_host = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench_host)
-    # a machine that slows down 2x in round 2: the rounds' ratios stay 0.2, the medians move
+    # a machine that slows down 2x in round 2: the ratio is the median of the rounds' own ratios
+    # (0.2, 0.3, 0.15 -> 0.2), not the ratio of the medians (10 / 60)
     measured = {"old": [{"us_per_step": 50.0, "network_us_per_step": 5.0}, {"us_per_step": 100.0, "network_us_per_step": 9.0},
                         {"us_per_step": 60.0, "network_us_per_step": 6.0}],
-                "new": [{"us_per_step": 10.0, "network_us_per_step": 4.0}, {"us_per_step": 20.0, "network_us_per_step": 8.0},
-                        {"us_per_step": 12.0, "network_us_per_step": 5.0}]}
+                "new": [{"us_per_step": 10.0, "network_us_per_step": 4.0}, {"us_per_step": 30.0, "network_us_per_step": 8.0},
+                        {"us_per_step": 9.0, "network_us_per_step": 5.0}]}
     row = bench_host.summarise({"frames": "60x80"}, measured)
-    assert row["old"] == 60.0 and row["new"] == 12.0 and row["new network"] == 5.0
-    assert row["ratio"] == 0.2 and row["ratio range"] == (0.2, 0.2)
+    assert row["old"] == 60.0 and row["new"] == 10.0 and row["new network"] == 5.0
+    assert row["ratio"] == 0.2 and row["ratio range"] == (0.15, 0.3)
     measured["new"][1] = "error: boom"
     row = bench_host.summarise({"frames": "60x80"}, measured)
     assert row["new"] == "error: boom" and "ratio" not in row
