@@ -63,9 +63,10 @@ class Agent(nn.Module):
 
     def forward_with_linear(self, x: torch.Tensor):
         """``forward``'s three outputs and the fc layer the features feed (``camal.LinearAbove``), through
-        which Grad-CAM of V(s) takes its channel weights cheaply: ``camal.attention(..., linear=...)``."""
+        which the attention of V(s) takes its gradient cheaply: ``camal.attention(..., linear=...)``.
+        V(s) = relu(fc output) @ critic weight + bias, so the layer names the critic's weight as its head."""
         logits, value, features, fc_output = self._pass(x)
-        return logits, value, features, camal.LinearAbove(fc_output, self.fc[1].weight)
+        return logits, value, features, camal.LinearAbove(fc_output, self.fc[1].weight, self.critic.weight[0])
 
     def _pass(self, x: torch.Tensor):
         # uint8 -> channels-last first (a quarter of the bytes to move), then scale in place

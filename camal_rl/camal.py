@@ -106,10 +106,81 @@ def _check_inputs(features: torch.Tensor, scores: torch.Tensor) -> None:
 class LinearAbove(NamedTuple):
     """The linear layer the features feed, ``output = flatten(features) @ weight.T + bias`` (a CNN's
     first fully connected layer), with ``output`` [B, N] on the graph of the scores and ``weight``
-    [N, K*h*w]. Given to ``attention``, it lets Grad-CAM take its channel weights through the layer."""
+    [N, K*h*w]. Given to ``attention``, it lets Grad-CAM take its channel weights through the layer.
+
+    ``relu_head`` [N]: when the scores are ``relu(output) @ relu_head + c`` (a critic's linear value
+    head on the layer's ReLU), the gradient at the output is ``relu_head * (output > 0)`` in closed
+    form, and the full gradient at the features gets a backward of one product instead of two."""
 
     output: torch.Tensor
     weight: torch.Tensor
+    relu_head: Optional[torch.Tensor] = None
+
+
+class _GatedHeadThroughLinear(torch.autograd.Function):
+    """d scores / d flatten(features) = (gate * head) @ weight, ``[B, D]``, for scores = relu(output) @ head
+    with gate = (output > 0) [B, N] (ReLU's derivative: constant almost everywhere, so no gradient).
+
+    Autograd's double backward of this product takes two products of the layer's size (one into weight,
+    one into the gate-times-head, then summed over the batch). Both come from one: with
+    P = gate^T @ grad [N, D], d/d weight = head[:, None] * P and d/d head = (weight * P).sum(1)."""
+
+    @staticmethod
+    def forward(ctx, head: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(head, gate, weight)
+        return (gate * head) @ weight
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        head, gate, weight = ctx.saved_tensors
+        gated = gate.t() @ grad  # [N, D]
+        head_grad = torch.linalg.vecdot(weight, gated) if ctx.needs_input_grad[0] else None
+        weight_grad = gated.mul_(head[:, None]) if ctx.needs_input_grad[2] else None  # in place: no second [N, D]
+        return head_grad, None, weight_grad
+
+
+def _check_linear(features: torch.Tensor, scores: torch.Tensor, linear: LinearAbove) -> None:
+    batch, channels, height, width = features.shape
+    weight, output, head = linear.weight, linear.output, linear.relu_head
+    if weight.dim() != 2 or weight.shape[1] != channels * height * width or output.shape != (batch, weight.shape[0]):
+        raise ValueError(
+            f"the linear layer above features {tuple(features.shape)} must have a weight [N, {channels * height * width}] "
+            f"and an output [{batch}, N]; got weight {tuple(weight.shape)} and output {tuple(output.shape)}"
+        )
+    if head is not None and head.shape != (weight.shape[0],):
+        raise ValueError(f"relu_head must be [N] = [{weight.shape[0]}] (one weight per output of the linear layer), "
+                         f"got shape {tuple(head.shape)}")
+    if head is not None:
+        # The closed form never reads the scores, so a head that did not make them would give wrong maps silently.
+        with torch.no_grad():
+            head_scores = F.relu(output) @ head
+            offsets = scores - head_scores
+            scale = 1 + (F.relu(output) @ head.abs()).abs().max() + scores.abs().max()
+            spread = (offsets.max() - offsets.min()) / scale
+        if spread > 1e3 * torch.finfo(scores.dtype).eps:
+            raise ValueError("relu_head does not make the scores: scores - relu(output) @ relu_head varies over the batch; "
+                             "give relu_head only when scores = relu(output) @ relu_head + a constant")
+
+
+def _output_gradients(scores: torch.Tensor, linear: LinearAbove, create_graph: bool) -> torch.Tensor:
+    """d scores / d output, [B, N]: in closed form where the head is known, else by autograd."""
+    if linear.relu_head is not None:
+        gradients = (linear.output > 0).to(linear.output.dtype) * linear.relu_head
+        return gradients if create_graph else gradients.detach()
+    (gradients,) = torch.autograd.grad(scores.sum(), linear.output, create_graph=create_graph, retain_graph=True)
+    return gradients
+
+
+def _full_gradients_through_head(features: torch.Tensor, linear: LinearAbove, create_graph: bool) -> torch.Tensor:
+    """d scores / d features, ``[B, K, h, w]``, for scores = relu(output) @ relu_head + c (exact)."""
+    gate = (linear.output > 0).to(linear.output.dtype)
+    if create_graph:
+        grads = _GatedHeadThroughLinear.apply(linear.relu_head, gate, linear.weight)
+    else:
+        with torch.no_grad():
+            grads = (gate * linear.relu_head) @ linear.weight
+    return grads.view(features.shape)
 
 
 def _channel_mean_gradients(features: torch.Tensor, scores: torch.Tensor, linear: LinearAbove,
@@ -120,13 +191,8 @@ def _channel_mean_gradients(features: torch.Tensor, scores: torch.Tensor, linear
     means are g @ (weight's spatial means): a product with K columns where the full gradient has K*h*w
     (at the paper's 26x36 grid, 936 times fewer), and the same for its double backward. Exact."""
     batch, channels, height, width = features.shape
-    weight, output = linear.weight, linear.output
-    if weight.dim() != 2 or weight.shape[1] != channels * height * width or output.shape != (batch, weight.shape[0]):
-        raise ValueError(
-            f"the linear layer above features {tuple(features.shape)} must have a weight [N, {channels * height * width}] "
-            f"and an output [{batch}, N]; got weight {tuple(weight.shape)} and output {tuple(output.shape)}"
-        )
-    (output_grads,) = torch.autograd.grad(scores.sum(), output, create_graph=create_graph, retain_graph=True)
+    weight = linear.weight
+    output_grads = _output_gradients(scores, linear, create_graph)
     if not create_graph:
         weight = weight.detach()  # the channel weights are constants then, as the full gradient's are
     spatial_means = weight.view(weight.shape[0], channels, height * width).mean(dim=2)  # [N, K]
@@ -157,7 +223,9 @@ def attention(
     ``linear``: the linear layer the features feed (``LinearAbove``). Methods that read only the
     channel means of the gradient (Grad-CAM, signed Grad-CAM) then take those means through the
     layer's weight, with the same result (up to float rounding) and gradients at a small part of
-    the cost; other methods need every location's gradient and ignore it.
+    the cost. Methods that need every location's gradient (LayerCAM, Grad-CAM++) use it only when it
+    names a ``relu_head``: the gradient in closed form, whose backward costs one product of the
+    layer's size where autograd's costs two.
     """
     try:
         chosen = ATTENTION_METHODS[method]
@@ -166,8 +234,12 @@ def attention(
             f"unknown attention method {method!r}; choose one of {sorted(ATTENTION_METHODS)}"
         ) from None
     _check_inputs(features, scores)
-    if linear is not None and chosen.channel_means_only:
-        return chosen.weighting(features, _channel_mean_gradients(features, scores, linear, create_graph))
+    if linear is not None:
+        _check_linear(features, scores, linear)
+        if chosen.channel_means_only:
+            return chosen.weighting(features, _channel_mean_gradients(features, scores, linear, create_graph))
+        if linear.relu_head is not None:
+            return chosen.weighting(features, _full_gradients_through_head(features, linear, create_graph))
     (grads,) = torch.autograd.grad(
         scores.sum(), features, create_graph=create_graph, retain_graph=True
     )

@@ -9,6 +9,7 @@ frame stacks), extracted into a temporary folder; "new" is this checkout.
     python scripts/bench_train.py                                   # 2-core CPU: 60x80, 8 envs
     python scripts/bench_train.py --cuda --frames paper 60x80 --num-envs 8 32 --paths old new
     python scripts/bench_train.py --sb3                             # + stable-baselines3 as a peer
+    python scripts/bench_train.py --paths new --recipe default --repeats 5   # the scenario's CPU default recipe
 
 Prints one line per run as it finishes, then a table with CAMAL / Vanilla and new / old ratios.
 """
@@ -35,6 +36,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 config = json.loads(sys.argv[1])
 known = {f.name for f in dataclasses.fields(ppo.Args)}
 values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items() if k in known}
+if "recipe" in config and "recipe" not in known:
+    sys.exit("this revision has no recipes; give --old-rev a later one")
 if "recipe" in known:
     values.setdefault("recipe", "paper")  # Table 8 sizes, as older revisions (without recipes) train
 with tempfile.TemporaryDirectory() as root:
@@ -86,7 +89,10 @@ def main() -> None:
     parser.add_argument("--paths", nargs="+", default=["old", "new"], choices=["old", "new"])
     parser.add_argument("--methods", nargs="+", default=["vanilla", "camal"], choices=["vanilla", "camal"])
     parser.add_argument("--frames", nargs="+", default=["60x80"], choices=list(FRAMES))
-    parser.add_argument("--num-envs", nargs="+", type=int, default=[8])
+    parser.add_argument("--num-envs", nargs="+", type=int, default=[8], help="with --recipe paper only")
+    parser.add_argument("--recipe", default="paper",
+                        help="paper: Table 8's sizes (128 steps per env, 4 epochs); another name (e.g. default): the "
+                             "scenario's recipe, its envs and steps included (an --old-rev with recipes)")
     parser.add_argument("--env-workers", nargs="+", default=["auto"],
                         help="'auto' and/or numbers (0 = in-process); the old path runs async envs where this is > 0")
     parser.add_argument("--env-groups", nargs="+", default=["auto"], help="new path: 'auto' and/or numbers (2 = double-buffered)")
@@ -104,6 +110,13 @@ def main() -> None:
     options = parser.parse_args()
 
     print(storage_figures())
+    if options.recipe != "paper":
+        from camal_rl import doom, recipes
+
+        name, values = recipes.resolve(options.recipe, doom.load_spec(options.env).recipes)
+        options.num_envs = [values["num_envs"]]
+        print(f"recipe {name}: {values['num_envs']} envs x {values['num_steps']} steps, "
+              f"{values['update_epochs']} epochs of {values['num_minibatches']} minibatches")
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         roots = {"new": REPO}
@@ -119,12 +132,15 @@ def main() -> None:
                                                                     options.cuda_graph[0]):
                 continue  # the old path has one parallel option: run it once per (frames, envs)
             iterations = options.old_iterations if path == "old" and options.old_iterations else options.iterations
-            config = {"env": options.env, "seed": 1, "num_envs": num_envs, "num_steps": 128,
-                      "total_timesteps": iterations * num_envs * 128, "camal_coef": 1.0 if method == "camal" else 0.0,
+            steps = 128 if options.recipe == "paper" else values["num_steps"]
+            config = {"env": options.env, "seed": 1, "num_envs": num_envs, "num_steps": steps,
+                      "total_timesteps": iterations * num_envs * steps, "camal_coef": 1.0 if method == "camal" else 0.0,
                       "eval_episodes": 0, "checkpoint_interval": 10**9, "progress": False, "cuda": options.cuda,
                       **FRAMES[frames], "env_workers": workers, "env_groups": groups}
             if graph == "on":
                 config["cuda_graph"] = True
+            if options.recipe != "paper":
+                config["recipe"] = options.recipe
             # the old path's parallel option, gymnasium's AsyncVectorEnv: for more than the 8 envs of Table 8,
             # or where the new path is told to use workers (the old default, in-process, otherwise)
             config["async_envs"] = num_envs > 8 if workers is None else workers > 0

@@ -4,11 +4,12 @@ torch's FlopCounterMode on the real agent and loss (no timing, so a busy machine
     python scripts/camal_flops.py                      # 60x80 grey and the paper's 240x320 colour
     python scripts/camal_flops.py --epochs 6 4         # the bound for recipes with 6 and 4 epochs
 
-CAMAL's extra work is the attention of V(s) (a backward through the critic's fc layer with its graph
-kept) and that graph's backward: three matrix products the size of the fc layer's where the method
-needs every location's gradient (LayerCAM, the CPU default). Grad-CAM needs only each channel's mean
-gradient, which the trainer takes through the fc layer's weight (``camal.LinearAbove``): the column
-"full gradient" is what Grad-CAM cost before that. The last columns give the steps/s ratio CAMAL /
+CAMAL's extra work is the attention of V(s) (the gradient at the features, through the critic's fc
+layer) and its backward. Taken by autograd with its graph kept (the column "full gradient") that is
+three matrix products the size of the fc layer's. The trainer names the fc layer and the critic head
+(``camal.LinearAbove``): LayerCAM (the CPU default), which needs every location's gradient, then
+takes it in closed form with a one-product backward (two products in all); Grad-CAM needs only each
+channel's mean gradient, taken through the fc weight's spatial means (products with K columns). The last columns give the steps/s ratio CAMAL /
 Vanilla a machine would reach if time followed FLOPs exactly: (rollout forward + epochs x Vanilla
 step) / (rollout forward + epochs x CAMAL step), per agent step. Engines and Python cost no FLOPs, so
 measured ratios sit above this bound.

@@ -270,34 +270,56 @@ class FlattenHead(nn.Module):
         self.fc = nn.Linear(6 * 5 * 7, 16)
         self.value = nn.Linear(16, 1)
 
-    def forward(self, x):
+    def forward(self, x, head: bool = False):
         features = self.conv(x)
         fc_output = self.fc(features.flatten(1))
-        return self.value(F.relu(fc_output)).squeeze(-1), features, camal.LinearAbove(fc_output, self.fc.weight)
+        relu_head = self.value.weight[0] if head else None
+        return self.value(F.relu(fc_output)).squeeze(-1), features, camal.LinearAbove(fc_output, self.fc.weight, relu_head)
 
 
 @pytest.mark.parametrize("create_graph", [True, False])
-@pytest.mark.parametrize("method", ["gradcam", "signed-gradcam", "layercam"])
+@pytest.mark.parametrize("method", ["gradcam", "signed-gradcam", "layercam", "gradcam++"])
 def test_attention_through_the_linear_layer_is_the_same_map_and_gradient(method, create_graph):
-    """Grad-CAM's channel means taken through the fc weight: the same maps and the same parameter
-    gradients of a CAMAL loss as the full gradient gives (with constant channel weights too); LayerCAM
-    ignores the layer."""
+    """The gradient taken through the fc layer (Grad-CAM's channel means through its weight; with the
+    value head named, every method's gradient in closed form): the same maps and the same parameter
+    gradients of a CAMAL loss as autograd's full gradient gives (with constant weights too)."""
     model = FlattenHead().double()
     x = torch.randn(5, 2, 7, 9, dtype=torch.float64)
     mask = torch.rand(5, 10, 14) > 0.6
     results = []
-    for linear in (False, True):
+    for linear, head in ((False, False), (True, False), (True, True)):
         model.zero_grad()
-        scores, features, fc_layer = model(x)
+        scores, features, fc_layer = model(x, head=head)
         maps = camal.attention(features, scores, method=method, create_graph=create_graph,
                                linear=fc_layer if linear else None)
         (camal.camal_loss(camal.normalize(maps), mask) + scores.mean()).backward()
         results.append((maps.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
-    (maps_full, grads_full), (maps_linear, grads_linear) = results
+    maps_full, grads_full = results[0]
     assert maps_full.abs().sum() > 0 and grads_full["fc.weight"].abs().sum() > 0
-    assert torch.allclose(maps_full, maps_linear, atol=1e-12)
-    for name, grad in grads_full.items():
-        assert torch.allclose(grad, grads_linear[name], atol=1e-12), name
+    for maps_linear, grads_linear in results[1:]:
+        assert torch.allclose(maps_full, maps_linear, atol=1e-12)
+        for name, grad in grads_full.items():
+            assert torch.allclose(grad, grads_linear[name], atol=1e-12), name
+
+
+def test_the_closed_form_heads_backward_is_autograds():
+    """gradcheck of the one-product backward (into the head and the weight) against finite differences."""
+    torch.manual_seed(0)
+    head = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    gate = (torch.randn(4, 6, dtype=torch.float64) > 0).double()
+    weight = torch.randn(6, 10, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(camal._GatedHeadThroughLinear.apply, (head, gate, weight))
+
+
+def test_a_head_that_did_not_make_the_scores_is_refused():
+    model = FlattenHead()
+    scores, features, fc_layer = model(torch.randn(3, 2, 7, 9), head=True)
+    wrong = fc_layer._replace(relu_head=-fc_layer.relu_head)
+    with pytest.raises(ValueError, match="relu_head does not make the scores"):
+        camal.attention(features, scores, method="layercam", linear=wrong)
+    with pytest.raises(ValueError, match=r"relu_head must be \[N\] = \[16\].*got shape \(15,\)"):
+        camal.attention(features, scores, method="layercam", linear=fc_layer._replace(relu_head=fc_layer.relu_head[1:]))
+    camal.attention(features, scores + 3.0, method="layercam", linear=fc_layer)  # a different bias is the same head
 
 
 def test_attention_through_a_linear_layer_of_another_size_is_refused():

@@ -218,9 +218,10 @@ def test_camal_term_alone_raises_alpha_minus_beta():
     assert after > before + 0.1
 
 
-def test_the_agents_grad_cam_through_its_fc_layer_is_the_full_gradients():
-    """The update's Grad-CAM of V(s) taken through the agent's fc layer (its flatten order on
-    channels-last features included): the maps and the CAMAL loss's gradients of the full gradient."""
+@pytest.mark.parametrize("method", ["gradcam", "layercam"])
+def test_the_agents_attention_through_its_fc_layer_is_the_full_gradients(method):
+    """The update's attention of V(s) taken through the agent's fc layer and critic head (its flatten order
+    on channels-last features included): the maps and the CAMAL loss's gradients of the full gradient."""
     torch.manual_seed(0)
     images, masks = _basic_frames()
     agent = agent_module.Agent(tuple(images.shape[1:]), 3)
@@ -230,7 +231,7 @@ def test_the_agents_grad_cam_through_its_fc_layer_is_the_full_gradients():
         agent.zero_grad()
         logits, value, features, fc_layer = agent.forward_with_linear(images)
         assert torch.equal(logits, agent(images)[0])
-        maps = camal.attention(features, value, method="gradcam", linear=fc_layer if through_fc else None)
+        maps = camal.attention(features, value, method=method, linear=fc_layer if through_fc else None)
         camal.camal_loss(camal.normalize(maps), grid_masks).backward()
         results.append((maps.detach(), [p.grad.clone() for p in (agent.fc[1].weight, agent.critic.weight, agent.conv[0].weight)]))
     (maps_full, grads_full), (maps_fc, grads_fc) = results
