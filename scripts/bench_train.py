@@ -19,6 +19,7 @@ import argparse
 import itertools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -169,19 +170,29 @@ def main() -> None:
     # (runs minutes apart) and their median is given with the spread over rounds.
     speed = {(r["round"], r["frames"], r["num_envs"], r["path"], r["method"]): r.get("steady_sps") for r in rows}
     for (frames, num_envs, path), by_method in table.items():
+        paired = within_rounds(speed, options.repeats, (frames, num_envs, path, "camal"), (frames, num_envs, path, "vanilla"))
+        if paired:
+            print(f"CAMAL / Vanilla, {path}, {frames}, {num_envs} envs: within rounds median {statistics.median(paired):.2f} "
+                  f"(range {paired[0]:.2f}-{paired[-1]:.2f}, {len(paired)} rounds)")
+    for (frames, num_envs, path), by_method in table.items():
         old = table.get((frames, num_envs, "old"), {})
         for method in options.methods:
             if path != "old" and old.get(method) and by_method.get(method):
-                paired = sorted(speed[(r, frames, num_envs, path, method)] / speed[(r, frames, num_envs, "old", method)]
-                                for r in range(options.repeats)
-                                if speed.get((r, frames, num_envs, path, method)) and speed.get((r, frames, num_envs, "old", method)))
+                paired = within_rounds(speed, options.repeats, (frames, num_envs, path, method), (frames, num_envs, "old", method))
                 print(f"{path} / old, {frames}, {num_envs} envs, {method}: {by_method[method] / old[method]:.2f}x best vs best; "
-                      f"within rounds median {paired[len(paired) // 2]:.2f}x (range {paired[0]:.2f}-{paired[-1]:.2f}, "
+                      f"within rounds median {statistics.median(paired):.2f}x (range {paired[0]:.2f}-{paired[-1]:.2f}, "
                       f"{len(paired)} rounds)")
     if options.sb3:
         sb3_peer(options)
     if options.json:
         Path(options.json).write_text(json.dumps(rows, indent=2))
+
+
+def within_rounds(speed: dict, repeats: int, top: tuple, bottom: tuple) -> list[float]:
+    """The sorted ratios speed[top] / speed[bottom] of each round where both ran: runs minutes apart on a
+    machine whose speed drifts by 10-30 %, so a ratio within a round says more than one of best runs."""
+    return sorted(speed[(r, *top)] / speed[(r, *bottom)] for r in range(repeats)
+                  if speed.get((r, *top)) and speed.get((r, *bottom)))
 
 
 def storage_figures(steps: int = 128, envs: int = 8, stack: int = 4) -> str:

@@ -36,3 +36,16 @@ def test_bench_host_takes_medians_over_rounds_and_ratios_within_a_round():
     measured["new"][1] = "error: boom"
     row = bench_host.summarise({"frames": "60x80"}, measured)
     assert row["new"] == "error: boom" and "ratio" not in row
+
+
+def test_bench_train_pairs_runs_within_rounds():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_train", SCRIPTS / "bench_train.py")
+    bench_train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_train)
+    # round 1 ran on a machine 2x slower; round 2's CAMAL failed and pairs with nothing
+    speed = {(0, "new", "camal"): 90.0, (0, "new", "vanilla"): 100.0, (1, "new", "camal"): None,
+             (1, "new", "vanilla"): 210.0, (2, "new", "camal"): 40.0, (2, "new", "vanilla"): 50.0,
+             (3, "new", "camal"): 170.0, (3, "new", "vanilla"): 200.0}
+    assert bench_train.within_rounds(speed, 4, ("new", "camal"), ("new", "vanilla")) == [0.8, 0.85, 0.9]
