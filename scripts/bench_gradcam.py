@@ -1,10 +1,11 @@
 """Attention extraction per-sample (B backward calls) vs batch-level (one), and one optimiser
 step Vanilla vs CAMAL, on CleanRL's Nature CNN (4x84x84) and, with torchvision, ResNet-18; then the
-Doom agent's update step with Grad-CAM of V(s) taken from the full gradient at the features and
-through the fc layer (``camal.LinearAbove``, what the trainer does), at 60x80 and the paper's frames.
+Doom agent's update step with the attention of V(s) taken by autograd at the features and through
+the fc layer and critic head (``camal.LinearAbove``, what the trainer does: Grad-CAM's channel means
+through the fc weight, LayerCAM's full gradient in closed form), at 60x80 and the paper's frames.
 
 Usage: python scripts/bench_gradcam.py [--batches 32 128 256] [--resnet-batches 32 128] [--repeats 3]
-       python scripts/bench_gradcam.py --only-doom [--doom-batch 64]
+       python scripts/bench_gradcam.py --only-doom [--doom-batch 64] [--doom-attention layercam]
 """
 import argparse
 import time
@@ -91,9 +92,9 @@ def optimiser_step(name, build, batch, repeats):
           f"ratio {with_camal / vanilla:5.2f}x", flush=True)
 
 
-def doom_update_step(frames: str, batch: int, repeats: int) -> None:
-    """One minibatch step of the Doom agent: Vanilla, CAMAL (Grad-CAM) from the full gradient at the
-    features, and CAMAL through the fc layer; the last two give the same gradients (tested)."""
+def doom_update_step(frames: str, batch: int, repeats: int, attention: str) -> None:
+    """One minibatch step of the Doom agent: Vanilla, CAMAL with autograd's gradient at the features,
+    and CAMAL through the fc layer; the last two give the same gradients (tested)."""
     from camal_rl.rollout import PAPER_FRAMES
 
     obs_shape, mask_size = {"60x80": ((4, 60, 80), (120, 160)),
@@ -108,7 +109,7 @@ def doom_update_step(frames: str, batch: int, repeats: int) -> None:
         logits, value, features, fc_layer = agent.forward_with_linear(x)
         loss = logits.logsumexp(-1).mean() + value.pow(2).mean()  # stands in for PPO's loss
         if kind != "vanilla":
-            maps = camal.attention(features, value, method="gradcam", linear=fc_layer if kind == "through fc" else None)
+            maps = camal.attention(features, value, method=attention, linear=fc_layer if kind == "through fc" else None)
             loss = loss + camal.camal_loss(camal.normalize(maps), grid_masks)
         optimizer.zero_grad()
         loss.backward()
@@ -121,7 +122,7 @@ def doom_update_step(frames: str, batch: int, repeats: int) -> None:
     for _ in range(repeats):  # interleaved, so that a slow spell of the machine hits every kind alike
         for kind in kinds:
             times[kind] = min(times[kind], best_of(lambda: step(kind), 1))
-    print(f"doom {frames:6s} B={batch:4d}  update step vanilla {times['vanilla'] * 1e3:8.1f} ms  CAMAL, full gradient "
+    print(f"doom {frames:6s} {attention:8s} B={batch:4d}  update step vanilla {times['vanilla'] * 1e3:8.1f} ms  CAMAL, autograd "
           f"{times['full gradient'] * 1e3:8.1f} ms ({times['full gradient'] / times['vanilla']:.3f}x)  CAMAL, through fc "
           f"{times['through fc'] * 1e3:8.1f} ms ({times['through fc'] / times['vanilla']:.3f}x)", flush=True)
 
@@ -133,10 +134,13 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--doom-batch", type=int, default=64, help="the Doom agent's minibatch (tuned Basic: 64)")
     parser.add_argument("--only-doom", action="store_true", help="only the Doom agent's update step")
+    parser.add_argument("--doom-attention", nargs="+", default=["gradcam", "layercam"], choices=sorted(camal.ATTENTION_METHODS))
+    parser.add_argument("--doom-frames", nargs="+", default=["60x80", "paper"], choices=["60x80", "paper"])
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
-    for frames in ("60x80", "paper"):
-        doom_update_step(frames, args.doom_batch, args.repeats)
+    for frames in args.doom_frames:
+        for attention in args.doom_attention:
+            doom_update_step(frames, args.doom_batch, args.repeats, attention)
     if args.only_doom:
         raise SystemExit(0)
     extraction("nature-cnn", nature_model, args.batches, args.repeats)
