@@ -123,7 +123,7 @@ class _GatedHeadThroughLinear(torch.autograd.Function):
 
     Autograd's double backward of this product takes two products of the layer's size (one into weight,
     one into the gate-times-head, then summed over the batch). Both come from one: with
-    P = gate^T @ grad [N, D], d/d weight = head[:, None] * P and d/d head = (weight * P).sum(1)."""
+    P = gate^T @ grad [N, D], d/d weight = head[:, None] * P and d/d head = each row's dot of weight and P."""
 
     @staticmethod
     def forward(ctx, head: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -154,10 +154,9 @@ def _check_linear(features: torch.Tensor, scores: torch.Tensor, linear: LinearAb
     if head is not None:
         # The closed form never reads the scores, so a head that did not make them would give wrong maps silently.
         with torch.no_grad():
-            head_scores = F.relu(output) @ head
-            offsets = scores - head_scores
-            scale = 1 + (F.relu(output) @ head.abs()).abs().max() + scores.abs().max()
-            spread = (offsets.max() - offsets.min()) / scale
+            hidden = F.relu(output)
+            offsets = scores - hidden @ head  # the head's bias, the same for every sample
+            spread = (offsets.max() - offsets.min()) / (1 + (hidden @ head.abs()).max() + scores.abs().max())
         if spread > 1e3 * torch.finfo(scores.dtype).eps:
             raise ValueError("relu_head does not make the scores: scores - relu(output) @ relu_head varies over the batch; "
                              "give relu_head only when scores = relu(output) @ relu_head + a constant")
