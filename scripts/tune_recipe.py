@@ -155,8 +155,8 @@ def main() -> None:
     method_flags = ["--camal-coef", "0"] if options.method == "vanilla" else []
     name = f"{spec.name}-{options.method}" + ("" if options.objective == "area" else f"-{options.objective}")
     study = optuna.create_study(study_name=name, direction="maximize",
-                                storage=f"sqlite:///{out / 'study.db'}", load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=8))
+                                storage=f"sqlite:///{out / 'study.db'}", load_if_exists=True)
+    study.sampler = sampler_for(study)
     if not study.trials:
         for point in starts:
             study.enqueue_trial(point)
@@ -181,6 +181,15 @@ def main() -> None:
     while completed() < options.trials:  # pruned and failed trials do not count
         study.optimize(objective, n_trials=1, catch=(RuntimeError,))
     write_results(study, spec, options, out)
+
+
+def sampler_for(study):
+    """TPE with 8 random start-up trials, seeded 0 for a new search. A resumed search is seeded with its
+    trial count, so that it does not replay its first session's random draws (seeded 0 again,
+    DefendLine's resumed search re-ran trial 3's recipe as trial 8)."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=len(study.trials), n_startup_trials=8)
 
 
 def write_results(study, spec: doom.ScenarioSpec, options, out: Path) -> None:

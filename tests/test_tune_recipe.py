@@ -60,3 +60,20 @@ def test_area_rewards_learning_early_and_end_rewards_still_climbing(tune, tmp_pa
     assert tune.score(curves["stalls"], "area") > tune.score(curves["climbs"], "area")
     assert tune.score(curves["climbs"], "end") == pytest.approx(1.0)  # the last quarter: 7 of 30 slices
     assert tune.score(curves["climbs"], "end") > tune.score(curves["stalls"], "end")
+
+
+def test_a_resumed_search_does_not_replay_its_first_random_draws(tune):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+
+    def draw(study):
+        study.sampler = tune.sampler_for(study)
+        trial = study.ask()
+        value = trial.suggest_float("x", 0.0, 1.0)
+        study.tell(trial, value)
+        return value
+
+    first = [draw(study) for _ in range(3)]  # three sessions, each resuming the study
+    fresh = optuna.create_study(direction="maximize")
+    assert draw(fresh) == first[0]  # a new search is seeded 0, as before
+    assert len(set(first)) == 3
