@@ -114,7 +114,11 @@ def main() -> None:
     if options.recipe != "paper":
         from camal_rl import doom, recipes
 
-        name, values = recipes.resolve(options.recipe, doom.load_spec(options.env).recipes)
+        spec = doom.load_spec(options.env)
+        try:
+            name, values = recipes.resolve(options.recipe, spec.recipes)
+        except KeyError:
+            parser.error(f"--recipe {options.recipe!r}: {spec.name} has default, paper{''.join(', ' + r for r in sorted(spec.recipes))}")
         options.num_envs = [values["num_envs"]]
         print(f"recipe {name}: {values['num_envs']} envs x {values['num_steps']} steps, "
               f"{values['update_epochs']} epochs of {values['num_minibatches']} minibatches")
