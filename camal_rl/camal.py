@@ -162,10 +162,15 @@ def _check_linear(features: torch.Tensor, scores: torch.Tensor, linear: LinearAb
                              "give relu_head only when scores = relu(output) @ relu_head + a constant")
 
 
+def _relu_gate(linear: LinearAbove) -> torch.Tensor:
+    """ReLU's derivative at the layer's output, [B, N], as the output's dtype."""
+    return (linear.output > 0).to(linear.output.dtype)
+
+
 def _output_gradients(scores: torch.Tensor, linear: LinearAbove, create_graph: bool) -> torch.Tensor:
     """d scores / d output, [B, N]: in closed form where the head is known, else by autograd."""
     if linear.relu_head is not None:
-        gradients = (linear.output > 0).to(linear.output.dtype) * linear.relu_head
+        gradients = _relu_gate(linear) * linear.relu_head
         return gradients if create_graph else gradients.detach()
     (gradients,) = torch.autograd.grad(scores.sum(), linear.output, create_graph=create_graph, retain_graph=True)
     return gradients
@@ -173,7 +178,7 @@ def _output_gradients(scores: torch.Tensor, linear: LinearAbove, create_graph: b
 
 def _full_gradients_through_head(features: torch.Tensor, linear: LinearAbove, create_graph: bool) -> torch.Tensor:
     """d scores / d features, ``[B, K, h, w]``, for scores = relu(output) @ relu_head + c (exact)."""
-    gate = (linear.output > 0).to(linear.output.dtype)
+    gate = _relu_gate(linear)
     if create_graph:
         grads = _GatedHeadThroughLinear.apply(linear.relu_head, gate, linear.weight)
     else:
