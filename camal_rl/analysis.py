@@ -26,7 +26,7 @@ import numpy as np
 from camal_rl import runs as run_folder
 from camal_rl.doom import SpecError, load_spec
 from camal_rl.errors import CamalError, run_cli
-from camal_rl.files import write_text_atomic
+from camal_rl.files import save_figure, write_text_atomic
 
 CLASSIFICATION_METRICS = {
     "test_accuracy": "test accuracy (%)",
@@ -628,14 +628,14 @@ def _rl_plots(out, metric, label, points, intervals, poi_points, poi_intervals) 
         axis.tick_params(axis="x", labelsize=9)
     axes[len(axes) // 2].set_xlabel(label, fontsize=11, labelpad=6)  # under the tick labels, not on them
     name = f"aggregates_{metric}.png"
-    fig.savefig(out / name, bbox_inches="tight", dpi=120)
+    save_figure(fig, out / name, bbox_inches="tight", dpi=120)
     plt.close(fig)
     lines = [f"![{label} aggregates]({name})", ""]
     if poi_points:
         ax = plot_utils.plot_probability_of_improvement(poi_points, poi_intervals, figsize=(5, 1.6))
         ax.set_title(label, fontsize=11)
         name = f"poi_{metric}.png"
-        ax.figure.savefig(out / name, bbox_inches="tight", dpi=120)
+        save_figure(ax.figure, out / name, bbox_inches="tight", dpi=120)
         plt.close(ax.figure)
         lines += [f"![P(CAMAL > baseline), {label}]({name})", ""]
     return lines
@@ -674,7 +674,7 @@ def _learning_curve_plot(out: Path, curves: dict) -> list[str]:
             axis.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "learning_curves.png", dpi=110)
+    save_figure(fig, out / "learning_curves.png", dpi=110)
     plt.close(fig)
     return ["### Learning curves (evaluation points as taken; mean and 95 % band over seeds)", "",
             "![learning curves](learning_curves.png)", ""]
@@ -696,7 +696,7 @@ def _efficiency_plot(out, steps, curves, *, reps, seed) -> list[str]:
                                             xlabel="agent steps", ylabel="IQM normalised return", labelsize=12, ticklabelsize=10)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "sample_efficiency.png", bbox_inches="tight", dpi=120)
+    save_figure(fig, out / "sample_efficiency.png", bbox_inches="tight", dpi=120)
     plt.close(fig)
     return ["### Sample efficiency (IQM of normalised eval return over envs and seeds, 95 % CIs, at the evaluation steps taken)",
             "", "![sample efficiency](sample_efficiency.png)", ""]

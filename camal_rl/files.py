@@ -4,10 +4,14 @@ that end with their parent."""
 from __future__ import annotations
 
 import ctypes
+import io
 import os
 import signal
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import torch
 
 
 @contextmanager
@@ -33,6 +37,21 @@ def atomic_path(path: str | os.PathLike):
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as partial:
         partial.write_text(text)
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """A torch file written whole or not at all. Serialised in memory first, so a full disk is an
+    ``OSError`` naming the file (torch's own writer says only ``enforce fail at inline_container``)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_path(path) as partial:
+        partial.write_bytes(buffer.getbuffer())
+
+
+def save_figure(figure: Any, path: str | os.PathLike, **savefig_options: Any) -> None:
+    """A matplotlib figure written whole or not at all (the format still follows ``path``'s suffix)."""
+    with atomic_path(path) as partial:
+        figure.savefig(partial, **savefig_options)
 
 
 def die_with_parent(signum: int = signal.SIGTERM) -> None:

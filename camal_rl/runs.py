@@ -14,7 +14,6 @@ disk leaves the last good file in place.
 
 from __future__ import annotations
 
-import io
 import json
 import pickle
 import random
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 from camal_rl.errors import RunFolderError
-from camal_rl.files import atomic_path, write_text_atomic
+from camal_rl.files import save_torch, write_text_atomic
 
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
@@ -77,15 +76,6 @@ EVAL_SUMMARY_TAGS = {"eval_return_mean": Tag.EVAL_RETURN, "eval_iou_mean": Tag.E
 # ---------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------
-def save_torch(obj: Any, path: Path) -> None:
-    """A torch file written whole or not at all. Serialised in memory first, so a full disk is an
-    ``OSError`` naming the file (torch's own writer says only ``enforce fail at inline_container``)."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    with atomic_path(path) as partial:
-        partial.write_bytes(buffer.getbuffer())
-
-
 def save_json(obj: Any, path: Path) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, default=str))
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from camal_rl import doom, runs, sweep
+from camal_rl.files import save_figure
 
 
 def scalar_events(run_dir: Path, tag: str) -> list[tuple[float, int, float]]:
@@ -151,7 +152,7 @@ def plot_curves(described: list[dict], spec, path: Path) -> None:
         if axis.get_legend_handles_labels()[1]:
             axis.legend(loc="best", fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
+    save_figure(figure, path, dpi=90)
     plt.close(figure)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from camal_rl import errors, runs
+from camal_rl import errors, files, runs
 
 TINY = ["--total-timesteps", "256", "--num-envs", "2", "--num-steps", "64", "--num-minibatches", "2",
         "--update-epochs", "1", "--eval-episodes", "1", "--eval-image-frames", "0", "--checkpoint-interval", "1",
@@ -108,7 +108,7 @@ def test_a_full_disk_names_the_file(tmp_path):
     target = tmp_path / runs.CHECKPOINT
     (tmp_path / "checkpoint.partial.pt").symlink_to("/dev/full")  # every write to it: ENOSPC
     with pytest.raises(OSError) as caught:
-        runs.save_torch({"weights": torch.zeros(1000)}, target)
+        files.save_torch({"weights": torch.zeros(1000)}, target)
     assert "disk is full" in errors.describe_os_error(caught.value) and "checkpoint" in errors.describe_os_error(caught.value)
     assert not target.exists()
 

@@ -59,6 +59,20 @@ def test_bad_input(tmp_path):
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "flowers-102" in result.stderr
 
 
+def test_a_full_disk_at_the_fold_checkpoint_is_one_line_naming_it(tmp_path):
+    """The per-epoch checkpoint goes through the same writer as the RL trainer's: no torch traceback."""
+    folder = tmp_path / "small_cnn__decoy_digits__vanilla"
+    folder.mkdir()
+    (folder / "fold_00.ckpt.partial.pt").symlink_to("/dev/full")  # every write to it: ENOSPC
+    result = subprocess.run([sys.executable, "-m", "camal_rl.vision.train", "--model", "small_cnn", "--dataset",
+                             "decoy_digits", "--method", "vanilla", "--epochs", "1", "--folds", "10", "--only-folds", "0",
+                             "--image-size", "40", "--faithfulness-steps", "2", "--out", str(tmp_path), "--no-progress",
+                             "--no-cuda"], capture_output=True, text=True)
+    assert result.returncode == 1, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "fold_00.ckpt.pt" in result.stderr
+    assert "disk is full" in result.stderr and not (folder / "fold_00.ckpt.pt").exists()
+
+
 @pytest.mark.slow
 def test_crash_inside_a_fold_resumes_at_the_last_finished_epoch(tmp_path, monkeypatch):
     from camal_rl.vision import train

@@ -17,6 +17,7 @@ from scipy import ndimage, stats
 
 from camal_rl import camal
 from camal_rl.analysis import wilcoxon_greater
+from camal_rl.files import save_figure
 
 PERTURBATIONS = ("shift", "erode", "dilate")
 
@@ -158,5 +159,5 @@ def figure(results: dict, example_mask: np.ndarray, path, severity: int = 4) -> 
         for ax in axes[row, :2]:
             ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)

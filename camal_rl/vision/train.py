@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from camal_rl import camal
 from camal_rl.errors import ConfigError, run_cli
-from camal_rl.files import atomic_path, write_text_atomic
+from camal_rl.files import save_torch, write_text_atomic
 from camal_rl.vision import data as vision_data
 from camal_rl.vision import faithfulness, models
 
@@ -224,10 +224,9 @@ def train_fold(args: ClassifyArgs, dataset, fold: int, train_idx, test_idx, devi
         writer.add_scalar("train/accuracy", correct / max(seen, 1), step)
         if regularisers:
             writer.add_scalar("train/camal_loss", np.mean(regularisers), step)
-        with atomic_path(checkpoint_path) as partial:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                        "rng": torch.get_rng_state(), "loader_rng": generator.get_state(),
-                        **({"cuda_rng": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {})}, partial)
+        save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                    "rng": torch.get_rng_state(), "loader_rng": generator.get_state(),
+                    **({"cuda_rng": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {})}, checkpoint_path)
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", acc=f"{correct / max(seen, 1):.2f}")
     bar.close()
