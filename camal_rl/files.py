@@ -1,5 +1,5 @@
-"""Writing files so that a crash never leaves a half-written one behind, and child processes
-that end with their parent."""
+"""Writing files so that a crash never leaves a half-written one behind (text, torch files, figures),
+and child processes that end with their parent."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import signal
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import torch
 
 
 @contextmanager
@@ -42,6 +40,8 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
     """A torch file written whole or not at all. Serialised in memory first, so a full disk is an
     ``OSError`` naming the file (torch's own writer says only ``enforce fail at inline_container``)."""
+    import torch  # here, not above: env worker processes import this module and never need torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     with atomic_path(path) as partial:
