@@ -129,8 +129,10 @@ def main() -> None:
             roots["old"] = Path(options.old_tree) if options.old_tree else old_tree(options.old_rev, Path(scratch))
         grid = list(itertools.product(options.frames, options.num_envs, options.env_workers, options.env_groups,
                                       options.cuda_graph, options.paths, options.methods))
-        for round_index, (frames, num_envs, workers_option, groups_option, graph, path, method) in itertools.product(
-                range(options.repeats), grid):
+        # odd rounds run the grid backwards, so no configuration always runs after another (this
+        # machine's speed drifts within minutes: Vanilla-then-CAMAL in every round favours one of them)
+        rounds = [(r, setting) for r in range(options.repeats) for setting in (grid if r % 2 == 0 else grid[::-1])]
+        for round_index, (frames, num_envs, workers_option, groups_option, graph, path, method) in rounds:
             workers = None if workers_option == "auto" else int(workers_option)
             groups = None if groups_option == "auto" else int(groups_option)
             if path == "old" and (workers_option, groups_option, graph) != (options.env_workers[0], options.env_groups[0],
