@@ -140,6 +140,9 @@ def main() -> None:
     parser.add_argument("--objective", choices=sorted(OBJECTIVES), default="area",
                         help="area: the whole training curve (learn early); end: its last quarter (keep climbing)")
     parser.add_argument("--min-minibatch", type=int, default=64, help="prune recipes with smaller minibatches")
+    parser.add_argument("--sampler-seed", type=int, default=0,
+                        help="seed of the sampler's random start-up draws; searches that share it draw the same random "
+                             "recipes (the searches in reports/recipe_search/ all used 0)")
     parser.add_argument("--out", required=True)
     options = parser.parse_args()
     import optuna
@@ -156,7 +159,7 @@ def main() -> None:
     name = f"{spec.name}-{options.method}" + ("" if options.objective == "area" else f"-{options.objective}")
     study = optuna.create_study(study_name=name, direction="maximize",
                                 storage=f"sqlite:///{out / 'study.db'}", load_if_exists=True)
-    study.sampler = sampler_for(study)
+    study.sampler = sampler_for(study, options.sampler_seed)
     if not study.trials:
         for point in starts:
             study.enqueue_trial(point)
@@ -183,13 +186,14 @@ def main() -> None:
     write_results(study, spec, options, out)
 
 
-def sampler_for(study):
-    """TPE with 8 random start-up trials, seeded 0 for a new search. A resumed search is seeded with its
-    trial count, so that it does not replay its first session's random draws (seeded 0 again,
-    DefendLine's resumed search re-ran trial 3's recipe as trial 8)."""
+def sampler_for(study, seed: int = 0):
+    """TPE with 8 random start-up trials, seeded ``seed`` for a new search. A resumed search adds its trial
+    count, so that it does not replay its first session's random draws (seeded alike again, DefendLine's
+    resumed search re-ran trial 3's recipe as trial 8). A seed is a set of draws, not a scenario's: with 0,
+    the searches of DefendCenter, DefendLine and TakeCover drew the same random recipes."""
     import optuna
 
-    return optuna.samplers.TPESampler(seed=len(study.trials), n_startup_trials=8)
+    return optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=8)
 
 
 def write_results(study, spec: doom.ScenarioSpec, options, out: Path) -> None:

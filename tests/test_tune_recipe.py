@@ -77,3 +77,15 @@ def test_a_resumed_search_does_not_replay_its_first_random_draws(tune):
     fresh = optuna.create_study(direction="maximize")
     assert draw(fresh) == first[0]  # a new search is seeded 0, as before
     assert len(set(first)) == 3
+
+
+def test_the_sampler_seed_chooses_the_random_draws(tune):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def first_draw(seed):
+        study = optuna.create_study(direction="maximize")
+        study.sampler = tune.sampler_for(study, seed)
+        return study.ask().suggest_float("x", 0.0, 1.0)
+
+    assert first_draw(0) == first_draw(0)  # a search is reproducible
+    assert first_draw(1) != first_draw(0)  # and another seed draws other recipes
