@@ -7,7 +7,7 @@ named by the caller (a run stores its own in its arguments; see ``camal_rl.camal
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -79,7 +79,7 @@ class Agent(nn.Module):
     def get_value(self, x):
         return self(x)[1]
 
-    def act(self, x, forward: Optional[Callable] = None):
+    def act(self, x, forward: Callable | None = None):
         """The rollout's step: a sampled action, its log-probability and V(s). The same numbers (and
         random draws) as ``get_action_and_value``, which goes through ``Categorical``; here the same
         four ops run without building a distribution or the entropy, a third of a small batch's cost.
@@ -150,7 +150,7 @@ def default_attention(paper_frames: bool) -> str:
 
 
 def act_with_attention(agent: Agent, obs: torch.Tensor, size: tuple[int, int], *, method: str,
-                       generator: Optional[torch.Generator] = None):
+                       generator: torch.Generator | None = None):
     """Action, V(s) and the normalised attention of V(s) at ``size`` from one forward pass.
 
     Actions are drawn from ``generator`` (evaluation, videos), never from the training stream."""

@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
 
 import numpy as np
 
@@ -69,7 +69,7 @@ def _run_folders(root: Path) -> list[Path]:
     return sorted(folders)
 
 
-def find_results(paths: Iterable[str | Path], *, at_step: Optional[int] = None, skip_broken: bool = False) -> Found:
+def find_results(paths: Iterable[str | Path], *, at_step: int | None = None, skip_broken: bool = False) -> Found:
     """Every RL run and classification fold under ``paths``. A run folder or fold file that cannot be
     read is an ``AnalysisError`` naming the file and why, or with ``skip_broken`` is left out and listed.
 
@@ -115,7 +115,7 @@ def find_results(paths: Iterable[str | Path], *, at_step: Optional[int] = None, 
     return found
 
 
-def load_run(folder: Path, at_step: Optional[int]) -> Optional[dict]:
+def load_run(folder: Path, at_step: int | None) -> dict | None:
     """One run's record: its summary (with the scenario it trained on), or its evaluation at ``at_step``
     (None when it has none there: said in the notes by the caller)."""
     summary_path = folder / run_folder.SUMMARY
@@ -176,7 +176,7 @@ def evaluation_steps(run: dict) -> set[int]:
     return {step for step, _ in read_scalars(run["_path"], run_folder.Tag.EVAL_RETURN)}
 
 
-def common_length(found_runs: list[dict]) -> tuple[Optional[int], str]:
+def common_length(found_runs: list[dict]) -> tuple[int | None, str]:
     """(None, "") when every run ended at the same agent step; else (the last evaluation step all runs
     took, a sentence saying so); ``AnalysisError`` when they share none."""
     ends = defaultdict(int)
@@ -457,7 +457,7 @@ def _fmt_ci(point: float, ci) -> str:
 
 
 def compare(paths: list[str], out: str | Path, *, reps: int = 2000, seed: int = 0, plots: bool = True,
-            setting: Optional[dict] = None, at_step: Optional[int] = None, skip_broken: bool = False,
+            setting: dict | None = None, at_step: int | None = None, skip_broken: bool = False,
             min_runs: int = MIN_RUNS_FOR_VERDICT) -> dict:
     """Analyse everything under ``paths``; write ``report.md``, ``results.json`` and PNGs into ``out``.
 
@@ -702,7 +702,7 @@ def _efficiency_plot(out, steps, curves, *, reps, seed) -> list[str]:
             "", "![sample efficiency](sample_efficiency.png)", ""]
 
 
-def cli(argv: Optional[list[str]] = None) -> None:
+def cli(argv: list[str] | None = None) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(prog="camal-compare", description="Compare CAMAL and baselines over seeds and tasks.")

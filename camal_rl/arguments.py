@@ -12,7 +12,6 @@ import sys
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import Optional
 
 import torch
 from tqdm import tqdm
@@ -46,8 +45,8 @@ def non_default_fields(args) -> set[str]:
     return {f.name for f in fields(args) if getattr(args, f.name) != getattr(defaults, f.name)}
 
 
-def validate(args, given: Optional[set[str]] = None, *, apply_recipe: bool = True,
-             spec: Optional[doom.ScenarioSpec] = None) -> None:
+def validate(args, given: set[str] | None = None, *, apply_recipe: bool = True,
+             spec: doom.ScenarioSpec | None = None) -> None:
     """Resolve defaults (recipe, attention, paper frames) and refuse what cannot run, before any
     engine starts or file is written. ``given``: the flags the user typed (None: any non-default);
     the recipe fills every hyperparameter not given."""
@@ -127,7 +126,7 @@ def default_run_dir(args) -> Path:
     return Path("runs") / f"{Path(args.env).stem}__{args.method}__{args.seed}__{int(time.time())}"
 
 
-def start_or_resume(args, given: Optional[set[str]] = None) -> tuple[object, Path, Optional[dict]]:
+def start_or_resume(args, given: set[str] | None = None) -> tuple[object, Path, dict | None]:
     """(the run's args, its folder, the checkpoint to continue from or None); nothing is written."""
     if not args.resume:
         validate(args, given)
@@ -163,5 +162,5 @@ def start_or_resume(args, given: Optional[set[str]] = None) -> tuple[object, Pat
     return resumed, run_dir, checkpoint
 
 
-def is_finished(args, checkpoint: Optional[dict], run_dir: Path) -> bool:
+def is_finished(args, checkpoint: dict | None, run_dir: Path) -> bool:
     return checkpoint is not None and checkpoint["iteration"] >= args.num_iterations and (run_dir / runs.SUMMARY).exists()

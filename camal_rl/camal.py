@@ -22,7 +22,8 @@ Defined results at the edges (all documented, none produce NaN in the loss):
 
 from __future__ import annotations
 
-from typing import Callable, Literal, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -114,7 +115,7 @@ class LinearAbove(NamedTuple):
 
     output: torch.Tensor
     weight: torch.Tensor
-    relu_head: Optional[torch.Tensor] = None
+    relu_head: torch.Tensor | None = None
 
 
 class _GatedHeadThroughLinear(torch.autograd.Function):
@@ -209,7 +210,7 @@ def attention(
     *,
     method: str,
     create_graph: bool = True,
-    linear: Optional[LinearAbove] = None,
+    linear: LinearAbove | None = None,
 ) -> torch.Tensor:
     """Unnormalised batch-level attention map ``[B, h, w]`` by name.
 
@@ -417,7 +418,7 @@ def camal_loss(
     *,
     regularizer: Literal["camal", "suppress"] = "camal",
     empty_mask: Literal["skip", "suppress"] = "skip",
-    mode: Optional[Literal["camal", "suppress"]] = None,
+    mode: Literal["camal", "suppress"] | None = None,
 ) -> torch.Tensor:
     """Eq. 2's regulariser without lambda: ``mean_b(beta_b - alpha_b)``.
 

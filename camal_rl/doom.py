@@ -115,7 +115,7 @@ class ScenarioSpec:
                 "description": self.description, "source": str(self.source), "recipes": self.recipes}
 
     @classmethod
-    def from_record(cls, record: dict) -> "ScenarioSpec":
+    def from_record(cls, record: dict) -> ScenarioSpec:
         values = dict(record)
         values["config"], values["source"] = Path(values["config"]), Path(values.get("source", "."))
         values["mask_categories"] = tuple(values.get("mask_categories", ()))
@@ -281,7 +281,7 @@ for pid in live:
 
 
 class _EngineReaper:
-    _instance: "_EngineReaper | None" = None
+    _instance: _EngineReaper | None = None
 
     def __init__(self):
         import subprocess
@@ -291,7 +291,7 @@ class _EngineReaper:
                                         start_new_session=True)  # Ctrl-C in the terminal must not end it first
 
     @classmethod
-    def get(cls) -> "_EngineReaper":
+    def get(cls) -> _EngineReaper:
         if cls._instance is None or cls._instance.owner != os.getpid():
             cls._instance = cls()
         return cls._instance

@@ -8,7 +8,6 @@ own envs: it never touches the training streams.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -91,7 +90,7 @@ def attention_grid(agent: Agent, stacks: torch.Tensor, masks: torch.Tensor, *, f
     return overlay.tile(tiles, columns=min(4, len(tiles)))
 
 
-def attention_stats(maps: torch.Tensor, masks: torch.Tensor) -> dict[str, Optional[float]]:
+def attention_stats(maps: torch.Tensor, masks: torch.Tensor) -> dict[str, float | None]:
     """alpha, beta, IoU (over frames with an object), all-zero and empty-mask shares of normalised maps."""
     with torch.no_grad():
         maps = maps.detach()
@@ -110,8 +109,8 @@ def attention_stats(maps: torch.Tensor, masks: torch.Tensor) -> dict[str, Option
 # ---------------------------------------------------------------------------------------
 # camal-eval: play trained runs' checkpoints
 # ---------------------------------------------------------------------------------------
-def evaluate_run(run_dir: str | Path, *, episodes: int, seed: Optional[int] = None, device: torch.device,
-                 num_envs: Optional[int] = None) -> dict:
+def evaluate_run(run_dir: str | Path, *, episodes: int, seed: int | None = None, device: torch.device,
+                 num_envs: int | None = None) -> dict:
     """Play ``run_dir``'s checkpoint for ``episodes`` seeded episodes. With the defaults (the run's own
     seed, as many envs as its trainer's evaluation used) the numbers are the trainer's own evaluation."""
     from camal_rl import doom, runs
@@ -150,7 +149,7 @@ def format_table(results: list[dict]) -> str:
     return "\n".join([header, *rows])
 
 
-def cli(argv: Optional[list[str]] = None) -> None:
+def cli(argv: list[str] | None = None) -> None:
     import argparse
     import json
 

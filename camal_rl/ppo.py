@@ -22,9 +22,10 @@ import random
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Literal
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ from camal_rl.errors import ConfigError, Interrupted, RunFolderError, run_cli
 from camal_rl.evaluation import EVAL_SEED_OFFSET, attention_grid, attention_stats, evaluate
 from camal_rl.rollout import FrameStorage, env_options, pin_host_memory
 from camal_rl.runs import Tag
+
 
 @dataclass
 class Args:
@@ -58,9 +60,9 @@ class Args:
     """train on the GPU (default: on when one is available)"""
     cuda_graph: bool = False
     """replay the rollout's policy forward from a CUDA graph (CUDA only; new, not yet measured on a GPU)"""
-    run_dir: Optional[str] = None
+    run_dir: str | None = None
     """run folder; default runs/<env>__<method>__<seed>__<time>; it must not hold another run"""
-    resume: Optional[str] = None
+    resume: str | None = None
     """continue the run in this folder from its checkpoint, with its own settings"""
     recipe: str = "default"
     """hyperparameter recipe: default (the scenario's tuned recipe where there is one, else paper), paper (Table 8), or a name from the scenario's recipes"""
@@ -68,9 +70,9 @@ class Args:
     """log the run to Weights & Biases too (pip install 'camal-rl[track]'; WANDB_MODE=offline works without a network)"""
     wandb_project_name: str = "camal-rl"
     """W&B project (with --track)"""
-    wandb_entity: Optional[str] = None
+    wandb_entity: str | None = None
     """W&B entity, user or team (with --track)"""
-    wandb_group: Optional[str] = None
+    wandb_group: str | None = None
     """W&B group, e.g. a study's name (with --track)"""
 
     total_timesteps: int = 10_000_000
@@ -103,7 +105,7 @@ class Args:
     """value loss weight"""
     max_grad_norm: float = 0.5
     """gradient norm clip"""
-    target_kl: Optional[float] = None
+    target_kl: float | None = None
     """stop an update's epochs early above this approximate KL (off by default)"""
     clip_reward: bool = True
     """clip rewards to [-1, 1] for learning (Table 8: on); episodic returns are logged unclipped"""
@@ -114,14 +116,14 @@ class Args:
     """lambda of Eq. 2; 0 = Vanilla PPO"""
     regularizer: Literal["camal", "suppress"] = "camal"
     """camal = mean(beta - alpha); suppress = mean(beta), the suppress-only baseline"""
-    attention: Optional[camal.AttentionName] = None
+    attention: camal.AttentionName | None = None
     """attention method of V(s); default: layercam at the CPU frames, where Grad-CAM of V(s) dies, gradcam with --paper-frames (the paper)"""
     create_graph: bool = True
     """differentiate through the attention's channel weights (the head above the features)"""
     empty_mask: Literal["skip", "suppress"] = "skip"
     """frames whose mask is empty: skip = no CAMAL term (Eq. 1's alpha is undefined); suppress = add beta"""
 
-    frame_skip: Optional[int] = None
+    frame_skip: int | None = None
     """engine tics per agent step; default: the scenario spec's (4 in every bundled spec)"""
     frame_stack: int = 4
     """frames per observation"""
@@ -129,13 +131,13 @@ class Args:
     """observation height width; 60x80 halves ViZDoom's 120x160 exactly (fastest on CPU)"""
     grayscale: bool = True
     """grey observations (the engine's GRAY8)"""
-    resolution: Optional[str] = None
+    resolution: str | None = None
     """ViZDoom screen resolution (= the mask's); default: the spec's (RES_160X120)"""
     paper_frames: bool = False
     """the paper's frames: 240x320 colour from RES_320X240 (not combinable with --obs-size, --grayscale, --resolution)"""
-    env_workers: Optional[int] = None
+    env_workers: int | None = None
     """env worker processes (0 = step the envs in this process); default: 0 on <= 2 cores, else one per env"""
-    env_groups: Optional[int] = None
+    env_groups: int | None = None
     """envs step in this many groups while the policy acts for the others (2 = double-buffered); default: 2 with workers and a GPU, else 1"""
     threads: int = 0
     """torch CPU threads; 0 = all cores on a CPU, the cores the env workers leave with a GPU"""
@@ -168,7 +170,7 @@ class Args:
         return max(1, self.total_timesteps // self.batch_size)
 
     @classmethod
-    def from_saved(cls, saved: dict, **overrides) -> "Args":
+    def from_saved(cls, saved: dict, **overrides) -> Args:
         """Args from a checkpoint or summary; keys this version does not know are dropped."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in saved.items() if k in known}
@@ -237,7 +239,7 @@ RolloutCallback = Callable[[int, dict], None]
 # ---------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------
-def train(args: Args, *, given: Optional[set[str]] = None, on_rollout: Optional[RolloutCallback] = None) -> dict:
+def train(args: Args, *, given: set[str] | None = None, on_rollout: RolloutCallback | None = None) -> dict:
     """Run (or resume) one training run; returns its summary. ``given``: the flags the user typed."""
     args, run_dir, checkpoint = arguments.start_or_resume(args, given)
     if arguments.is_finished(args, checkpoint, run_dir):
@@ -303,8 +305,8 @@ def train(args: Args, *, given: Optional[set[str]] = None, on_rollout: Optional[
 
 
 def train_loop(args: Args, run_dir: Path, spec: doom.ScenarioSpec, device: torch.device, envs: vector.DoomVector,
-               eval_envs: Optional[vector.DoomVector], agent: Agent, optimizer, storage: FrameStorage,
-               writer: SummaryWriter, progress: dict, next_done: np.ndarray, on_rollout: Optional[RolloutCallback]) -> dict:
+               eval_envs: vector.DoomVector | None, agent: Agent, optimizer, storage: FrameStorage,
+               writer: SummaryWriter, progress: dict, next_done: np.ndarray, on_rollout: RolloutCallback | None) -> dict:
     global_step = progress["global_step"]
     recent_returns: deque = deque(progress["recent_returns"], maxlen=20)
     # The host side of a rollout: the envs' rewards and done flags stay in numpy until the rollout
@@ -531,7 +533,7 @@ def run_evaluation(args: Args, agent: Agent, eval_envs: vector.DoomVector, devic
         writer.add_image(Tag.EVAL_IMAGE, grid, global_step, dataformats="HWC")
 
 
-def cli(argv: Optional[list[str]] = None) -> None:
+def cli(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = tyro.cli(Args, args=argv)
     summary = run_cli("camal-train", lambda: train(args, given=arguments.given_fields(argv, Args)))

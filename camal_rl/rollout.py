@@ -8,11 +8,8 @@ settings, the same for training, evaluation, videos and ``camal-eval``.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import torch
-
 
 # --paper-frames: the engine's native 240x320 colour frames at RES_320X240 (the paper's setting).
 PAPER_FRAMES = {"obs_size": (240, 320), "grayscale": False, "resolution": "RES_320X240"}
@@ -41,7 +38,7 @@ class FrameStorage:
     """
 
     def __init__(self, num_steps: int, num_envs: int, frame_stack: int, frame_shape, mask_shape, device,
-                 *, staging: Optional[bool] = None):
+                 *, staging: bool | None = None):
         self.num_steps, self.num_envs, self.stack = num_steps, num_envs, frame_stack
         self.device = device
         self.frames = torch.zeros((num_envs, num_steps + frame_stack, *frame_shape), dtype=torch.uint8, device=device)
@@ -50,7 +47,7 @@ class FrameStorage:
         self.episode_first = np.zeros(num_envs, dtype=np.int64)
         self._offsets = np.arange(frame_stack)
         self._envs = torch.arange(num_envs, device=device)
-        self._first_slot_device: Optional[torch.Tensor] = None
+        self._first_slot_device: torch.Tensor | None = None
         self.host_registered = False
         # Pinned staging: the copy to the GPU is asynchronous; the policy's .cpu() before the
         # next step synchronises the stream, so the staging buffer is free again by then.
@@ -66,7 +63,7 @@ class FrameStorage:
             self._frame_staging = torch.empty((num_envs, *frame_shape), dtype=torch.uint8, pin_memory=pinned)
             self._mask_staging = torch.empty((num_envs, *mask_shape), dtype=torch.uint8, pin_memory=pinned)
 
-    def host_rows(self, t: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    def host_rows(self, t: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Where step ``t``'s newest frames and masks go, as numpy views ``([E, C, H, W], [E, sH, sW])``
         that envs stepped in this process can write straight into (then ``put(..., written=True)``);
         None where the storage is not in host memory (a GPU, or staging)."""
@@ -156,7 +153,7 @@ class FrameStorage:
         self._first_slot_device = None
 
 
-def pin_host_memory(memory) -> Optional[int]:
+def pin_host_memory(memory) -> int | None:
     """Page-lock the env buffers for CUDA so frames go to the GPU without a staging copy.
 
     Returns the address to unpin later, or None where CUDA refuses (the staging path is used)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
@@ -19,7 +18,7 @@ from camal_rl.runs import Tag
 
 
 def open_writer(run_dir: Path, config: dict, *, fresh: bool, track: bool = False, project: str = "camal-rl",
-                entity: Optional[str] = None, group: Optional[str] = None) -> SummaryWriter:
+                entity: str | None = None, group: str | None = None) -> SummaryWriter:
     if track:
         try:
             import wandb
@@ -46,7 +45,7 @@ def log_episodes(writer: SummaryWriter, step: int, returns, lengths) -> None:
         writer.file_writer.add_summary(Summary(value=values), step)
 
 
-def close_writer(writer: Optional[SummaryWriter]) -> None:
+def close_writer(writer: SummaryWriter | None) -> None:
     if writer is not None:
         writer.close()
     if "wandb" in sys.modules and sys.modules["wandb"].run is not None:

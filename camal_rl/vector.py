@@ -23,7 +23,6 @@ import os
 import pickle
 import signal
 from multiprocessing.connection import Connection
-from typing import Optional
 
 import numpy as np
 
@@ -73,7 +72,7 @@ class _Buffers:
 
 
 def _run_envs(envs: list[doom.DoomEnv], indices: range, buffers: _Buffers, command: bytes, payload,
-              into: Optional[tuple[np.ndarray, np.ndarray]] = None) -> object:
+              into: tuple[np.ndarray, np.ndarray] | None = None) -> object:
     """Carry out one command on a group of envs, writing results into ``buffers`` (a step's frames
     and masks into ``into`` where given)."""
     if command == b"s":
@@ -301,7 +300,7 @@ class DoomVector:
         if self.workers:
             self._send(self._workers_of(envs), b"s")
 
-    def step_wait(self, envs: slice, into: Optional[tuple[np.ndarray, np.ndarray]] = None) -> bool:
+    def step_wait(self, envs: slice, into: tuple[np.ndarray, np.ndarray] | None = None) -> bool:
         """Wait for a group started by ``step_async``; its entries of the arrays are then current.
 
         ``into``: ``(frames, masks)`` arrays shaped like ``frames`` / ``masks`` that envs stepped in

@@ -10,6 +10,7 @@ import vizdoom as vzd
 
 from camal_rl import doom
 
+
 def raw_loop(args, spec, rng, labels: bool) -> float:
     game = vzd.DoomGame()
     game.load_config(str(spec.config))

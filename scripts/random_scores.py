@@ -7,7 +7,6 @@ import argparse
 from camal_rl.doom import available_scenarios, random_policy_score
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenarios", nargs="*")

@@ -8,6 +8,7 @@ import pytest
 
 from camal_rl import doom, runs
 
+
 @pytest.fixture(scope="module")
 def check(load_script):
     return load_script("check_recipe")

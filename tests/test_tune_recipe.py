@@ -6,6 +6,7 @@ import pytest
 
 from camal_rl import doom, recipes
 
+
 @pytest.fixture(scope="module")
 def tune(load_script):
     return load_script("tune_recipe")

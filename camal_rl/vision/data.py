@@ -213,7 +213,7 @@ class DecoyDigits(Dataset):
     def labels(self) -> np.ndarray:
         return np.asarray(self.targets)
 
-    def variant(self, train: bool) -> "DecoyDigits":
+    def variant(self, train: bool) -> DecoyDigits:
         other = object.__new__(DecoyDigits)
         other.__dict__.update(self.__dict__)
         other.train = train

@@ -30,14 +30,16 @@ with the MATH attention kernel, the only one with a double backward; ``double_ba
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Literal
 
 import torch
 import torch.nn as nn
 
 from camal_rl.errors import CamalError, ConfigError
+
 
 class PretrainedWeightsMissing(CamalError, FileNotFoundError):
     pass
@@ -83,8 +85,8 @@ class Architecture:
 
     build: Callable[[int, int], nn.Module]  # (num_classes, image_size) -> a model without pretrained weights
     feature_layer: Callable[[nn.Module], nn.Module]  # the module whose output are the spatial features
-    head: Optional[str] = None  # attribute path of the final linear layer ("classifier.-1"); None: no pretrained head
-    to_spatial: Optional[Callable] = None  # output -> (spatial [B, K, h, w], output rebuilt from it); None: as is
+    head: str | None = None  # attribute path of the final linear layer ("classifier.-1"); None: no pretrained head
+    to_spatial: Callable | None = None  # output -> (spatial [B, K, h, w], output rebuilt from it); None: as is
     learning_rate: float = 1e-3  # paper, Table 7
     math_attention_for_double_backward: bool = False  # its fused attention kernel has no double backward
 
@@ -140,7 +142,7 @@ class SpatialClassifier(nn.Module):
         self._features = spatial
         return rebuilt  # downstream layers now depend on the spatial view
 
-    def forward(self, x: torch.Tensor, *, double_backward: Optional[bool] = None):
+    def forward(self, x: torch.Tensor, *, double_backward: bool | None = None):
         """``double_backward``: a loss will be built from this forward's gradients (CAMAL training).
         Default (None): assumed whenever gradients are on in training mode, so a CAMAL loss always
         works; pass False for a faster forward where no such loss follows (Vanilla training)."""

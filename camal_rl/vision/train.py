@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ class ClassifyArgs:
     """classifier (camal_rl.vision.models.ARCHITECTURES)"""
     dataset: str = "decoy_digits"
     """oxford_pets, flowers102, busi (need --data-root) or decoy_digits (bundled)"""
-    data_root: Optional[str] = None
+    data_root: str | None = None
     """the folder holding the data set's published layout"""
     method: Literal["vanilla", "camal", "suppress", "prior"] = "camal"
     """vanilla: cross-entropy only; camal: + lambda mean(beta - alpha); suppress: + lambda mean(beta); prior: CAMAL against CLIP regions"""
@@ -51,13 +51,13 @@ class ClassifyArgs:
     """attention method of the true class's logit"""
     folds: int = 10
     """stratified folds"""
-    only_folds: Optional[list[int]] = None
+    only_folds: list[int] | None = None
     """run just these folds (the others can run elsewhere)"""
     epochs: int = 500
     """paper, Table 7"""
     batch_size: int = 32
     """images per step"""
-    lr: Optional[float] = None
+    lr: float | None = None
     """default 1e-3, 1e-4 for vit_b_16, swin_v2_t, maxvit_t (Table 7)"""
     weight_decay: float = 0.01
     """AdamW weight decay"""
@@ -75,7 +75,7 @@ class ClassifyArgs:
     """data loader worker processes"""
     faithfulness_steps: int = 20
     """deletion / insertion steps per curve"""
-    prior_weights: Optional[str] = None
+    prior_weights: str | None = None
     """open_clip weights file for --method prior"""
     prior_model: str = "ViT-B-32"
     """open_clip model name for --method prior"""
