@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ctypes
 import io
+import json
+import math
 import os
 import signal
 from contextlib import contextmanager
@@ -35,6 +37,34 @@ def atomic_path(path: str | os.PathLike):
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as partial:
         partial.write_text(text)
+
+
+def strict_json_value(value: Any) -> Any:
+    """``value`` as strict JSON data: NaN and infinities become null (JSON has neither; Python's
+    reader accepts them, strict readers do not), tuples become lists, numpy scalars plain numbers."""
+    if isinstance(value, dict):
+        return {str(key): strict_json_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json_value(item) for item in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()  # numpy and torch scalars
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"{type(value).__name__} is not JSON data")
+
+
+def to_json(value: Any, *, indent: int | None = 2) -> str:
+    """Strict JSON text (``strict_json_value``): what every file and ``--json`` output of the package holds."""
+    return json.dumps(strict_json_value(value), indent=indent, allow_nan=False)
+
+
+def write_json(path: str | os.PathLike, value: Any) -> None:
+    """Strict JSON written whole or not at all."""
+    write_text_atomic(path, to_json(value))
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
