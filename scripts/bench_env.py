@@ -1,10 +1,14 @@
 """Agent steps/s: raw DoomGame loop vs our env (labels -> mask, resize, stack), and 8 envs sync vs async.
 
 Usage: python scripts/bench_env.py [--env basic] [--steps 3000]
+
+The raw loop and ours interleave over 3 rounds, their order alternating (the machine drifts); the
+best of each is kept. Figures: docs/performance.md.
 """
 import argparse
 import time
 
+import benchkit
 import numpy as np
 import vizdoom as vzd
 
@@ -67,11 +71,10 @@ def main() -> None:
     args = parser.parse_args()
     spec = doom.load_spec(args.env)
     rng = np.random.default_rng(0)
-    # Interleave raw and ours and keep each one's best of three: this machine's speed drifts.
-    raw_labels, ours = 0.0, 0.0
-    for _ in range(3):
-        raw_labels = max(raw_labels, raw_loop(args, spec, rng, labels=True))
-        ours = max(ours, our_env(args, rng))
+    print(benchkit.machine_line())
+    loops = {"raw": lambda: raw_loop(args, spec, rng, labels=True), "ours": lambda: our_env(args, rng)}
+    rates = benchkit.interleave(list(loops), 3, lambda name: loops[name]())
+    raw_labels, ours = max(rates["raw"]), max(rates["ours"])
     raw_plain = raw_loop(args, spec, rng, labels=False)
     sync = vector(args, rng, False)
     asyn = vector(args, rng, True)
@@ -82,7 +85,8 @@ def main() -> None:
     print(f"{'ours: mask + 60x80 grey + stack 4':42s} {ours:9.0f} {ours / raw_labels:7.2f}")
     print(f"{f'{args.num_envs} envs SyncVectorEnv':42s} {sync:9.0f} {sync / raw_labels:7.2f}")
     print(f"{f'{args.num_envs} envs AsyncVectorEnv':42s} {asyn:9.0f} {asyn / raw_labels:7.2f}")
-    print(f"vector winner on this machine: {'async' if asyn > sync else 'sync'} ({max(asyn, sync) / min(asyn, sync):.2f}x)")
+    winner = "async" if asyn > sync else "sync"
+    print(f"vector winner on this machine: {winner} ({max(asyn, sync) / min(asyn, sync):.2f}x)")
 
 
 if __name__ == "__main__":

@@ -8,13 +8,15 @@ Usage: python scripts/bench_gradcam.py [--batches 32 128 256] [--resnet-batches 
        python scripts/bench_gradcam.py --only-doom [--doom-batch 64] [--doom-attention layercam]
 """
 import argparse
-import time
+import statistics
+from functools import partial
 
+import benchkit
 import torch
 import torch.nn.functional as F
 
 from camal_rl import camal
-from camal_rl.ppo import Agent
+from camal_rl.agent import Agent
 
 
 def per_sample(features, scores):
@@ -27,12 +29,7 @@ def per_sample(features, scores):
 
 
 def best_of(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(benchkit.seconds(fn) for _ in range(repeats))
 
 
 def nature_model():
@@ -61,8 +58,8 @@ def extraction(name, build, batches, repeats):
     for batch in batches:
         x = make_input(batch)
         scores, features = forward(x)
-        t_sample = best_of(lambda: per_sample(features, scores), repeats)
-        t_batch = best_of(lambda: camal.gradcam(features, scores, create_graph=False), repeats)
+        t_sample = best_of(partial(per_sample, features, scores), repeats)
+        t_batch = best_of(partial(camal.gradcam, features, scores, create_graph=False), repeats)
         check = (per_sample(features, scores) - camal.gradcam(features, scores, create_graph=False)).abs().max().item()
         print(f"{name:12s} B={batch:4d}  per-sample {t_sample * 1e3:9.1f} ms  batch-level {t_batch * 1e3:7.2f} ms  "
               f"ratio {t_sample / t_batch:7.1f}x  (max |diff| {check:.1e})", flush=True)
@@ -86,8 +83,8 @@ def optimiser_step(name, build, batch, repeats):
 
     for warm in (False, True):
         step(warm)
-    vanilla = min(best_of(lambda: step(False), repeats) for _ in range(2))
-    with_camal = min(best_of(lambda: step(True), repeats) for _ in range(2))
+    times = benchkit.interleave([False, True], 2 * repeats, partial(benchkit.seconds, step))
+    vanilla, with_camal = min(times[False]), min(times[True])
     print(f"{name:12s} B={batch:4d}  optimiser step vanilla {vanilla * 1e3:8.1f} ms  CAMAL {with_camal * 1e3:8.1f} ms  "
           f"ratio {with_camal / vanilla:5.2f}x", flush=True)
 
@@ -98,8 +95,6 @@ def doom_update_step(frames: str, batch: int, repeats: int, attention: str) -> N
     autograd's, tested), and CAMAL through the fc layer without differentiating the channel weights
     (``camal-train --no-create-graph``: the loss then reaches only the layers below the features).
     Kinds interleave, alternating their order each round; best-of and median, CAMAL / Vanilla."""
-    import statistics
-
     from camal_rl.rollout import PAPER_FRAMES
 
     obs_shape, mask_size = {"60x80": ((4, 60, 80), (120, 160)),
@@ -124,10 +119,8 @@ def doom_update_step(frames: str, batch: int, repeats: int, attention: str) -> N
     kinds = ("vanilla", "full gradient", "through fc", "no create-graph")
     for kind in kinds:
         step(kind)
-    times = {kind: [] for kind in kinds}
-    for round_ in range(repeats):  # interleaved, so that a slow spell of the machine hits every kind alike
-        for kind in kinds if round_ % 2 == 0 else kinds[::-1]:
-            times[kind].append(best_of(lambda: step(kind), 1))
+    # interleaved, so that a slow spell of the machine hits every kind alike
+    times = benchkit.interleave(kinds, repeats, partial(benchkit.seconds, step))
     best = {kind: min(t) for kind, t in times.items()}
     median = {kind: statistics.median(t) for kind, t in times.items()}
     print(f"doom {frames:6s} {attention:8s} B={batch:4d}  update step, best of {repeats} (median): vanilla "
@@ -143,10 +136,11 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--doom-batch", type=int, default=64, help="the Doom agent's minibatch (tuned Basic: 64)")
     parser.add_argument("--only-doom", action="store_true", help="only the Doom agent's update step")
-    parser.add_argument("--doom-attention", nargs="+", default=["gradcam", "layercam"], choices=sorted(camal.ATTENTION_METHODS))
+    parser.add_argument("--doom-attention", nargs="+", default=["gradcam", "layercam"],
+                        choices=sorted(camal.ATTENTION_METHODS))
     parser.add_argument("--doom-frames", nargs="+", default=["60x80", "paper"], choices=["60x80", "paper"])
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    print(benchkit.machine_line() + f"; {torch.get_num_threads()} torch threads")
     for frames in args.doom_frames:
         for attention in args.doom_attention:
             doom_update_step(frames, args.doom_batch, args.repeats, attention)

@@ -9,8 +9,11 @@ iterations, then the growth between the first report and the last.
 """
 import argparse
 import multiprocessing
+import os
 import tempfile
 from pathlib import Path
+
+import benchkit
 
 from camal_rl import ppo
 
@@ -30,21 +33,24 @@ def main() -> None:
     parser.add_argument("--num-steps", type=int, default=16)
     parser.add_argument("--env-workers", type=int, default=0)
     options = parser.parse_args()
+    print(benchkit.machine_line())
     readings = []
 
     def report(iteration, rollout):
         if iteration == 1 or iteration % options.every == 0:
             workers = [p.pid for p in multiprocessing.active_children() if p.name.startswith("camal-env-")]
-            learner, children = rss_mib(__import__("os").getpid()), sum(rss_mib(pid) for pid in workers)
+            learner, children = rss_mib(os.getpid()), sum(rss_mib(pid) for pid in workers)
             readings.append((iteration, learner, children))
-            print(f"iteration {iteration:4d}: learner {learner:7.1f} MiB, {len(workers)} env workers {children:7.1f} MiB", flush=True)
+            print(f"iteration {iteration:4d}: learner {learner:7.1f} MiB, {len(workers)} env workers "
+                  f"{children:7.1f} MiB", flush=True)
 
     with tempfile.TemporaryDirectory() as root:
         ppo.train(ppo.Args(env="basic", seed=1, recipe="paper", num_envs=options.num_envs, num_steps=options.num_steps,
                            total_timesteps=options.iterations * options.num_envs * options.num_steps, eval_episodes=0,
                            checkpoint_interval=10**9, progress=False, cuda=False, env_workers=options.env_workers,
                            run_dir=f"{root}/run"), on_rollout=report)
-    (_, learner0, workers0), (_, learner1, workers1) = readings[1], readings[-1]  # after the first iteration's allocations
+    # from after the first iteration's allocations
+    (_, learner0, workers0), (_, learner1, workers1) = readings[1], readings[-1]
     print(f"growth from iteration {readings[1][0]} to {readings[-1][0]}: learner {learner1 - learner0:+.1f} MiB, "
           f"env workers {workers1 - workers0:+.1f} MiB")
 

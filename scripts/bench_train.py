@@ -11,194 +11,178 @@ frame stacks), extracted into a temporary folder; "new" is this checkout.
     python scripts/bench_train.py --sb3                             # + stable-baselines3 as a peer
     python scripts/bench_train.py --paths new --recipe default --repeats 5   # the scenario's CPU default recipe
 
-Prints one line per run as it finishes, then a table with CAMAL / Vanilla and new / old ratios.
+Prints one line per run as it finishes, then a table with CAMAL / Vanilla and new / old ratios:
+the best run of each configuration and, over ``--repeats`` rounds (odd rounds run the grid
+backwards), the median of the ratios taken within each round. Figures: docs/performance.md.
 """
+
 from __future__ import annotations
 
 import argparse
 import itertools
 import json
-import os
-import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import benchkit
+
 FRAMES = {"60x80": {"obs_size": [60, 80]}, "paper": {"paper_frames": True}}
 
-# Runs inside the child process, against whichever camal_rl is first on PYTHONPATH.
-RUNNER = r"""
-import dataclasses, json, statistics, sys, tempfile
-from camal_rl import ppo
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-config = json.loads(sys.argv[1])
-known = {f.name for f in dataclasses.fields(ppo.Args)}
-values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items() if k in known}
-if "recipe" in config and "recipe" not in known:
-    sys.exit("this revision has no recipes; give --old-rev a later one")
-if "recipe" in known:
-    values.setdefault("recipe", "paper")  # Table 8 sizes, as older revisions (without recipes) train
-with tempfile.TemporaryDirectory() as root:
-    summary = ppo.train(ppo.Args(run_dir=root + "/run", **values))
-    events = EventAccumulator(root + "/run", size_guidance={"scalars": 0})
-    events.Reload()
-    points = [(e.step, e.value) for e in events.Scalars("charts/SPS")]
-    phases = {tag: [e.value for e in events.Scalars(tag)] for tag in ("perf/rollout_seconds", "perf/update_seconds")
-              if tag in events.Tags()["scalars"]}
-    phases = {tag: values[1:] or values for tag, values in phases.items()}  # after the first iteration, as steady_sps
-(first_step, first_sps), (last_step, last_sps) = points[0], points[-1]
-steady = (last_step - first_step) / (last_step / last_sps - first_step / first_sps) if len(points) > 1 else last_sps
-print("RESULT " + json.dumps({"steady_sps": steady, "sps": summary["sps"], "workers": summary.get("env_workers"),
-                             "groups": summary.get("env_groups"),
-                             **{tag.split("/")[1]: statistics.median(values) for tag, values in phases.items()}}))
-"""
+
+def measure(values: dict) -> dict:
+    """In the child: train with ``values`` (``ppo.Args`` fields; those this tree's ``Args`` lacks are
+    dropped) and read back steady steps/s and the median rollout and update seconds per iteration."""
+    import dataclasses
+    import statistics
+
+    from camal_rl import ppo
+
+    known = {f.name for f in dataclasses.fields(ppo.Args)}
+    if "recipe" in values and "recipe" not in known:
+        sys.exit("this revision has no recipes; give --old-rev a later one")
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known}
+    if "recipe" in known:
+        args.setdefault("recipe", "paper")  # Table 8 sizes, as older revisions (without recipes) train
+    with tempfile.TemporaryDirectory() as root:
+        summary = ppo.train(ppo.Args(run_dir=f"{root}/run", **args))
+        scalars = read_scalars(f"{root}/run")
+    result = {"steady_sps": steady_sps(scalars["sps"]), "sps": summary["sps"], "workers": summary.get("env_workers"),
+              "groups": summary.get("env_groups")}
+    for phase in ("rollout", "update"):  # after the first iteration, as steady_sps
+        timings = [value for _, value in scalars.get(phase, [])]
+        if timings:
+            result[f"{phase}_seconds"] = statistics.median(timings[1:] or timings)
+    return result
 
 
-def old_tree(revision: str, folder: Path) -> Path:
-    """The package as it was at ``revision``, for the "old" rows, with its scenario specs (``envs/``,
-    read from the working folder) where the revision has them."""
-    archive = folder / "old.tar"
-    has_specs = subprocess.run(["git", "-C", str(REPO), "ls-tree", "--name-only", revision, "envs"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    with open(archive, "wb") as out:
-        subprocess.run(["git", "-C", str(REPO), "archive", revision, "camal_rl", *(["envs"] if has_specs else [])],
-                       stdout=out, check=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(folder / "old", filter="data")
-    return folder / "old"
+def read_scalars(run_dir: str) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) of steps/s and of the phase timers, by the tags of the tree that wrote them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-
-def run(path_root: Path, config: dict, timeout: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(path_root), os.environ.get("PYTHONPATH", "")])}
     try:
-        result = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(config)], capture_output=True, text=True,
-                                env=env, timeout=timeout, cwd=path_root)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s"}
-    for line in result.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    return {"error": (result.stderr.strip().splitlines() or ["no output"])[-1][:200]}
+        from camal_rl.runs import Tag
+
+        tags = {"sps": Tag.SPS, "rollout": Tag.ROLLOUT_SECONDS, "update": Tag.UPDATE_SECONDS}
+    except ImportError:  # revisions before runs.py wrote these names
+        tags = {"sps": "charts/SPS", "rollout": "perf/rollout_seconds", "update": "perf/update_seconds"}
+    events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+    events.Reload()
+    present = set(events.Tags()["scalars"])
+    return {name: [(e.step, e.value) for e in events.Scalars(tag)] for name, tag in tags.items() if tag in present}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="basic")
-    parser.add_argument("--paths", nargs="+", default=["old", "new"], choices=["old", "new"])
-    parser.add_argument("--methods", nargs="+", default=["vanilla", "camal"], choices=["vanilla", "camal"])
-    parser.add_argument("--frames", nargs="+", default=["60x80"], choices=list(FRAMES))
-    parser.add_argument("--num-envs", nargs="+", type=int, default=[8], help="with --recipe paper only")
-    parser.add_argument("--recipe", default="paper",
-                        help="paper: Table 8's sizes (128 steps per env, 4 epochs); another name (e.g. default): the "
-                             "scenario's recipe, its envs and steps included (an --old-rev with recipes)")
-    parser.add_argument("--env-workers", nargs="+", default=["auto"],
-                        help="'auto' and/or numbers (0 = in-process); the old path runs async envs where this is > 0")
-    parser.add_argument("--env-groups", nargs="+", default=["auto"], help="new path: 'auto' and/or numbers (2 = double-buffered)")
-    parser.add_argument("--repeats", type=int, default=1, help="rounds over all configurations; the best of each is kept")
-    parser.add_argument("--iterations", type=int, default=5)
-    parser.add_argument("--old-iterations", type=int, default=None, help="iterations for the old path (default: --iterations)")
-    parser.add_argument("--old-rev", default="3e77790", help="git revision of the old path")
-    parser.add_argument("--old-tree", default=None, help="an extracted old camal_rl (instead of --old-rev)")
-    parser.add_argument("--cuda", action="store_true")
-    parser.add_argument("--cuda-graph", nargs="+", default=["off"], choices=["off", "on"],
-                        help="new path: the rollout's forward from a CUDA graph (on needs --cuda)")
-    parser.add_argument("--timeout", type=int, default=600, help="seconds per run")
-    parser.add_argument("--sb3", action="store_true", help="also stable-baselines3 PPO on our env (pip install -e '.[bench]')")
-    parser.add_argument("--json", default=None, help="write all results here")
-    options = parser.parse_args()
+def steady_sps(points: list[tuple[int, float]]) -> float:
+    """Steps/s over the iterations after the first, from the cumulative steps/s the trainer logs."""
+    (first_step, first_sps), (last_step, last_sps) = points[0], points[-1]
+    if len(points) == 1:
+        return last_sps
+    return (last_step - first_step) / (last_step / last_sps - first_step / first_sps)
 
-    print(storage_figures())
-    if options.recipe != "paper":
-        from camal_rl import doom, recipes
 
-        spec = doom.load_spec(options.env)
-        try:
-            name, values = recipes.resolve(options.recipe, spec.recipes)
-        except KeyError:
-            parser.error(f"--recipe {options.recipe!r}: {spec.name} has default, paper{''.join(', ' + r for r in sorted(spec.recipes))}")
-        options.num_envs = [values["num_envs"]]
-        print(f"recipe {name}: {values['num_envs']} envs x {values['num_steps']} steps, "
-              f"{values['update_epochs']} epochs of {values['num_minibatches']} minibatches")
+def recipe_sizes(options, parser) -> dict | None:
+    """The scenario's recipe values where ``--recipe`` is not Table 8 (it sets the envs and steps)."""
+    if options.recipe == "paper":
+        return None
+    from camal_rl import doom, recipes
+
+    spec = doom.load_spec(options.env)
+    try:
+        name, values = recipes.resolve(options.recipe, spec.recipes)
+    except KeyError:
+        parser.error(f"--recipe {options.recipe!r}: {spec.name} has default, paper"
+                     + "".join(", " + r for r in sorted(spec.recipes)))
+    print(f"recipe {name}: {values['num_envs']} envs x {values['num_steps']} steps, "
+          f"{values['update_epochs']} epochs of {values['num_minibatches']} minibatches")
+    return values
+
+
+def configurations(options, recipe: dict | None) -> list[tuple[dict, str, dict]]:
+    """(row labels, tree, ``ppo.Args`` values) of every run in one round."""
+    env_counts = [recipe["num_envs"]] if recipe else options.num_envs
+    grid = itertools.product(options.frames, env_counts, options.env_workers, options.env_groups, options.cuda_graph,
+                             options.paths, options.methods)
+    firsts = (options.env_workers[0], options.env_groups[0], options.cuda_graph[0])
+    runs = []
+    for frames, num_envs, workers_option, groups_option, graph, path, method in grid:
+        if path == "old" and (workers_option, groups_option, graph) != firsts:
+            continue  # the old path has one parallel option: run it once per (frames, envs)
+        workers = None if workers_option == "auto" else int(workers_option)
+        groups = None if groups_option == "auto" else int(groups_option)
+        iterations = options.old_iterations if path == "old" and options.old_iterations else options.iterations
+        steps = recipe["num_steps"] if recipe else 128
+        values = {"env": options.env, "seed": 1, "num_envs": num_envs, "num_steps": steps,
+                  "total_timesteps": iterations * num_envs * steps, "camal_coef": 1.0 if method == "camal" else 0.0,
+                  "eval_episodes": 0, "checkpoint_interval": 10**9, "progress": False, "cuda": options.cuda,
+                  **FRAMES[frames], "env_workers": workers, "env_groups": groups,
+                  # the old path's parallel option, gymnasium's AsyncVectorEnv: for more than the 8 envs of
+                  # Table 8, or where the new path is told to use workers (the old default is in-process)
+                  "async_envs": num_envs > 8 if workers is None else workers > 0}
+        if graph == "on":
+            values["cuda_graph"] = True
+        if recipe:
+            values["recipe"] = options.recipe
+        labels = {"frames": frames, "num_envs": num_envs, "path": path, "method": method,
+                  "workers": workers_option, "groups": groups_option, "graph": graph}
+        runs.append((labels, path, values))
+    return runs
+
+
+def path_label(labels: dict, result: dict) -> str:
+    if labels["path"] == "old":
+        return "old"
+    label = f"new, workers {result.get('workers', labels['workers'])}, groups {result.get('groups', labels['groups'])}"
+    return label + (", CUDA graph" if labels["graph"] == "on" else "")
+
+
+def run_rounds(options, trees: dict[str, Path], recipe: dict | None) -> list[dict]:
     rows = []
-    with tempfile.TemporaryDirectory() as scratch:
-        roots = {"new": REPO}
-        if "old" in options.paths:
-            roots["old"] = Path(options.old_tree) if options.old_tree else old_tree(options.old_rev, Path(scratch))
-        grid = list(itertools.product(options.frames, options.num_envs, options.env_workers, options.env_groups,
-                                      options.cuda_graph, options.paths, options.methods))
-        # odd rounds run the grid backwards, so no configuration always runs after another (this
-        # machine's speed drifts within minutes: Vanilla-then-CAMAL in every round favours one of them)
-        rounds = [(r, setting) for r in range(options.repeats) for setting in (grid if r % 2 == 0 else grid[::-1])]
-        for round_index, (frames, num_envs, workers_option, groups_option, graph, path, method) in rounds:
-            workers = None if workers_option == "auto" else int(workers_option)
-            groups = None if groups_option == "auto" else int(groups_option)
-            if path == "old" and (workers_option, groups_option, graph) != (options.env_workers[0], options.env_groups[0],
-                                                                    options.cuda_graph[0]):
-                continue  # the old path has one parallel option: run it once per (frames, envs)
-            iterations = options.old_iterations if path == "old" and options.old_iterations else options.iterations
-            steps = 128 if options.recipe == "paper" else values["num_steps"]
-            config = {"env": options.env, "seed": 1, "num_envs": num_envs, "num_steps": steps,
-                      "total_timesteps": iterations * num_envs * steps, "camal_coef": 1.0 if method == "camal" else 0.0,
-                      "eval_episodes": 0, "checkpoint_interval": 10**9, "progress": False, "cuda": options.cuda,
-                      **FRAMES[frames], "env_workers": workers, "env_groups": groups}
-            if graph == "on":
-                config["cuda_graph"] = True
-            if options.recipe != "paper":
-                config["recipe"] = options.recipe
-            # the old path's parallel option, gymnasium's AsyncVectorEnv: for more than the 8 envs of Table 8,
-            # or where the new path is told to use workers (the old default, in-process, otherwise)
-            config["async_envs"] = num_envs > 8 if workers is None else workers > 0
-            result = run(roots[path], config, options.timeout)
-            label = "old" if path == "old" else f"new, workers {result.get('workers', workers_option)}, groups {result.get('groups', groups_option)}"
-            label += ", CUDA graph" if graph == "on" and path == "new" else ""
-            row = {"round": round_index, "frames": frames, "num_envs": num_envs, "path": label, "method": method, **result}
-            rows.append(row)
-            shown = f"{result['steady_sps']:8.0f} steps/s" if "steady_sps" in result else result["error"]
-            if "rollout_seconds" in result:  # the new path says where an iteration's time goes
-                shown += f"  (rollout {result['rollout_seconds']:.2f} s + update {result['update_seconds']:.2f} s per iteration)"
-            print(f"{frames:6s} {num_envs:3d} envs  {label:26s} {method:7s} {shown}", flush=True)
+    for round_index, (labels, path, values) in benchkit.alternating(configurations(options, recipe), options.repeats):
+        result = benchkit.run_child("bench_train:measure", values, root=trees[path], timeout=options.timeout)
+        row = {"round": round_index, "frames": labels["frames"], "num_envs": labels["num_envs"],
+               "path": path_label(labels, result), "method": labels["method"], **result}
+        rows.append(row)
+        shown = f"{result['steady_sps']:8.0f} steps/s" if "steady_sps" in result else result["error"]
+        if "rollout_seconds" in result:  # the new path says where an iteration's time goes
+            shown += (f"  (rollout {result['rollout_seconds']:.2f} s + update {result['update_seconds']:.2f} s "
+                      "per iteration)")
+        print(f"{labels['frames']:6s} {labels['num_envs']:3d} envs  {row['path']:26s} {labels['method']:7s} {shown}",
+              flush=True)
+    return rows
 
-    print(f"\n| frames | envs | path | Vanilla steps/s | CAMAL steps/s | CAMAL / Vanilla |  (best of {options.repeats})")
-    print("|---|---|---|---|---|---|")
-    table = {}
+
+def report(rows: list[dict], options) -> None:
+    """The best run of each configuration, then ratios within rounds (the figure to quote)."""
+    by_round: dict[tuple, dict[str, list]] = {}  # (frames, envs, path) -> method -> steps/s by round
     for row in rows:
-        cell = table.setdefault((row["frames"], row["num_envs"], row["path"]), {})
-        cell[row["method"]] = max(cell.get(row["method"]) or 0, row.get("steady_sps") or 0) or None
-    for (frames, num_envs, path), by_method in table.items():
-        vanilla, camal = by_method.get("vanilla"), by_method.get("camal")
+        methods = by_round.setdefault((row["frames"], row["num_envs"], row["path"]), {})
+        methods.setdefault(row["method"], [None] * options.repeats)[row["round"]] = row.get("steady_sps")
+    best = {key: {method: max(filter(None, values), default=None) for method, values in methods.items()}
+            for key, methods in by_round.items()}
+    print("\n| frames | envs | path | Vanilla steps/s | CAMAL steps/s | CAMAL / Vanilla |"
+          f"  (best of {options.repeats})")
+    print("|---|---|---|---|---|---|")
+    for (frames, num_envs, path), methods in best.items():
+        vanilla, camal = methods.get("vanilla"), methods.get("camal")
         ratio = f"{camal / vanilla:.2f}" if vanilla and camal else "-"
         cells = [f"{v:.0f}" if v else "-" for v in (vanilla, camal)]
         print(f"| {frames} | {num_envs} | {path} | {cells[0]} | {cells[1]} | {ratio} |")
-    # This machine's speed drifts by 10-20 % between runs: ratios are also taken within each round
-    # (runs minutes apart) and their median is given with the spread over rounds.
-    speed = {(r["round"], r["frames"], r["num_envs"], r["path"], r["method"]): r.get("steady_sps") for r in rows}
-    for (frames, num_envs, path), by_method in table.items():
-        paired = within_rounds(speed, options.repeats, (frames, num_envs, path, "camal"), (frames, num_envs, path, "vanilla"))
-        if paired:
-            print(f"CAMAL / Vanilla, {path}, {frames}, {num_envs} envs: within rounds median {statistics.median(paired):.2f} "
-                  f"(range {paired[0]:.2f}-{paired[-1]:.2f}, {len(paired)} rounds)")
-    for (frames, num_envs, path), by_method in table.items():
-        old = table.get((frames, num_envs, "old"), {})
+    for (frames, num_envs, path), methods in by_round.items():
+        if "camal" in methods and "vanilla" in methods:
+            ratios = benchkit.round_ratios(methods["camal"], methods["vanilla"])
+            if ratios:
+                print(f"CAMAL / Vanilla, {path}, {frames}, {num_envs} envs: within rounds median "
+                      f"{benchkit.ratio_summary(ratios)}")
+    for (frames, num_envs, path), methods in by_round.items():
+        old = by_round.get((frames, num_envs, "old"), {})
         for method in options.methods:
-            if path != "old" and old.get(method) and by_method.get(method):
-                paired = within_rounds(speed, options.repeats, (frames, num_envs, path, method), (frames, num_envs, "old", method))
-                print(f"{path} / old, {frames}, {num_envs} envs, {method}: {by_method[method] / old[method]:.2f}x best vs best; "
-                      f"within rounds median {statistics.median(paired):.2f}x (range {paired[0]:.2f}-{paired[-1]:.2f}, "
-                      f"{len(paired)} rounds)")
-    if options.sb3:
-        sb3_peer(options)
-    if options.json:
-        Path(options.json).write_text(json.dumps(rows, indent=2))
-
-
-def within_rounds(speed: dict, repeats: int, top: tuple, bottom: tuple) -> list[float]:
-    """The sorted ratios speed[top] / speed[bottom] of each round where both ran: runs minutes apart on a
-    machine whose speed drifts by 10-30 %, so a ratio within a round says more than one of best runs."""
-    return sorted(speed[(r, *top)] / speed[(r, *bottom)] for r in range(repeats)
-                  if speed.get((r, *top)) and speed.get((r, *bottom)))
+            if path == "old" or method not in old or method not in methods:
+                continue
+            ratios = benchkit.round_ratios(methods[method], old[method])
+            best_new, best_old = best[(frames, num_envs, path)][method], best[(frames, num_envs, "old")][method]
+            if ratios and best_new and best_old:
+                print(f"{path} / old, {frames}, {num_envs} envs, {method}: {best_new / best_old:.2f}x best vs best; "
+                      f"within rounds median {benchkit.ratio_summary(ratios, 'x')}")
 
 
 def storage_figures(steps: int = 128, envs: int = 8, stack: int = 4) -> str:
@@ -239,9 +223,68 @@ def sb3_peer(options) -> None:
                 device="cuda" if options.cuda else "cpu", verbose=0)
     start = time.perf_counter()
     model.learn(total_timesteps=total)
-    print(f"stable-baselines3 PPO CnnPolicy, 60x80, 8 in-process envs: {total / (time.perf_counter() - start):.0f} steps/s "
-          f"(first iteration included)")
+    print(f"stable-baselines3 PPO CnnPolicy, 60x80, 8 in-process envs: {total / (time.perf_counter() - start):.0f} "
+          "steps/s (first iteration included)")
     venv.close()
+
+
+def parse_options() -> tuple[argparse.Namespace, argparse.ArgumentParser]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="basic")
+    parser.add_argument("--paths", nargs="+", default=["old", "new"], choices=["old", "new"])
+    parser.add_argument("--methods", nargs="+", default=["vanilla", "camal"], choices=["vanilla", "camal"])
+    parser.add_argument("--frames", nargs="+", default=["60x80"], choices=list(FRAMES))
+    parser.add_argument("--num-envs", nargs="+", type=int, default=[8], help="with --recipe paper only")
+    parser.add_argument("--recipe", default="paper",
+                        help="paper: Table 8's sizes (128 steps per env, 4 epochs); another name (e.g. default): the "
+                             "scenario's recipe, its envs and steps included (an --old-rev with recipes)")
+    parser.add_argument("--env-workers", nargs="+", default=["auto"],
+                        help="'auto' and/or numbers (0 = in-process); the old path runs async envs where this is > 0")
+    parser.add_argument("--env-groups", nargs="+", default=["auto"],
+                        help="new path: 'auto' and/or numbers (2 = double-buffered)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds over all configurations, odd rounds backwards; best and within-round ratios")
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--old-iterations", type=int, default=None,
+                        help="iterations for the old path (default: --iterations)")
+    parser.add_argument("--old-rev", default="3e77790", help="git revision of the old path")
+    parser.add_argument("--old-tree", default=None, help="an extracted old camal_rl (instead of --old-rev)")
+    parser.add_argument("--cuda", action="store_true")
+    parser.add_argument("--cuda-graph", nargs="+", default=["off"], choices=["off", "on"],
+                        help="new path: the rollout's forward from a CUDA graph (on needs --cuda)")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per run")
+    parser.add_argument("--sb3", action="store_true",
+                        help="also stable-baselines3 PPO on our env (pip install -e '.[bench]')")
+    parser.add_argument("--json", default=None, help="write all results here")
+    options = parser.parse_args()
+    if options.repeats < 1 or options.iterations < 1:
+        parser.error(f"--repeats and --iterations must be >= 1, got {options.repeats} and {options.iterations}")
+    return options, parser
+
+
+def main() -> None:
+    options, parser = parse_options()
+    print(benchkit.machine_line())
+    print(storage_figures())
+    recipe = recipe_sizes(options, parser)
+    with tempfile.TemporaryDirectory() as scratch:
+        trees = {"new": benchkit.REPO}
+        if "old" in options.paths:
+            try:
+                trees["old"] = Path(options.old_tree) if options.old_tree else benchkit.old_tree(options.old_rev,
+                                                                                                 Path(scratch))
+            except benchkit.BenchError as error:
+                parser.error(f"--old-rev: {error}")
+        rows = run_rounds(options, trees, recipe)
+    report(rows, options)
+    if options.sb3:
+        sb3_peer(options)
+    if options.json:
+        Path(options.json).write_text(json.dumps(rows, indent=2))
+    failed = [f"{row['frames']} x {row['num_envs']} {row['path']} {row['method']} (round {row['round'] + 1}): "
+              f"{row['error']}" for row in rows if "error" in row]
+    if failed:  # a figure that is missing must not pass for a measured one
+        sys.exit("bench_train: these runs failed: " + "; ".join(failed))
 
 
 if __name__ == "__main__":

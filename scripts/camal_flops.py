@@ -9,16 +9,18 @@ layer) and its backward. Taken by autograd with its graph kept (the column "full
 three matrix products the size of the fc layer's. The trainer names the fc layer and the critic head
 (``camal.LinearAbove``): LayerCAM (the CPU default), which needs every location's gradient, then
 takes it in closed form with a one-product backward (two products in all); Grad-CAM needs only each
-channel's mean gradient, taken through the fc weight's spatial means (products with K columns). The last columns give the steps/s ratio CAMAL /
-Vanilla a machine would reach if time followed FLOPs exactly: (rollout forward + epochs x Vanilla
-step) / (rollout forward + epochs x CAMAL step), per agent step. Engines and Python cost no FLOPs, so
-measured ratios sit above this bound.
+channel's mean gradient, taken through the fc weight's spatial means (products with K columns). The
+last columns give the steps/s ratio CAMAL / Vanilla a machine would reach if time followed FLOPs
+exactly: (rollout forward + epochs x Vanilla step) / (rollout forward + epochs x CAMAL step), per
+agent step. Engines and Python cost no FLOPs, so measured ratios sit above this bound. Figures:
+docs/performance.md.
 """
 
 from __future__ import annotations
 
 import argparse
 
+import benchkit
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -56,8 +58,10 @@ def main() -> None:
     settings = {  # (observation, mask = engine screen, attention) as camal-train uses them
         "60x80 grey (CPU default), LayerCAM": ((4, 60, 80), (120, 160), default_attention(False)),
         "60x80 grey, Grad-CAM": ((4, 60, 80), (120, 160), "gradcam"),
-        "240x320 colour (paper), Grad-CAM": ((3 * 4, *PAPER_FRAMES["obs_size"]), PAPER_FRAMES["obs_size"], default_attention(True)),
+        "240x320 colour (paper), Grad-CAM": ((3 * 4, *PAPER_FRAMES["obs_size"]), PAPER_FRAMES["obs_size"],
+                                             default_attention(True)),
     }
+    print(benchkit.machine_line())
     print(f"| frames, attention | Vanilla step (GFLOP) | CAMAL step, full gradient (GFLOP) | CAMAL step (GFLOP) | "
           f"CAMAL / Vanilla FLOPs | {' | '.join(f'steps/s bound, {e} epochs' for e in options.epochs)} |")
     print("|---|---|---|---|---|" + "---|" * len(options.epochs))
@@ -68,6 +72,7 @@ def main() -> None:
         bounds = [(forward + epochs * vanilla) / (forward + epochs * with_camal) for epochs in options.epochs]
         print(f"| {name} | {vanilla / 1e9:.3f} | {full_gradient / 1e9:.3f} | {with_camal / 1e9:.3f} | "
               f"{with_camal / vanilla:.3f} | {' | '.join(f'{b:.3f}' for b in bounds)} |")
+
 
 if __name__ == "__main__":
     main()

@@ -1,12 +1,83 @@
-"""The benchmark scripts still run against the trainer they measure (their figures are not tested:
-speed is measured by the scripts themselves, never by tests)."""
+"""The benchmark scripts still run against the trainer they measure, and their shared harness
+(scripts/benchkit.py) pairs and orders runs as it says. Their figures are not tested: speed is
+measured by the scripts themselves, never by tests."""
 
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+sys.path.insert(0, str(SCRIPTS))  # the bench scripts import benchkit from their own folder
+
+import benchkit  # noqa: E402
+
+
+def test_odd_rounds_run_the_grid_backwards():
+    assert benchkit.alternating(["a", "b", "c"], 3) == [(0, "a"), (0, "b"), (0, "c"), (1, "c"), (1, "b"), (1, "a"),
+                                                         (2, "a"), (2, "b"), (2, "c")]
+    order = []
+    results = benchkit.interleave(("x", "y"), 4, lambda kind: order.append(kind) or f"{kind}{len(order)}")
+    assert order == ["x", "y", "y", "x", "x", "y", "y", "x"]
+    assert results == {"x": ["x1", "x4", "x5", "x8"], "y": ["y2", "y3", "y6", "y7"]}  # index r: round r's pair
+
+
+def test_ratios_are_taken_within_rounds_not_between_medians():
+    # a machine 2x slower in round 2: the median of the rounds' own ratios (0.2, 0.3, 0.15 -> 0.2)
+    # is not the ratio of the medians (10 / 60)
+    new, old = [10.0, 30.0, 9.0], [50.0, 100.0, 60.0]
+    ratios = benchkit.round_ratios(new, old)
+    assert ratios == pytest.approx([0.15, 0.2, 0.3])
+    assert benchkit.median(ratios) == pytest.approx(0.2)
+    assert benchkit.median(new) / benchkit.median(old) == pytest.approx(10 / 60)
+    assert benchkit.ratio_summary(ratios, "x") == "0.20x (0.15-0.30, 3 rounds)"
+    # a failed run (None) pairs with nothing; rounds must line up
+    assert benchkit.round_ratios([90.0, None, 40.0], [100.0, 210.0, 50.0]) == pytest.approx([0.8, 0.9])
+    assert benchkit.median([None, 3.0, 1.0]) == 2.0 and benchkit.median([None]) is None
+    assert benchkit.ratio_summary([]) == "-"
+    with pytest.raises(ValueError):
+        benchkit.round_ratios([1.0, 2.0], [1.0])
+
+
+def test_a_child_reads_its_tree_first_and_answers_in_one_line(tmp_path):
+    revision = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD~1"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    old = benchkit.old_tree(revision, tmp_path)
+    assert (old / "camal_rl" / "ppo.py").is_file() and (old / "envs" / "basic.toml").is_file()
+    assert not (tmp_path / "old.tar").exists()
+    for root in (old, REPO):
+        result = benchkit.run_child("benchkit:package_root", {"echo": [1, 2]}, root=root, timeout=60)
+        assert result == {"camal_rl": str(root.resolve() / "camal_rl"), "config": {"echo": [1, 2]}}
+    failed = benchkit.run_child("benchkit:no_such_function", {}, timeout=60)
+    assert failed == {"error": "AttributeError: module 'benchkit' has no attribute 'no_such_function'"}
+    with pytest.raises(benchkit.BenchError, match="is not a commit"):
+        benchkit.old_tree("no-such-revision", tmp_path)
+
+
+def test_the_machine_line_names_what_a_figure_depends_on():
+    line = benchkit.machine_line()
+    assert re.match(r"machine: .+, \d+ CPU cores, .*Python 3\.\d+.*, (torch \S+|no torch); \d{4}-\d\d-\d\d$", line)
+
+
+def test_bench_train_runs_a_configuration_in_a_child():
+    """A tiny run through the script's own runner: one configuration, two short iterations."""
+    result = subprocess.run([sys.executable, str(SCRIPTS / "bench_train.py"), "--paths", "new", "--methods", "vanilla",
+                             "--num-envs", "2", "--iterations", "2", "--env-workers", "0"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("machine: ")
+    assert re.search(r"60x80 +2 envs +new, workers 0, groups 1 +vanilla +\d+ steps/s +\(rollout [0-9.]+ s \+ update",
+                     result.stdout), result.stdout
+
+
+def test_bench_train_refuses_an_unknown_revision():
+    result = subprocess.run([sys.executable, str(SCRIPTS / "bench_train.py"), "--old-rev", "no-such-revision"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith("'no-such-revision' is not a commit of " + str(REPO))
 
 
 def test_bench_host_runs_the_trainer_with_its_stand_ins():
@@ -18,34 +89,29 @@ def test_bench_host_runs_the_trainer_with_its_stand_ins():
     assert re.search(r"host overhead at 32 envs .*: [0-9.]+ us per agent step", result.stdout.splitlines()[-1])
 
 
-def test_bench_host_takes_medians_over_rounds_and_ratios_within_a_round():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_host", SCRIPTS / "bench_host.py")
-    bench_host = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_host)
+def test_bench_host_takes_medians_over_rounds_and_ratios_within_a_round(load_script):
+    bench_host = load_script("bench_host")
     # a machine that slows down 2x in round 2: the ratio is the median of the rounds' own ratios
     # (0.2, 0.3, 0.15 -> 0.2), not the ratio of the medians (10 / 60)
-    measured = {"old": [{"us_per_step": 50.0, "network_us_per_step": 5.0}, {"us_per_step": 100.0, "network_us_per_step": 9.0},
-                        {"us_per_step": 60.0, "network_us_per_step": 6.0}],
-                "new": [{"us_per_step": 10.0, "network_us_per_step": 4.0}, {"us_per_step": 30.0, "network_us_per_step": 8.0},
-                        {"us_per_step": 9.0, "network_us_per_step": 5.0}]}
+    old = [(50.0, 5.0), (100.0, 9.0), (60.0, 6.0)]
+    new = [(10.0, 4.0), (30.0, 8.0), (9.0, 5.0)]
+    measured = {name: [{"us_per_step": us, "network_us_per_step": net} for us, net in rounds]
+                for name, rounds in (("old", old), ("new", new))}
     row = bench_host.summarise({"frames": "60x80"}, measured)
     assert row["old"] == 60.0 and row["new"] == 10.0 and row["new network"] == 5.0
     assert row["ratio"] == 0.2 and row["ratio range"] == (0.15, 0.3)
-    measured["new"][1] = "error: boom"
+    measured["new"][1] = {"error": "boom"}
     row = bench_host.summarise({"frames": "60x80"}, measured)
-    assert row["new"] == "error: boom" and "ratio" not in row
+    assert row["new"] == "boom" and "ratio" not in row
 
 
-def test_bench_train_pairs_runs_within_rounds():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_train", SCRIPTS / "bench_train.py")
-    bench_train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_train)
+def test_bench_train_reports_within_round_ratios(load_script, capsys):
+    bench_train = load_script("bench_train")
     # round 1 ran on a machine 2x slower; round 2's CAMAL failed and pairs with nothing
-    speed = {(0, "new", "camal"): 90.0, (0, "new", "vanilla"): 100.0, (1, "new", "camal"): None,
-             (1, "new", "vanilla"): 210.0, (2, "new", "camal"): 40.0, (2, "new", "vanilla"): 50.0,
-             (3, "new", "camal"): 170.0, (3, "new", "vanilla"): 200.0}
-    assert bench_train.within_rounds(speed, 4, ("new", "camal"), ("new", "vanilla")) == [0.8, 0.85, 0.9]
+    speeds = {0: (90.0, 100.0), 1: (None, 210.0), 2: (40.0, 50.0), 3: (170.0, 200.0)}
+    rows = [{"round": r, "frames": "60x80", "num_envs": 8, "path": "new", "method": method, "steady_sps": sps}
+            for r, pair in speeds.items() for method, sps in zip(("camal", "vanilla"), pair, strict=True)]
+    bench_train.report(rows, type("Options", (), {"repeats": 4, "methods": ["vanilla", "camal"]})())
+    out = capsys.readouterr().out
+    assert "| 60x80 | 8 | new | 210 | 170 | 0.81 |" in out  # best of each
+    assert "CAMAL / Vanilla, new, 60x80, 8 envs: within rounds median 0.85 (0.80-0.90, 3 rounds)" in out
