@@ -8,14 +8,19 @@ seed for ``--steps`` agent steps and scores its normalised training-return curve
 early; ``end`` scores its last quarter, for scenarios where a recipe that learns fast then stalls
 (DefendCenter's carried-over recipe) should lose to one that keeps climbing.
 The study lives in an SQLite file in ``--out``: a killed search started again goes on where it was.
+It stores the search's settings (scenario, method, objective, steps, seeds, minibatch bound) and
+refuses to resume with others, naming what differs, so ``best.toml`` states the budget its trials had.
 
-    python scripts/tune_recipe.py --env basic --trials 20 --steps 30000 --seeds 101 102 --out reports/recipe_search/basic
+    python scripts/tune_recipe.py --env basic --trials 20 --steps 30000 --seeds 101 102 \
+        --out reports/recipe_search/basic
     python scripts/tune_recipe.py --env defend_the_center --start-from from_basic --steps 100000 --out ...
 
 The first trials are known points: Table 8, Stable-Baselines3's PPO defaults and any of the
 scenario's own recipes named by ``--start-from``. A sampled recipe whose minibatches would hold
 fewer than ``--min-minibatch`` samples is pruned before it trains (hundreds of tiny optimiser
-steps per iteration make such a trial run for many times the others' wall time).
+steps per iteration make such a trial run for many times the others' wall time). Where
+``--give-up-after`` trials in a row are pruned or fail, no recipe can complete: the search stops
+with one line saying why and a non-zero exit.
 
 Writes ``trials.csv`` (every trial: parameters, score per seed, wall time) and ``best.toml`` (the
 winner as a ``[recipes.tuned]`` table to paste into the scenario spec) into ``--out``.
@@ -30,11 +35,14 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from camal_rl import analysis, doom, recipes, runs
+from camal_rl.errors import CamalError, run_cli
+from camal_rl.files import write_text_atomic
 
 
 def sample_recipe(trial) -> dict:
@@ -55,7 +63,8 @@ def sample_recipe(trial) -> dict:
         "clip_reward": trial.suggest_categorical("clip_reward", [True, False]),
     }
     # without clipping, rewards are scaled instead (Basic's +106 kill would swamp the value loss)
-    recipe["reward_scale"] = 1.0 if recipe["clip_reward"] else trial.suggest_categorical("reward_scale", [0.01, 0.03, 0.1])
+    recipe["reward_scale"] = (1.0 if recipe["clip_reward"]
+                              else trial.suggest_categorical("reward_scale", [0.01, 0.03, 0.1]))
     return recipe
 
 
@@ -79,7 +88,8 @@ def known_points(spec: doom.ScenarioSpec, start_from: list[str]) -> list[dict]:
                       "clip_coef": 0.2, "ent_coef": 0.0, "anneal_lr": False}]
     for name in start_from:
         if name not in spec.recipes:
-            raise ValueError(f"--start-from {name}: scenario {spec.name} has no such recipe; it has {sorted(spec.recipes) or 'none'}")
+            raise ValueError(f"--start-from {name}: scenario {spec.name} has no such recipe; "
+                             f"it has {sorted(spec.recipes) or 'none'}")
         recipe = {**recipes.PAPER, **spec.recipes[name]}
         if recipe["clip_reward"] or recipe["reward_scale"] == 1.0:
             recipe.pop("reward_scale")  # only sampled where rewards are scaled instead of clipped
@@ -104,7 +114,7 @@ def training_curve(run_dir: Path, spec: doom.ScenarioSpec, steps: int, bins: int
     episodes = analysis.read_scalars(run_dir, runs.Tag.EPISODIC_RETURN)
     edges = np.linspace(0, steps, bins + 1)
     curve, last = [], 0.0
-    for low, high in zip(edges[:-1], edges[1:]):
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
         inside = [spec.normalize_return(value) for step, value in episodes if low < step <= high]
         last = float(np.mean(inside)) if inside else last
         curve.append(last)
@@ -120,70 +130,175 @@ def train_once(env: str, recipe: dict, seed: int, steps: int, method_flags: list
     run_dir = root / f"seed{seed}"
     command = [sys.executable, "-m", "camal_rl.ppo", "--env", env, "--seed", str(seed), "--recipe", "paper",
                *flags(recipe), *method_flags, "--total-timesteps", str(steps), "--eval-episodes", "0",
-               "--checkpoint-interval", "1000000", "--threads", "1", "--no-progress", "--no-cuda", "--run-dir", str(run_dir)]
+               "--checkpoint-interval", "1000000", "--threads", "1", "--no-progress", "--no-cuda",
+               "--run-dir", str(run_dir)]
     started = time.time()
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"seed {seed}: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'failed'}")
+        last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"
+        raise RuntimeError(f"seed {seed}: {last}")
     return score(training_curve(run_dir, doom.load_spec(env), steps, bins=30), objective), time.time() - started
 
 
-def main() -> None:
+# What a search is: a resumed search must train and score its trials as the stored ones were.
+SEARCH_SETTINGS = ("env", "method", "objective", "steps", "seeds", "min_minibatch")
+
+
+class SearchError(CamalError):
+    """A search that cannot go on as asked; the message is the whole story."""
+
+
+def parse_options(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="basic")
     parser.add_argument("--trials", type=int, default=20, help="trials in all (a resumed study counts those done)")
     parser.add_argument("--steps", type=int, default=30_000, help="agent steps per trial and seed")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[101, 102], help="search seeds (keep them apart from verification seeds)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[101, 102],
+                        help="search seeds (keep them apart from verification seeds)")
     parser.add_argument("--method", choices=["camal", "vanilla"], default="camal")
     parser.add_argument("--start-from", nargs="*", default=[], metavar="RECIPE",
                         help="also try these recipes of the scenario first (e.g. from_basic)")
     parser.add_argument("--objective", choices=sorted(OBJECTIVES), default="area",
                         help="area: the whole training curve (learn early); end: its last quarter (keep climbing)")
     parser.add_argument("--min-minibatch", type=int, default=64, help="prune recipes with smaller minibatches")
+    parser.add_argument("--give-up-after", type=int, default=10, metavar="N",
+                        help="stop (non-zero exit) after N trials in a row that were pruned or failed")
     parser.add_argument("--sampler-seed", type=int, default=0,
                         help="seed of the sampler's random start-up draws; searches that share it draw the same random "
                              "recipes (the searches in reports/recipe_search/ all used 0)")
     parser.add_argument("--out", required=True)
-    options = parser.parse_args()
+    options = parser.parse_args(argv)
+    for flag in ("trials", "steps", "give_up_after"):
+        if getattr(options, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(options, flag)}")
+    return options
+
+
+def open_study(path: Path, name: str):
+    """The study ``name`` in the SQLite file ``path`` (new or resumed); ``SearchError`` for a file
+    Optuna cannot read or one that holds another search."""
+    import optuna
+
+    try:
+        storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
+        others = [other for other in optuna.study.get_all_study_names(storage) if other != name]
+        study = None if others else optuna.create_study(study_name=name, direction="maximize", storage=storage,
+                                                        load_if_exists=True)
+    except Exception as error:  # sqlite's "not a database", a schema from another Optuna, ...
+        why = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise SearchError(f"{path} cannot be read as an Optuna study ({why}); move it away to start a new "
+                          "search, or give another --out") from None
+    if others:
+        raise SearchError(f"{path} holds the search {others[0]!r}, not {name!r} (another --env, --method or "
+                          "--objective); give the same ones to resume it, or another --out")
+    return study
+
+
+def shown(value) -> str:
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def check_settings(study, settings: dict, path: Path) -> dict:
+    """Store a new search's settings; refuse to resume one whose stored settings differ. Returns them."""
+    stored = study.user_attrs.get("search")
+    if stored is None:  # a new search, or one from before settings were stored
+        if study.trials:
+            print(f"{path}: a search from before its settings were stored; taking this command's: "
+                  + ", ".join(f"--{k.replace('_', '-')} {shown(v)}" for k, v in settings.items()), flush=True)
+        study.set_user_attr("search", settings)
+        return settings
+    differ = [f"--{key.replace('_', '-')} {shown(stored.get(key))}, not {shown(settings[key])}"
+              for key in SEARCH_SETTINGS if stored.get(key) != settings[key]]
+    if differ:
+        raise SearchError(f"{path} was searched with {'; '.join(differ)}; resume it with its own settings, or give "
+                          "another --out")
+    return stored
+
+
+def make_objective(options):
+    """The trial: sample a recipe, train it on every search seed, score the curves. A pruned or failed
+    trial keeps its reason (user attribute ``why``) for the line that ends a search that cannot go on."""
+    import optuna
+
+    method_flags = ["--camal-coef", "0"] if options.method == "vanilla" else []
+
+    def train_seed(trial_dir: Path, recipe: dict, seed: int) -> tuple[float, float]:
+        return train_once(options.env, recipe, seed, options.steps, method_flags, trial_dir, options.objective)
+
+    def objective(trial) -> float:
+        recipe = sample_recipe(trial)
+        try:
+            refuse_small_minibatches(recipe, options.min_minibatch)
+        except optuna.TrialPruned as pruned:
+            trial.set_user_attr("why", f"pruned: {pruned}")
+            raise
+        try:
+            with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(len(options.seeds)) as pool:
+                results = list(pool.map(partial(train_seed, Path(scratch), recipe), options.seeds))
+        except RuntimeError as error:
+            trial.set_user_attr("why", f"failed: {error}")
+            print(f"trial {trial.number} failed: {error}", flush=True)
+            return float("nan")  # Optuna marks the trial failed, with one line instead of a traceback
+        scores = [score for score, _ in results]
+        wall = max(seconds for _, seconds in results)
+        trial.set_user_attr("scores", scores)
+        trial.set_user_attr("wall_seconds", wall)
+        print(f"trial {trial.number}: {options.objective} {np.mean(scores):.3f} {scores} in {wall:.0f} s: "
+              f"{json.dumps(recipe)}", flush=True)
+        return float(np.mean(scores))
+
+    return objective
+
+
+def completed(study) -> list:
+    import optuna
+
+    return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def run_trials(study, objective, trials: int, give_up_after: int, path: Path) -> None:
+    """Trials until ``trials`` have completed (pruned and failed ones do not count); ``SearchError``
+    after ``give_up_after`` pruned or failed trials in a row, where no recipe can complete."""
+    in_a_row = 0
+    while len(completed(study)) < trials:
+        study.optimize(objective, n_trials=1)
+        last = study.trials[-1]
+        in_a_row = 0 if last.state.name == "COMPLETE" else in_a_row + 1
+        if in_a_row >= give_up_after:
+            why = last.user_attrs.get("why", last.state.name.lower())
+            raise SearchError(f"{in_a_row} trials in a row were pruned or failed (the last {why}); stopped with "
+                              f"{len(completed(study))} of {trials} trials complete. The study stays in {path}: "
+                              "fix the cause (or raise --give-up-after) and run the same command to go on")
+
+
+def main(argv=None) -> None:
+    options = parse_options(argv)
     import optuna
 
     spec = doom.load_spec(options.env)
     try:
         starts = known_points(spec, options.start_from)
     except ValueError as error:
-        parser.error(str(error))
-
+        raise SearchError(str(error)) from None
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
-    method_flags = ["--camal-coef", "0"] if options.method == "vanilla" else []
+    path = out / "study.db"
     name = f"{spec.name}-{options.method}" + ("" if options.objective == "area" else f"-{options.objective}")
-    study = optuna.create_study(study_name=name, direction="maximize",
-                                storage=f"sqlite:///{out / 'study.db'}", load_if_exists=True)
+    study = open_study(path, name)
+    settings = {"env": spec.name, "method": options.method, "objective": options.objective, "steps": options.steps,
+                "seeds": options.seeds, "min_minibatch": options.min_minibatch}
+    settings = check_settings(study, settings, path)
     study.sampler = sampler_for(study, options.sampler_seed)
     if not study.trials:
         for point in starts:
             study.enqueue_trial(point)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # each trial prints its own line
+    run_trials(study, make_objective(options), options.trials, options.give_up_after, path)
+    write_results(study, settings, out)
 
-    def objective(trial) -> float:
-        recipe = sample_recipe(trial)
-        refuse_small_minibatches(recipe, options.min_minibatch)
-        with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(len(options.seeds)) as pool:
-            results = list(pool.map(lambda s: train_once(options.env, recipe, s, options.steps, method_flags, Path(scratch),
-                                                         options.objective),
-                                    options.seeds))
-        scores = [score for score, _ in results]
-        trial.set_user_attr("scores", scores)
-        trial.set_user_attr("wall_seconds", max(seconds for _, seconds in results))
-        print(f"trial {trial.number}: {options.objective} {np.mean(scores):.3f} {scores} in {max(s for _, s in results):.0f} s: "
-              f"{json.dumps(recipe)}", flush=True)
-        return float(np.mean(scores))
 
-    def completed() -> int:
-        return len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE])
-
-    while completed() < options.trials:  # pruned and failed trials do not count
-        study.optimize(objective, n_trials=1, catch=(RuntimeError,))
-    write_results(study, spec, options, out)
+def cli(argv=None) -> None:
+    run_cli("tune_recipe", lambda: main(argv))
 
 
 def sampler_for(study, seed: int = 0):
@@ -196,25 +311,27 @@ def sampler_for(study, seed: int = 0):
     return optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=8)
 
 
-def write_results(study, spec: doom.ScenarioSpec, options, out: Path) -> None:
-    import optuna
-
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+def write_results(study, settings: dict, out: Path) -> None:
+    """``trials.csv`` (every complete trial, best first) and ``best.toml`` (the winner), each stating the
+    search's stored settings, so a resumed search reports the budget its trials had."""
+    done = completed(study)
     names = sorted({k for t in done for k in t.params})
-    lines = [f"trial,{options.objective}," + ",".join(names) + ",scores,wall_seconds"]
+    objective = settings["objective"]
+    lines = [f"trial,{objective}," + ",".join(names) + ",scores,wall_seconds"]
     for t in sorted(done, key=lambda t: -t.value):
         lines.append(f"{t.number},{t.value:.4f}," + ",".join(str(t.params.get(n, "")) for n in names)
                      + f",\"{t.user_attrs.get('scores')}\",{t.user_attrs.get('wall_seconds', 0):.0f}")
-    (out / "trials.csv").write_text("\n".join(lines) + "\n")
     best = study.best_trial
-    recipe = {**{k: v for k, v in best.params.items()}, "reward_scale": best.params.get("reward_scale", 1.0)}
+    recipe = {**best.params, "reward_scale": best.params.get("reward_scale", 1.0)}
     body = "\n".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in sorted(recipe.items()))
-    (out / "best.toml").write_text(
-        f"# Optuna TPE, {len(done)} trials, {options.steps:,} agent steps x seeds {options.seeds}, method "
-        f"{options.method}, objective: {OBJECTIVES[options.objective]} ({best.value:.3f})\n"
-        f"[recipes.tuned]\n{body}\n")
-    print(f"best trial {best.number}: {options.objective} {best.value:.3f}; wrote {out / 'best.toml'} and {out / 'trials.csv'}")
+    write_text_atomic(out / "trials.csv", "\n".join(lines) + "\n")
+    write_text_atomic(out / "best.toml",
+                      f"# Optuna TPE, {len(done)} trials, {settings['steps']:,} agent steps x seeds "
+                      f"{settings['seeds']}, method {settings['method']}, objective: {OBJECTIVES[objective]} "
+                      f"({best.value:.3f})\n"
+                      f"[recipes.tuned]\n{body}\n")
+    print(f"best trial {best.number}: {objective} {best.value:.3f}; wrote {out / 'best.toml'} and {out / 'trials.csv'}")
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -47,7 +47,8 @@ def write_episodes(run_dir, spec, normalised_by_step):
 
     writer = SummaryWriter(str(run_dir))
     for step, value in normalised_by_step:
-        writer.add_scalar(runs.Tag.EPISODIC_RETURN, spec.random_score + value * (spec.reference_score - spec.random_score), step)
+        raw = spec.random_score + value * (spec.reference_score - spec.random_score)
+        writer.add_scalar(runs.Tag.EPISODIC_RETURN, raw, step)
     writer.close()
 
 
@@ -90,3 +91,93 @@ def test_the_sampler_seed_chooses_the_random_draws(tune):
 
     assert first_draw(0) == first_draw(0)  # a search is reproducible
     assert first_draw(1) != first_draw(0)  # and another seed draws other recipes
+
+
+@pytest.fixture
+def search(tune, tmp_path, monkeypatch):
+    """``search(*flags)``: the script's main on Basic with a tiny budget into ``tmp_path``; training is
+    replaced by ``trained`` (each call's seed and steps are recorded), Optuna and its study are real."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    calls = []
+
+    def trained(env, recipe, seed, steps, method_flags, root, objective):
+        calls.append((seed, steps))
+        return 0.1 * len(calls), 1.0
+
+    monkeypatch.setattr(tune, "train_once", trained)
+
+    def run(*flags):
+        tune.main(["--env", "basic", "--seeds", "101", "--out", str(tmp_path), *flags])
+
+    run.calls = calls
+    return run
+
+
+def test_a_search_whose_trials_are_all_pruned_stops(tune, search, tmp_path):
+    says = (r"^3 trials in a row were pruned or failed \(the last pruned: minibatch of \d+ < --min-minibatch 100000\); "
+            r"stopped with 0 of 2 trials complete")
+    with pytest.raises(tune.SearchError, match=says):
+        search("--trials", "2", "--steps", "1000", "--min-minibatch", "100000", "--give-up-after", "3")
+    assert search.calls == []  # pruned before training
+    assert not (tmp_path / "best.toml").exists() and not (tmp_path / "trials.csv").exists()
+
+
+def test_a_search_whose_runs_all_fail_stops(tune, search, tmp_path, monkeypatch, capsys):
+    def fails(env, recipe, seed, steps, *rest):
+        raise RuntimeError(f"seed {seed}: the loss became nan in iteration 1")
+
+    monkeypatch.setattr(tune, "train_once", fails)
+    with pytest.raises(tune.SearchError, match=r"^2 trials in a row were pruned or failed \(the last failed: seed 101: "
+                                               r"the loss became nan in iteration 1\); stopped with 0 of 5"):
+        search("--trials", "5", "--steps", "1000", "--give-up-after", "2")
+    assert capsys.readouterr().out.splitlines() == [f"trial {n} failed: seed 101: the loss became nan in iteration 1"
+                                                    for n in (0, 1)]
+    assert not (tmp_path / "best.toml").exists()
+
+
+def test_a_failed_trial_between_complete_ones_does_not_stop_the_search(tune, search, tmp_path, monkeypatch):
+    outcomes = iter([RuntimeError("seed 101: died"), 0.4, RuntimeError("seed 101: died"), 0.6])
+
+    def sometimes(*args):
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome, 1.0
+
+    monkeypatch.setattr(tune, "train_once", sometimes)
+    search("--trials", "2", "--steps", "1000", "--give-up-after", "2")
+    assert "2 trials, 1,000 agent steps" in (tmp_path / "best.toml").read_text()
+
+
+def test_a_resumed_search_keeps_its_budget(tune, search, tmp_path):
+    search("--trials", "1", "--steps", "1000")
+    best = (tmp_path / "best.toml").read_text()
+    assert best.startswith("# Optuna TPE, 1 trials, 1,000 agent steps x seeds [101], method camal")
+    with pytest.raises(tune.SearchError, match=r"was searched with --steps 1000, not 2000; resume it with its own"):
+        search("--trials", "2", "--steps", "2000")
+    with pytest.raises(tune.SearchError, match=r"--steps 1000, not 3000; --seeds 101, not 101 102; "
+                                               r"--min-minibatch 64, not 32;"):
+        tune.main(["--env", "basic", "--seeds", "101", "102", "--out", str(tmp_path), "--trials", "2",
+                   "--steps", "3000", "--min-minibatch", "32"])
+    assert (tmp_path / "best.toml").read_text() == best and search.calls == [(101, 1000)]
+    search("--trials", "2", "--steps", "1000")  # the same settings resume it
+    assert (tmp_path / "best.toml").read_text().startswith("# Optuna TPE, 2 trials, 1,000 agent steps")
+    assert search.calls == [(101, 1000), (101, 1000)]
+    with pytest.raises(tune.SearchError, match=r"holds the search 'basic-camal', not 'basic-camal-end'"):
+        search("--trials", "2", "--steps", "1000", "--objective", "end")
+
+
+def test_a_corrupt_study_is_one_line(tune, tmp_path, capsys):
+    import signal
+
+    (tmp_path / "study.db").write_bytes(b"not sqlite at all" * 100)
+    handler = signal.getsignal(signal.SIGTERM)  # run_cli turns SIGTERM into a stop; give pytest its own back
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            tune.cli(["--env", "basic", "--steps", "1000", "--out", str(tmp_path)])
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"tune_recipe: error: {tmp_path / 'study.db'} cannot be read as an Optuna study ((sqlite3.DatabaseError) file "
+        "is not a database); move it away to start a new search, or give another --out"]
