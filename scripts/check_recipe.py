@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from camal_rl import doom, runs, sweep
-from camal_rl.files import save_figure
+from camal_rl.errors import CamalError, run_cli
+from camal_rl.files import save_figure, write_json, write_text_atomic
 
 
 def scalar_events(run_dir: Path, tag: str) -> list[tuple[float, int, float]]:
@@ -115,8 +116,10 @@ def normalised_by_evaluation(described: list[dict], spec, interval: int) -> dict
     for d in described:
         for step, value in d["evaluations"]:
             at = max(1, round(step / interval)) * interval
-            by_group.setdefault(f"{d['recipe']}/{d['method']}", {}).setdefault(at, []).append(spec.normalize_return(value))
-    return {group: {at: float(np.mean(values)) for at, values in sorted(steps.items())} for group, steps in by_group.items()}
+            group = by_group.setdefault(f"{d['recipe']}/{d['method']}", {})
+            group.setdefault(at, []).append(spec.normalize_return(value))
+    return {group: {at: float(np.mean(values)) for at, values in sorted(steps.items())}
+            for group, steps in by_group.items()}
 
 
 def plot_curves(described: list[dict], spec, path: Path) -> None:
@@ -138,13 +141,15 @@ def plot_curves(described: list[dict], spec, path: Path) -> None:
             window = min(20, len(values))
             smooth = np.convolve(values, np.ones(window) / window, mode="valid")
             steps = [step for _, step, _ in events][window - 1 :]
-            train_axis.plot(steps, smooth, color=colour, alpha=0.7, label=name if name not in train_axis.get_legend_handles_labels()[1] else None)
+            shown = name not in train_axis.get_legend_handles_labels()[1]
+            train_axis.plot(steps, smooth, color=colour, alpha=0.7, label=name if shown else None)
         if d["evaluations"]:
-            steps, values = zip(*d["evaluations"])
+            steps, values = zip(*d["evaluations"], strict=True)
             eval_axis.plot(steps, values, marker="o", color=colour, alpha=0.7,
                            label=name if name not in eval_axis.get_legend_handles_labels()[1] else None)
     # an earlier check's run folders are not kept: its runs have evaluations but no training curve
-    train_title = "training return (last 20 episodes)" + ("; this check's runs" if any("earlier" in d for d in described) else "")
+    earlier = any("earlier" in d for d in described)
+    train_title = "training return (last 20 episodes)" + ("; this check's runs" if earlier else "")
     for axis, title in ((train_axis, train_title), (eval_axis, "evaluation return")):
         axis.axhline(spec.random_score, color="grey", linestyle=":", linewidth=1)
         axis.set_xlabel("agent steps")
@@ -156,7 +161,11 @@ def plot_curves(described: list[dict], spec, path: Path) -> None:
     plt.close(figure)
 
 
-def main() -> None:
+class CheckError(CamalError):
+    """A check that cannot give a report; the message is the whole story."""
+
+
+def parse_options(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="basic")
     parser.add_argument("--recipes", nargs="+", default=["tuned", "paper"])
@@ -166,53 +175,65 @@ def main() -> None:
     parser.add_argument("--eval-interval", type=int, default=10_000)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--eval-target", type=float, default=75.0, help="evaluation return a seed must reach")
-    parser.add_argument("--train-threshold", type=float, default=60.0, help="training mean whose first time is reported")
+    parser.add_argument("--train-threshold", type=float, default=60.0,
+                        help="training mean whose first time is reported")
     parser.add_argument("--workers", type=int, default=1, help="runs at a time (1: wall-clock times are not shared)")
     parser.add_argument("--earlier", type=Path, help="an earlier check.json whose other recipes' runs to compare with")
     parser.add_argument("--runs", required=True)
     parser.add_argument("--out", required=True)
-    options = parser.parse_args()
-    spec = doom.load_spec(options.env)
-    setting = {"env": spec.name, "steps": options.steps, "seeds": options.seeds, "eval_interval": options.eval_interval,
-               "eval_episodes": options.eval_episodes}
-    earlier = []
-    if options.earlier:
-        try:
-            trained_now = {(r, m, s) for r in options.recipes for m in options.methods for s in options.seeds}
-            earlier = earlier_runs(options.earlier, setting, trained_now)
-        except ValueError as error:
-            parser.error(str(error))
-    out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
+    options = parser.parse_args(argv)
+    for flag in ("steps", "eval_interval", "eval_episodes", "workers"):
+        if getattr(options, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(options, flag)}")
+    return options
+
+
+def train(options, spec) -> None:
+    """Every recipe x method x seed with ``camal-sweep`` (finished runs skipped, stopped ones resumed);
+    ``CheckError`` naming the runs that failed or left no summary: a report without them would read as
+    complete."""
     train_args = ["--total-timesteps", str(options.steps), "--eval-interval", str(options.eval_interval),
                   "--eval-episodes", str(options.eval_episodes), "--checkpoint-interval", "20"]
+    failed = []
     for recipe in options.recipes:
-        sweep.sweep([options.env], options.methods, options.seeds, Path(options.runs) / recipe,
-                    train_args=[*train_args, "--recipe", recipe], workers=options.workers, compare=False)
+        result = sweep.sweep([options.env], options.methods, options.seeds, Path(options.runs) / recipe,
+                             train_args=[*train_args, "--recipe", recipe], workers=options.workers, compare=False)
+        failed += [f"{recipe}/{name}" for name in result.get("failed", [])]
+    missing = [f"{recipe}/{run_dir.name}" for recipe, run_dir in expected_runs(options, spec)
+               if not (run_dir / runs.SUMMARY).exists() and f"{recipe}/{run_dir.name}" not in failed]
+    if failed or missing:
+        raise CheckError(f"{len(failed) + len(missing)} run(s) did not finish: {', '.join(failed + missing)} (their "
+                         f".log files are in {options.runs}/<recipe>); no report written. Run the same command to "
+                         "train them again")
 
-    described = []
-    for recipe in options.recipes:
-        for method in options.methods:
-            for seed in options.seeds:
-                run_dir = Path(options.runs) / recipe / f"{spec.name}__{method}__{seed}"
-                if (run_dir / runs.SUMMARY).exists():
-                    described.append({**describe_run(run_dir, options.train_threshold), "recipe": recipe})
-    recipes_compared = compared_in_order(options.recipes, earlier)
-    described += earlier
+
+def expected_runs(options, spec) -> list[tuple[str, Path]]:
+    return [(recipe, Path(options.runs) / recipe / f"{spec.name}__{method}__{seed}")
+            for recipe in options.recipes for method in options.methods for seed in options.seeds]
+
+
+def group_figures(mine: list[dict], options, spec) -> dict:
+    """One recipe/method's seeds: how many reached the target, the final evaluation, time to the
+    training threshold, steps/s."""
+    reached = [d for d in mine if d["final_eval_return"] is not None and d["final_eval_return"] >= options.eval_target]
+    timed = [d["first_train_mean_seconds"] for d in mine if d["first_train_mean_seconds"] is not None]
+    return {"seeds": len(mine), "final_eval_at_or_above_target": len(reached),
+            "final_eval_mean": float(np.mean([d["final_eval_return"] for d in mine])),
+            "final_eval_normalised": float(np.mean([spec.normalize_return(d["final_eval_return"]) for d in mine])),
+            "train_mean_reached": len(timed),
+            "median_seconds_to_train_mean": float(np.median(timed)) if timed else None,
+            "sps_mean": float(np.mean([d["sps"] for d in mine]))}
+
+
+def summarise(described: list[dict], recipes_compared: list[str], options, spec) -> dict[str, dict]:
+    """Per recipe/method: ``group_figures``, the first recipe's normalised evaluation against the
+    second's, and CAMAL / Vanilla steps/s."""
     groups = {}
     for recipe in recipes_compared:
         for method in options.methods:
             mine = [d for d in described if d["recipe"] == recipe and d["method"] == method]
-            if not mine:
-                continue
-            reached = [d for d in mine if d["final_eval_return"] is not None and d["final_eval_return"] >= options.eval_target]
-            timed = [d["first_train_mean_seconds"] for d in mine if d["first_train_mean_seconds"] is not None]
-            groups[f"{recipe}/{method}"] = {
-                "seeds": len(mine), "final_eval_at_or_above_target": len(reached),
-                "final_eval_mean": float(np.mean([d["final_eval_return"] for d in mine])),
-                "final_eval_normalised": float(np.mean([spec.normalize_return(d["final_eval_return"]) for d in mine])),
-                "train_mean_reached": len(timed), "median_seconds_to_train_mean": float(np.median(timed)) if timed else None,
-                "sps_mean": float(np.mean([d["sps"] for d in mine]))}
+            if mine:
+                groups[f"{recipe}/{method}"] = group_figures(mine, options, spec)
     if len(recipes_compared) >= 2:  # the first recipe against the second (e.g. tuned vs paper), per method
         first, second = recipes_compared[:2]
         for method in options.methods:
@@ -222,56 +243,109 @@ def main() -> None:
     for recipe in recipes_compared:
         camal, vanilla = groups.get(f"{recipe}/camal"), groups.get(f"{recipe}/vanilla")
         if camal and vanilla:
-            groups[f"{recipe}/camal"]["sps_vs_vanilla"] = camal["sps_mean"] / vanilla["sps_mean"]
-    setting.update({"eval_target": options.eval_target, "train_threshold": options.train_threshold,
-                    "runs_at_a_time": options.workers, "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
-                    "date": finished_on(described)})
-    setting["seeds"] = sorted({d["seed"] for d in described})
-    if earlier:
-        setting["trained_by_this_check"] = f"{', '.join(options.recipes)}: seeds {options.seeds}"
-        setting["earlier_runs"] = ", ".join(sorted({f"{d['recipe']}: {d['earlier']}" for d in earlier}))
-    curves = normalised_by_evaluation(described, spec, options.eval_interval)
-    (out / "check.json").write_text(json.dumps({"setting": setting, "groups": groups, "runs": described,
-                                                "normalised_by_evaluation": curves}, indent=2))
-    lines = [f"# Recipe check on {spec.name}: seeds {setting['seeds']} (none of them used by a recipe search)", "",
-             "| setting | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in setting.items()], "",
-             f"| recipe / method | seeds | final eval >= {options.eval_target:g} | final eval mean | normalised | "
-             f"vs {recipes_compared[1] if len(recipes_compared) > 1 else '-'} (normalised) | training mean >= {options.train_threshold:g} reached | "
-             f"median seconds to it | steps/s | CAMAL / Vanilla steps/s |",
+            camal["sps_vs_vanilla"] = camal["sps_mean"] / vanilla["sps_mean"]
+    return groups
+
+
+def machine() -> str:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} cores, {gpu}"
+
+
+def group_lines(groups: dict, recipes_compared: list[str], options) -> list[str]:
+    versus = recipes_compared[1] if len(recipes_compared) > 1 else "-"
+    lines = [f"| recipe / method | seeds | final eval >= {options.eval_target:g} | final eval mean | normalised | "
+             f"vs {versus} (normalised) | training mean >= {options.train_threshold:g} reached | "
+             "median seconds to it | steps/s | CAMAL / Vanilla steps/s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, g in groups.items():
         seconds = "-" if g["median_seconds_to_train_mean"] is None else f"{g['median_seconds_to_train_mean']:.0f}"
         ratio = f"{g['sps_vs_vanilla']:.2f}" if "sps_vs_vanilla" in g else "-"
-        versus = next((f"{v:.2f}x" for k, v in g.items() if k.startswith("normalised_vs_")), "-")
+        against = next((f"{v:.2f}x" for k, v in g.items() if k.startswith("normalised_vs_")), "-")
         lines.append(f"| {name} | {g['seeds']} | {g['final_eval_at_or_above_target']} of {g['seeds']} | "
-                     f"{g['final_eval_mean']:.1f} | {g['final_eval_normalised']:.2f} | {versus} | "
-                     f"{g['train_mean_reached']} of {g['seeds']} | {seconds} | "
-                     f"{g['sps_mean']:.0f} | {ratio} |")
-    if len(recipes_compared) >= 2:  # the first recipe against the second at every evaluation, not only the last
-        first, second = recipes_compared[:2]
-        for method in options.methods:
-            mine, theirs = curves.get(f"{first}/{method}", {}), curves.get(f"{second}/{method}", {})
-            shared = [at for at in mine if at in theirs]
-            if not shared:
-                continue
-            lines += ["", f"| {method}: evaluation at | {first} (normalised, mean of seeds) | {second} | {first} / {second} |",
-                      "|---|---|---|---|"]
-            for at in shared:
-                ratio = f"{mine[at] / theirs[at]:.2f}x" if theirs[at] > 0 else "-"
-                lines.append(f"| {at:,} | {mine[at]:.2f} | {theirs[at]:.2f} | {ratio} |")
-    lines += ["", "| run | evaluations (agent step: return) | first training mean >= threshold (step, s) | steps/s |",
-              "|---|---|---|---|"]
+                     f"{g['final_eval_mean']:.1f} | {g['final_eval_normalised']:.2f} | {against} | "
+                     f"{g['train_mean_reached']} of {g['seeds']} | {seconds} | {g['sps_mean']:.0f} | {ratio} |")
+    return lines
+
+
+def evaluation_lines(curves: dict, recipes_compared: list[str], methods: list[str]) -> list[str]:
+    """The first recipe against the second at every evaluation, not only the last."""
+    if len(recipes_compared) < 2:
+        return []
+    first, second = recipes_compared[:2]
+    lines = []
+    for method in methods:
+        mine, theirs = curves.get(f"{first}/{method}", {}), curves.get(f"{second}/{method}", {})
+        shared = [at for at in mine if at in theirs]
+        if not shared:
+            continue
+        lines += ["", f"| {method}: evaluation at | {first} (normalised, mean of seeds) | {second} | "
+                      f"{first} / {second} |",
+                  "|---|---|---|---|"]
+        for at in shared:
+            ratio = f"{mine[at] / theirs[at]:.2f}x" if theirs[at] > 0 else "-"
+            lines.append(f"| {at:,} | {mine[at]:.2f} | {theirs[at]:.2f} | {ratio} |")
+    return lines
+
+
+def run_lines(described: list[dict]) -> list[str]:
+    lines = ["", "| run | evaluations (agent step: return) | first training mean >= threshold (step, s) | steps/s |",
+             "|---|---|---|---|"]
     for d in described:
         evals = ", ".join(f"{s // 1000}k: {v:.0f}" for s, v in d["evaluations"])
-        first = "-" if d["first_train_mean_step"] is None else f"{d['first_train_mean_step']:,}, {d['first_train_mean_seconds']:.0f}"
+        first = ("-" if d["first_train_mean_step"] is None
+                 else f"{d['first_train_mean_step']:,}, {d['first_train_mean_seconds']:.0f}")
         where = " (earlier check)" if "earlier" in d else ""
         lines.append(f"| {d['recipe']}/{d['method']}/{d['seed']}{where} | {evals} | {first} | {d['sps']} |")
+    return lines
+
+
+def main(argv=None) -> None:
+    options = parse_options(argv)
+    spec = doom.load_spec(options.env)
+    setting = {"env": spec.name, "steps": options.steps, "seeds": options.seeds, "eval_interval": options.eval_interval,
+               "eval_episodes": options.eval_episodes}
+    earlier = []
+    if options.earlier:
+        trained_now = {(r, m, s) for r in options.recipes for m in options.methods for s in options.seeds}
+        try:
+            earlier = earlier_runs(options.earlier, setting, trained_now)
+        except ValueError as error:
+            raise CheckError(str(error)) from None
+    train(options, spec)
+    described = [{**describe_run(run_dir, options.train_threshold), "recipe": recipe}
+                 for recipe, run_dir in expected_runs(options, spec)]
+    recipes_compared = compared_in_order(options.recipes, earlier)
+    described += earlier
+    groups = summarise(described, recipes_compared, options, spec)
+    setting.update({"eval_target": options.eval_target, "train_threshold": options.train_threshold,
+                    "runs_at_a_time": options.workers, "machine": machine(), "date": finished_on(described),
+                    "seeds": sorted({d["seed"] for d in described})})
+    if earlier:
+        setting["trained_by_this_check"] = f"{', '.join(options.recipes)}: seeds {options.seeds}"
+        setting["earlier_runs"] = ", ".join(sorted({f"{d['recipe']}: {d['earlier']}" for d in earlier}))
+    curves = normalised_by_evaluation(described, spec, options.eval_interval)
+    lines = [f"# Recipe check on {spec.name}: seeds {setting['seeds']} (none of them used by a recipe search)", "",
+             "| setting | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in setting.items()], "",
+             *group_lines(groups, recipes_compared, options),
+             *evaluation_lines(curves, recipes_compared, options.methods),
+             *run_lines(described)]
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
     if described:
         plot_curves(described, spec, out / "curves.png")
         lines += ["", "![training and evaluation curves](curves.png)"]
-    (out / "check.md").write_text("\n".join(lines) + "\n")
+    write_json(out / "check.json", {"setting": setting, "groups": groups, "runs": described,
+                                    "normalised_by_evaluation": curves})
+    write_text_atomic(out / "check.md", "\n".join(lines) + "\n")
     print("\n".join(lines[: 7 + len(setting) + len(groups)]))
 
 
+def cli(argv=None) -> None:
+    run_cli("check_recipe", lambda: main(argv))
+
+
 if __name__ == "__main__":
-    main()
+    cli()

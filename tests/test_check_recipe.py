@@ -2,7 +2,10 @@
 
 import json
 import os
+import signal
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,11 +19,14 @@ def check(load_script):
 
 def test_evaluations_a_few_steps_apart_are_compared_as_one(check):
     spec = doom.load_spec("defend_the_line")  # random 8.3, reference 25
-    at = lambda value: spec.random_score + value * (spec.reference_score - spec.random_score)  # noqa: E731
+    def at(value):
+        return spec.random_score + value * (spec.reference_score - spec.random_score)
+
     described = [
         {"recipe": "from_basic", "method": "camal", "evaluations": [(100_352, at(0.8)), (200_704, at(0.9))]},
         {"recipe": "from_basic", "method": "camal", "evaluations": [(100_352, at(1.0)), (200_704, at(0.9))]},
-        {"recipe": "paper", "method": "camal", "evaluations": [(100_352, at(0.5)), (200_704, at(0.6)), (300_032, at(0.7))]},
+        {"recipe": "paper", "method": "camal",
+         "evaluations": [(100_352, at(0.5)), (200_704, at(0.6)), (300_032, at(0.7))]},
     ]
     curves = check.normalised_by_evaluation(described, spec, 100_000)
     assert list(curves["from_basic/camal"]) == [100_000, 200_000]
@@ -38,7 +44,8 @@ def test_a_report_is_dated_by_its_runs_not_by_the_redraw(check, tmp_path):
 
 
 def test_an_earlier_check_brings_its_other_recipes_runs_marked(check, tmp_path):
-    setting = {"env": "defend_the_center", "steps": 500_000, "seeds": [1, 2, 3], "eval_interval": 100_000, "eval_episodes": 10}
+    setting = {"env": "defend_the_center", "steps": 500_000, "seeds": [1, 2, 3], "eval_interval": 100_000,
+               "eval_episodes": 10}
     runs_before = [{"recipe": "paper", "method": "camal", "seed": 1, "evaluations": [[100_352, 7.0]]},
                    {"recipe": "from_basic", "method": "camal", "seed": 1, "evaluations": [[100_352, 10.0]]}]
     path = tmp_path / "check.json"
@@ -55,8 +62,10 @@ def test_an_earlier_check_brings_its_other_recipes_runs_marked(check, tmp_path):
 def test_an_earlier_check_brings_the_seeds_this_one_does_not_train(check, tmp_path):
     """A check that adds seed 3 of a recipe keeps that recipe's seeds 1-2 from the earlier check, and
     the earlier check's own earlier runs keep the mark of the check that trained them."""
-    setting = {"env": "defend_the_center", "steps": 500_000, "seeds": [3], "eval_interval": 100_000, "eval_episodes": 10}
-    runs_before = [{"recipe": "tuned", "method": "camal", "seed": seed, "evaluations": [[100_352, 12.0]]} for seed in (1, 2, 3)]
+    setting = {"env": "defend_the_center", "steps": 500_000, "seeds": [3], "eval_interval": 100_000,
+               "eval_episodes": 10}
+    runs_before = [{"recipe": "tuned", "method": "camal", "seed": seed, "evaluations": [[100_352, 12.0]]}
+                   for seed in (1, 2, 3)]
     runs_before.append({"recipe": "paper", "method": "camal", "seed": 1, "evaluations": [[100_352, 7.0]],
                         "earlier": "first/check.json (2026-11-30)"})
     path = tmp_path / "check.json"
@@ -72,7 +81,8 @@ def test_an_earlier_check_brings_the_seeds_this_one_does_not_train(check, tmp_pa
 @pytest.mark.parametrize("change, says", [({"steps": 100_000}, "its steps is 100000"),
                                           ({"env": "basic"}, "its env is 'basic'")])
 def test_an_earlier_check_of_another_setting_is_refused(check, tmp_path, change, says):
-    setting = {"env": "defend_the_center", "steps": 500_000, "seeds": [1], "eval_interval": 100_000, "eval_episodes": 10}
+    setting = {"env": "defend_the_center", "steps": 500_000, "seeds": [1], "eval_interval": 100_000,
+               "eval_episodes": 10}
     path = tmp_path / "check.json"
     path.write_text(json.dumps({"setting": {**setting, **change}, "runs": [{"recipe": "paper"}]}))
     with pytest.raises(ValueError, match=says):
@@ -85,3 +95,55 @@ def test_an_earlier_check_that_is_not_one_is_refused(check, tmp_path):
     for path in (tmp_path / "broken.json", tmp_path / "absent.json"):
         with pytest.raises(ValueError, match="not a check.json written by this script"):
             check.earlier_runs(path, setting, {("tuned", "camal", 1)})
+
+
+def fake_sweep(finishes):
+    """A stand-in for ``camal_rl.sweep``: the runs named in ``finishes`` leave a summary, the others fail
+    (``None``: no run leaves a summary and none is reported failed)."""
+    def sweep(envs, methods, seeds, out, *, train_args, **launch):
+        failed = []
+        for method in methods:
+            for seed in seeds:
+                run = Path(out) / f"{envs[0]}__{method}__{seed}"
+                run.mkdir(parents=True, exist_ok=True)
+                if finishes is not None and f"{out.name}/{run.name}" in finishes:
+                    (run / runs.SUMMARY).write_text(json.dumps({"env": envs[0]}))
+                elif finishes is not None:
+                    failed.append(run.name)
+        return {"ran": [], "skipped": [], "failed": failed}
+
+    return SimpleNamespace(sweep=sweep)
+
+
+def test_a_check_with_a_failed_run_fails_and_writes_nothing(check, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(check, "sweep", fake_sweep({"tuned/basic__camal__1"}))
+    argv = ["--env", "basic", "--recipes", "tuned", "--seeds", "1", "--runs", str(tmp_path / "runs"),
+            "--out", str(tmp_path / "out")]
+    handler = signal.getsignal(signal.SIGTERM)  # run_cli turns SIGTERM into a stop; give pytest its own back
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            check.cli(argv)
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"check_recipe: error: 1 run(s) did not finish: tuned/basic__vanilla__1 (their .log files are in "
+        f"{tmp_path / 'runs'}/<recipe>); no report written. Run the same command to train them again"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_that_left_no_summary_counts_as_failed(check, tmp_path, monkeypatch):
+    """A sweep that reports no failure but whose run left no summary (stopped, lost) fails the check too."""
+    monkeypatch.setattr(check, "sweep", fake_sweep(None))
+    with pytest.raises(check.CheckError, match=r"^2 run\(s\) did not finish: tuned/basic__camal__3, "
+                                               r"tuned/basic__vanilla__3 "):
+        check.main(["--env", "basic", "--recipes", "tuned", "--seeds", "3", "--runs", str(tmp_path / "runs"),
+                    "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_check_refuses_flags_that_cannot_run(check, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        check.parse_options(["--steps", "0", "--runs", str(tmp_path), "--out", str(tmp_path)])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith("error: --steps must be >= 1, got 0")
