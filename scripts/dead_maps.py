@@ -44,7 +44,8 @@ def measure(size: str, scenario: str, seed: int, method: str, iterations: int, c
         captured["obs"], captured["masks"] = rollout["obs"], rollout["masks"]
 
     with tempfile.TemporaryDirectory() as root:
-        args = ppo.Args(env=scenario, seed=seed, recipe="paper", total_timesteps=iterations * 8 * 128, camal_coef=0.0 if method == "vanilla" else 1.0,
+        args = ppo.Args(env=scenario, seed=seed, recipe="paper", total_timesteps=iterations * 8 * 128,
+                        camal_coef=0.0 if method == "vanilla" else 1.0,
                         attention="gradcam" if method == "vanilla" else method, eval_episodes=0, progress=False,
                         checkpoint_interval=10**9, cuda=cuda, run_dir=f"{root}/run", threads=threads, **SIZES[size])
         ppo.train(args, on_rollout=keep_last_rollout)
@@ -57,7 +58,8 @@ def measure(size: str, scenario: str, seed: int, method: str, iterations: int, c
     sample = torch.randperm(obs.shape[0], generator=torch.Generator().manual_seed(seed))[:256].to(obs.device)
     zero, maps = {}, {}
     for attention in (METHODS if method == "vanilla" else [method]):
-        maps[attention] = agent_module.value_attention(agent, obs[sample].to(device), agent.feature_grid, method=attention)
+        maps[attention] = agent_module.value_attention(agent, obs[sample].to(device), agent.feature_grid,
+                                                       method=attention)
         zero[attention] = (maps[attention].flatten(1).amax(1) == 0).float().mean().item()
     iou = camal.attention_iou(next(iter(maps.values())), masks[sample].to(device))  # the run's own (Vanilla: gradcam)
     return {"size": size, "scenario": scenario, "seed": seed, "method": method, "iterations": iterations,
@@ -81,9 +83,10 @@ def table(records: list[dict]) -> str:
             cell[1] += 1
     sizes = [s for s in SIZES if any(r["size"] == s for r in records)]
     iterations = sorted({r["iterations"] for r in records})
-    lines = [f"Dead runs (map all zero on > {DEAD_ABOVE:.0%} of 256 last-rollout frames after {iterations} iterations), "
-             "CAMAL / Vanilla, dead of runs ('-': not run):", "",
-             "| frames | attention | " + " | ".join(SCENARIOS) + " | all |", "|---|---|" + "---|" * (len(SCENARIOS) + 1)]
+    lines = [f"Dead runs (map all zero on > {DEAD_ABOVE:.0%} of 256 last-rollout frames after {iterations} "
+             "iterations), CAMAL / Vanilla, dead of runs ('-': not run):", "",
+             "| frames | attention | " + " | ".join(SCENARIOS) + " | all |",
+             "|---|---|" + "---|" * (len(SCENARIOS) + 1)]
     for size in sizes:
         for attention in METHODS:
             cells, total_c, total_v = [], [0, 0], [0, 0]

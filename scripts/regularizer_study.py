@@ -19,7 +19,8 @@ if __name__ == "__main__":
     parser.add_argument("--dataset", default="decoy_digits")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--severities", type=int, nargs="+", default=list(range(0, 9)), help="pixels of shift/erosion/dilation")
+    parser.add_argument("--severities", type=int, nargs="+", default=list(range(0, 9)),
+                        help="pixels of shift/erosion/dilation")
     parser.add_argument("--out", default=None, help="default reports/regularizer/<dataset>")
     args = parser.parse_args()
     if args.dataset == "shapes":
@@ -36,7 +37,8 @@ if __name__ == "__main__":
     coverage = float(np.mean([m.mean() for m in masks]))
     results = perturbation.study(masks, severities=args.severities)
     text = perturbation.table(results, args.dataset)
-    print(f"{len(masks)} masks of {masks[0].shape[0]}x{masks[0].shape[1]}, objects cover {coverage:.0%} of the image on average")
+    print(f"{len(masks)} masks of {masks[0].shape[0]}x{masks[0].shape[1]}, objects cover {coverage:.0%} of the image "
+          "on average")
     print(text)
     notes = []
     for kind in perturbation.PERTURBATIONS:
@@ -45,11 +47,12 @@ if __name__ == "__main__":
                      f"Pearson p={s['wilcoxon_pearson_p']:.3g}; suppress-only did not respond on "
                      f"{s['suppress_spearman']['no_response']} of {len(masks)} images")
         print(notes[-1])
-    perturbation.figure(results, next(m for m in masks if m.any()), out / "figure9.png", severity=args.severities[len(args.severities) // 2])
-    (out / "table4.md").write_text(f"{len(masks)} masks, {masks[0].shape[0]}x{masks[0].shape[1]}, mean object coverage "
-                                   f"{coverage:.0%}; severities {args.severities} px. Mean ± std over images; bold: CAMAL's "
-                                   f"correlation higher by a one-tailed Wilcoxon test (p < 0.05).\n\n{text}\n\n"
-                                   + "\n".join(f"- {n}" for n in notes) + "\n")
+    perturbation.figure(results, next(m for m in masks if m.any()), out / "figure9.png",
+                        severity=args.severities[len(args.severities) // 2])
+    (out / "table4.md").write_text(f"{len(masks)} masks, {masks[0].shape[0]}x{masks[0].shape[1]}, mean object "
+                                   f"coverage {coverage:.0%}; severities {args.severities} px. Mean ± std over images; "
+                                   "bold: CAMAL's correlation higher by a one-tailed Wilcoxon test (p < 0.05)."
+                                   f"\n\n{text}\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
     (out / "results.json").write_text(json.dumps({"coverage": coverage, "severities": args.severities,
                                                   **{k: v["summary"] for k, v in results.items()}}, indent=2))
     print(f"wrote {out / 'table4.md'} and {out / 'figure9.png'}")
