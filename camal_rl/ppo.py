@@ -1,73 +1,75 @@
 """PPO + CAMAL for ViZDoom, CleanRL style: ``camal-train --env basic`` (= ``python -m camal_rl.ppo``).
 
-This file is one training run, read top to bottom: arguments, the checks on them, setup, then the
-iteration: rollout, GAE, the PPO update with the CAMAL term, logging, evaluation, checkpoint.
-What other code shares lives in modules made for it: the loss core in ``camal_rl.camal``, the
-agent and its attention in ``camal_rl.agent``, the rollout storage in ``camal_rl.rollout``, the
-envs in ``camal_rl.doom`` / ``camal_rl.vector``, evaluation in ``camal_rl.evaluation`` and the
-run folder (checkpoint, summary, TensorBoard tags) in ``camal_rl.runs``.
+CleanRL's PPO in named pieces: ``Args``; ``rollout`` fills the storage; ``compute_gae``;
+``update``, one minibatch step of CleanRL's loss plus the CAMAL term (``ppo_camal_loss``); and
+``train_loop``, which reads top to bottom. The run's lifecycle (resume, the evaluation and
+checkpoint schedule, timers, stops) is ``camal_rl.run_state.RunState``; what other commands share
+lives in modules made for it: the loss core in ``camal_rl.camal``, the agent in
+``camal_rl.agent``, the storage in ``camal_rl.rollout``, the envs in ``camal_rl.doom`` /
+``camal_rl.vector``, evaluation in ``camal_rl.evaluation``, the run folder in ``camal_rl.runs``.
 
-The CAMAL term (paper arXiv:2605.08325, section 3.3): the attention of the critic value V(s) at
-the last conv layer (LayerCAM at the CPU default, Grad-CAM with ``--paper-frames``), taken from
-the minibatch's own forward pass with one backward, normalised, compared with the label-buffer
-mask at the engine's screen resolution, and added as ``camal_coef * mean(beta - alpha)``.
-``--camal-coef 0`` is Vanilla PPO and computes no attention during the update.
+The CAMAL term (arXiv:2605.08325, section 3.3): the attention of the critic value V(s) at the last
+conv layer (LayerCAM at the CPU default, Grad-CAM with ``--paper-frames``), taken from the
+minibatch's own forward pass, normalised, compared with the label-buffer mask at the engine's
+screen resolution, and added as ``camal_coef * mean(beta - alpha)``. ``--camal-coef 0`` is
+Vanilla PPO and computes no attention in the update.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import random
 import sys
-import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn as nn
-import tyro
 from torch.distributions.categorical import Categorical
-from torch.utils.tensorboard import SummaryWriter  # the writer's type
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from camal_rl import arguments, camal, doom, runs, tracking, vector
 from camal_rl.agent import Agent, GraphedForward
-from camal_rl.errors import ConfigError, Interrupted, RunFolderError, run_cli
+from camal_rl.errors import run_cli
 from camal_rl.evaluation import EVAL_SEED_OFFSET, attention_grid, attention_stats, evaluate
+from camal_rl.files import to_json
 from camal_rl.rollout import FrameStorage, env_options, pin_host_memory
+from camal_rl.run_state import RunState
 from camal_rl.runs import Tag
 
 
+@arguments.remembers_given
 @dataclass
 class Args:
-    """PPO + CAMAL on a ViZDoom scenario (arXiv:2605.08325). The learning hyperparameters come from
-    --recipe: the scenario's tuned recipe where it has one, else the paper's Table 8, whose values
-    are the defaults shown here; a flag given here overrides its recipe value. (In Python a field
-    left at its default value takes the recipe's value: pass recipe="paper" for Table 8 exactly.)"""
+    """PPO + CAMAL on a ViZDoom scenario (arXiv:2605.08325). The learning hyperparameters and the
+    budget come from --recipe: the scenario's tuned recipe where it has one, else the paper's Table 8.
+    Every value given here wins over the recipe's."""
 
     env: str = "basic"
     """scenario: a name from envs/ or $CAMAL_ENVS, or the path of a .toml spec"""
     seed: int = 1
-    """seed of the envs, the network and the minibatch order"""
+    """seed of the envs, the network and the minibatch order (0 to 2**32 - 1)"""
     torch_deterministic: bool = True
     """cudnn.deterministic (reproducible convolutions on a GPU)"""
     cuda: bool = field(default_factory=torch.cuda.is_available)
     """train on the GPU (default: on when one is available)"""
     cuda_graph: bool = False
-    """replay the rollout's policy forward from a CUDA graph (CUDA only; new, not yet measured on a GPU)"""
+    """replay the rollout's policy forward from a CUDA graph; with --compile, the update's too (CUDA only)"""
+    compile: bool = False
+    """torch.compile the update's loss and the rollout's policy forward (equal to eager up to float rounding)"""
     run_dir: str | None = None
     """run folder; default runs/<env>__<method>__<seed>__<time>; it must not hold another run"""
     resume: str | None = None
     """continue the run in this folder from its checkpoint, with its own settings"""
     recipe: str = "default"
-    """hyperparameter recipe: default (the scenario's tuned recipe where there is one, else paper), paper (Table 8), or a name from the scenario's recipes"""
+    """hyperparameter recipe: default (the scenario's tuned recipe where there is one, else paper), paper (Table 8), or a name from the scenario's recipes"""  # noqa: E501
     track: bool = False
-    """log the run to Weights & Biases too (pip install 'camal-rl[track]'; WANDB_MODE=offline works without a network)"""
+    """log the run to Weights & Biases too (pip install 'camal-rl[track]'; WANDB_MODE=offline works without a network)"""  # noqa: E501
     wandb_project_name: str = "camal-rl"
     """W&B project (with --track)"""
     wandb_entity: str | None = None
@@ -117,7 +119,7 @@ class Args:
     regularizer: Literal["camal", "suppress"] = "camal"
     """camal = mean(beta - alpha); suppress = mean(beta), the suppress-only baseline"""
     attention: camal.AttentionName | None = None
-    """attention method of V(s); default: layercam at the CPU frames, where Grad-CAM of V(s) dies, gradcam with --paper-frames (the paper)"""
+    """attention method of V(s); default: layercam at the CPU frames, where Grad-CAM of V(s) dies, gradcam with --paper-frames (the paper)"""  # noqa: E501
     create_graph: bool = True
     """differentiate through the attention's channel weights (the head above the features)"""
     empty_mask: Literal["skip", "suppress"] = "skip"
@@ -134,11 +136,11 @@ class Args:
     resolution: str | None = None
     """ViZDoom screen resolution (= the mask's); default: the spec's (RES_160X120)"""
     paper_frames: bool = False
-    """the paper's frames: 240x320 colour from RES_320X240 (not combinable with --obs-size, --grayscale, --resolution)"""
+    """the paper's frames: 240x320 colour from RES_320X240 (not combinable with --obs-size, --grayscale, --resolution)"""  # noqa: E501
     env_workers: int | None = None
     """env worker processes (0 = step the envs in this process); default: 0 on <= 2 cores, else one per env"""
     env_groups: int | None = None
-    """envs step in this many groups while the policy acts for the others (2 = double-buffered); default: 2 with workers and a GPU, else 1"""
+    """envs step in this many groups while the policy acts for the others (2 = double-buffered); default: 2 with workers and a GPU, else 1"""  # noqa: E501
     threads: int = 0
     """torch CPU threads; 0 = all cores on a CPU, the cores the env workers leave with a GPU"""
 
@@ -149,7 +151,9 @@ class Args:
     eval_image_frames: int = 8
     """evaluation frames drawn with their attention into TensorBoard at each evaluation (0: none)"""
     checkpoint_interval: int = 10
-    """checkpoint every this many iterations (and at the end)"""
+    """checkpoint every this many iterations (and at the end, on a stop, and after --checkpoint-minutes)"""
+    checkpoint_minutes: float = 2.0
+    """checkpoint after this many minutes of training at the latest (0: by iterations only)"""
     progress: bool = True
     """show a progress bar with ETA"""
 
@@ -169,45 +173,61 @@ class Args:
     def num_iterations(self) -> int:
         return max(1, self.total_timesteps // self.batch_size)
 
-    @classmethod
-    def from_saved(cls, saved: dict, **overrides) -> Args:
-        """Args from a checkpoint or summary; keys this version does not know are dropped."""
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in saved.items() if k in known}
-        if values.get("obs_size") is not None:
-            values["obs_size"] = tuple(values["obs_size"])
-        values.setdefault("recipe", "paper")  # runs from before recipes trained with Table 8
-        values.setdefault("reward_scale", 1.0)
-        return cls(**{**values, **overrides})
+
+# ``on_rollout(iteration, rollout)`` is called after each rollout with the stacked observations,
+# masks, actions and rewards; scripts measure from it and tests stop runs with it.
+RolloutCallback = Callable[[int, dict], None]
 
 
 # ---------------------------------------------------------------------------------------
-# Setup helpers
+# Rollout
 # ---------------------------------------------------------------------------------------
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.backends.cudnn.deterministic = deterministic
+class HostRollout:
+    """The host side of a rollout: the envs' rewards and done flags stay in numpy until the rollout
+    ends, then go to the device in one copy (from pinned memory on a GPU). Row ``t`` of ``dones``
+    flags an episode that ended entering step ``t``."""
+
+    def __init__(self, num_steps: int, num_envs: int, reward_dtype, device: torch.device):
+        self.rewards = np.zeros((num_steps, num_envs), dtype=reward_dtype)
+        self.buffer = torch.zeros((2, num_steps + 1, num_envs), pin_memory=device.type == "cuda")
+        self.dones = self.buffer[1].numpy()
+        self.num_steps, self.device = num_steps, device
+
+    def to_device(self, args: Args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rewards [T, N] as learned from: clipped, scaled; dones [T, N]; the next done [N])."""
+        rewards = np.clip(self.rewards, -1.0, 1.0) if args.clip_reward else self.rewards
+        self.buffer[0, : self.num_steps] = torch.from_numpy(rewards * args.reward_scale)
+        on_device = self.buffer.to(self.device, non_blocking=True)
+        return on_device[0, : self.num_steps], on_device[1, : self.num_steps], on_device[1, -1]
 
 
-def env_worker_count(args: Args) -> int:
-    if args.env_workers is not None:
-        return min(args.env_workers, args.num_envs)
-    return vector.default_workers(args.num_envs)
+def rollout(agent: Agent, envs: vector.DoomVector, storage: FrameStorage, host: HostRollout, groups: list[slice],
+            *, policy: Callable | None, episodes_ended: Callable[[int, np.ndarray, np.ndarray], None]):
+    """``num_steps`` steps of every env into ``storage``: each group's envs step while the policy acts
+    for the next group. Returns the actions, log-probabilities and values, ``[T, N]`` each."""
 
+    def collect(step: int, group: slice) -> None:
+        written = envs.step_wait(group, into=storage.host_rows(step + 1))  # in-process envs write straight there
+        host.rewards[step, group] = envs.rewards[group]
+        done = envs.terminated[group] | envs.truncated[group]
+        host.dones[step + 1, group] = done
+        storage.put(step + 1, envs.frames, envs.masks, envs.episode_starts, group, written=written)
+        if done.any():
+            ended = group.start + np.flatnonzero(done)
+            episodes_ended(step + 1, envs.finished_returns[ended], envs.finished_lengths[ended])
 
-def env_group_count(args: Args, device: torch.device, workers: int) -> int:
-    """Double-buffered sampling (2 groups) where env workers and a GPU can overlap; else 1."""
-    if args.env_groups is not None:
-        return args.env_groups
-    return 2 if workers >= 2 and device.type == "cuda" else 1
-
-
-def log_scalars(writer: SummaryWriter, step: int, values: dict) -> None:
-    for tag, value in values.items():
-        if value is not None and np.isfinite(value):
-            writer.add_scalar(tag, value, step)
+    outputs = []  # per step and group: (action, log-probability, value)
+    with torch.no_grad():
+        for step in range(host.num_steps):
+            for group in groups:
+                if step > 0:
+                    collect(step - 1, group)
+                action, logprob, value = agent.act(storage.observation(step, group), forward=policy)
+                outputs.append((action, logprob, value))
+                envs.step_async(action.cpu().numpy(), group)
+        for group in groups:
+            collect(host.num_steps - 1, group)
+    return tuple(stack_steps([out[k] for out in outputs], host.num_steps) for k in range(3))
 
 
 def stack_steps(outputs: list[torch.Tensor], num_steps: int) -> torch.Tensor:
@@ -231,17 +251,164 @@ def compute_gae(rewards, values, dones, next_value, next_done, gamma: float, gae
     return advantages, advantages + values
 
 
-# ``on_rollout(iteration, rollout)`` is called after each rollout with the stacked observations,
-# masks, actions and rewards; scripts measure from it and tests stop runs with it.
-RolloutCallback = Callable[[int, dict], None]
+# ---------------------------------------------------------------------------------------
+# Update
+# ---------------------------------------------------------------------------------------
+class Minibatch(NamedTuple):
+    obs: torch.Tensor  # uint8 stacks [B, S*C, H, W]
+    actions: torch.Tensor
+    logprobs: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    values: torch.Tensor
+    grid_masks: camal.GridMask | None  # the masks pulled back to the feature grid (CAMAL only)
+
+
+def shuffled_minibatches(args: Args, device: torch.device):
+    """Per epoch, the minibatches' flat (step, env) indices: CleanRL's shuffle of one index array,
+    drawn when the epoch starts (an early stop draws no more)."""
+    order = np.arange(args.batch_size)
+    for _ in range(args.update_epochs):
+        np.random.shuffle(order)
+        yield [torch.as_tensor(order[start : start + args.minibatch_size], device=device)
+               for start in range(0, args.batch_size, args.minibatch_size)]
+
+
+def ppo_camal_loss(agent: Agent, batch: Minibatch, args: Args) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """CleanRL's PPO loss plus the CAMAL term; (the loss, the metrics CleanRL logs and the CAMAL term)."""
+    logits, newvalue, features, fc_layer = agent.forward_with_linear(batch.obs)
+    probs = Categorical(logits=logits, validate_args=False)
+    newlogprob, entropy = probs.log_prob(batch.actions), probs.entropy()
+    logratio = newlogprob - batch.logprobs
+    ratio = logratio.exp()
+    with torch.no_grad():
+        old_approx_kl = (-logratio).mean()
+        approx_kl = ((ratio - 1) - logratio).mean()
+        clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
+
+    advantages = batch.advantages
+    if args.norm_adv:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    pg_loss1 = -advantages * ratio
+    pg_loss2 = -advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+    if args.clip_vloss:
+        v_loss_unclipped = (newvalue - batch.returns) ** 2
+        v_clipped = batch.values + torch.clamp(newvalue - batch.values, -args.clip_coef, args.clip_coef)
+        v_loss = 0.5 * torch.max(v_loss_unclipped, (v_clipped - batch.returns) ** 2).mean()
+    else:
+        v_loss = 0.5 * ((newvalue - batch.returns) ** 2).mean()
+
+    entropy_loss = entropy.mean()
+    loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+
+    # CAMAL (Eq. 2): the attention of V(s) from this forward pass, against the masks
+    camal_term = torch.zeros((), device=loss.device)
+    if args.camal_coef > 0:
+        maps = camal.normalize(camal.attention(features, newvalue, method=args.attention,
+                                               create_graph=args.create_graph, linear=fc_layer))
+        camal_term = camal.camal_loss(maps, batch.grid_masks, regularizer=args.regularizer, empty_mask=args.empty_mask)
+        loss = loss + args.camal_coef * camal_term
+
+    metrics = {Tag.VALUE_LOSS: v_loss, Tag.POLICY_LOSS: pg_loss, Tag.ENTROPY: entropy_loss,
+               Tag.OLD_APPROX_KL: old_approx_kl, Tag.APPROX_KL: approx_kl, Tag.CLIPFRAC: clipfrac,
+               Tag.CAMAL_LOSS: camal_term}
+    return loss, {tag: value.detach() for tag, value in metrics.items()} | {"loss": loss.detach()}
+
+
+def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: Minibatch, args: Args,
+           loss_fn: Callable = ppo_camal_loss) -> dict[str, torch.Tensor]:
+    """One PPO + CAMAL minibatch step; its metrics (0-d tensors: no host sync here)."""
+    loss, metrics = loss_fn(agent, batch, args)
+    optimizer.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+    optimizer.step()
+    return metrics
+
+
+def compiled_parts(agent: Agent, args: Args, device: torch.device) -> tuple[Callable | None, Callable]:
+    """The rollout's policy forward (None: the agent's own) and the update's loss, as ``--compile``
+    and ``--cuda-graph`` ask. With both on a GPU, torch.compile's CUDA graphs replay each."""
+    graphs = args.cuda_graph and device.type == "cuda"
+    if not args.compile:
+        return (GraphedForward(agent) if graphs else None), ppo_camal_loss
+    mode = "reduce-overhead" if graphs else None
+
+    def policy_forward(x: torch.Tensor):
+        logits, value, _ = agent(x)
+        return logits, value
+
+    return torch.compile(policy_forward, mode=mode), torch.compile(ppo_camal_loss, mode=mode)
+
+
+def measure_attention(agent: Agent, storage: FrameStorage, indices: torch.Tensor, method: str) -> dict:
+    """The attention of V(s) on rollout frames, against their screen-size masks: the same
+    measurement for every method (Vanilla too), logged per iteration."""
+    _, value, features, fc_layer = agent.forward_with_linear(storage.minibatch(indices))
+    maps = camal.normalize(camal.attention(features, value, method=method, create_graph=False, linear=fc_layer))
+    return attention_stats(maps, storage.minibatch_masks(indices))
+
+
+def iteration_metrics(metrics: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """What CleanRL logs of an update: the last minibatch's losses and KLs, the mean clip fraction;
+    and the mean CAMAL term."""
+    logged = {tag: metrics[-1][tag].item() for tag in (Tag.VALUE_LOSS, Tag.POLICY_LOSS, Tag.ENTROPY,
+                                                       Tag.OLD_APPROX_KL, Tag.APPROX_KL)}
+    for tag in (Tag.CLIPFRAC, Tag.CAMAL_LOSS):
+        logged[tag] = float(np.mean(torch.stack([m[tag] for m in metrics]).tolist()))
+    return logged
 
 
 # ---------------------------------------------------------------------------------------
-# Training
+# Setup
 # ---------------------------------------------------------------------------------------
-def train(args: Args, *, given: set[str] | None = None, on_rollout: RolloutCallback | None = None) -> dict:
-    """Run (or resume) one training run; returns its summary. ``given``: the flags the user typed."""
-    args, run_dir, checkpoint = arguments.start_or_resume(args, given)
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = deterministic
+
+
+def env_worker_count(args: Args) -> int:
+    if args.env_workers is not None:
+        return min(args.env_workers, args.num_envs)
+    return vector.default_workers(args.num_envs)
+
+
+def env_group_count(args: Args, device: torch.device, workers: int) -> int:
+    """Double-buffered sampling (2 groups) where env workers and a GPU can overlap; else 1."""
+    if args.env_groups is not None:
+        return args.env_groups
+    return 2 if workers >= 2 and device.type == "cuda" else 1
+
+
+@dataclass
+class Run:
+    """What one training run works with, made by ``train``."""
+
+    args: Args
+    run_dir: Path
+    spec: doom.ScenarioSpec
+    device: torch.device
+    envs: vector.DoomVector
+    eval_envs: vector.DoomVector | None
+    agent: Agent
+    optimizer: torch.optim.Optimizer
+    storage: FrameStorage
+    writer: SummaryWriter
+
+    def save_checkpoint(self, state: RunState, next_done: np.ndarray) -> None:
+        self.writer.flush()
+        runs.save_checkpoint(self.run_dir, agent=self.agent, optimizer=self.optimizer, args=asdict(self.args),
+                             spec=self.spec, envs=self.envs, storage=self.storage,
+                             next_done=torch.from_numpy(next_done), **state.saved())
+
+
+def train(args: Args, *, on_rollout: RolloutCallback | None = None) -> dict:
+    """Run (or resume) one training run; returns its summary."""
+    args, run_dir, checkpoint = arguments.start_or_resume(args)
     if arguments.is_finished(args, checkpoint, run_dir):
         tqdm.write(f"camal-train: {run_dir} is finished ({checkpoint['global_step']:,} agent steps); nothing to do. "
                    f"Give a larger --total-timesteps to train it further.", file=sys.stderr)
@@ -255,114 +422,74 @@ def train(args: Args, *, given: set[str] | None = None, on_rollout: RolloutCallb
     torch.set_num_threads(args.threads or (max(1, cores - workers) if device.type == "cuda" else cores))
     seed_everything(args.seed, args.torch_deterministic)
 
-    fresh_folder = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)  # a read-only or missing parent fails here, before any engine
-    envs = eval_envs = pinned = writer = None
-    try:
+    with runs.run_folder(run_dir), contextlib.ExitStack() as closing:
         # Env workers are forked: start them before the learner touches CUDA.
-        envs = vector.DoomVector(spec, num_envs=args.num_envs, seed=args.seed, workers=workers, **env_options(args))
+        envs = closing.enter_context(vector.DoomVector(spec, num_envs=args.num_envs, seed=args.seed, workers=workers,
+                                                       **env_options(args)))
+        eval_envs = None
         if args.eval_episodes:
-            eval_envs = vector.DoomVector(spec, num_envs=min(args.eval_episodes, args.num_envs), seed=args.seed + EVAL_SEED_OFFSET,
-                                          workers=min(workers, args.eval_episodes), **env_options(args))
-        frame_shape = (args.frame_stack * envs.frame_shape[0], *envs.frame_shape[1:])
-        agent = Agent(frame_shape, envs.num_actions).to(device)
-        # fused: one pass over all parameters; the per-tensor loop took 5.3 ms of a 30 ms minibatch step on 2 CPU cores
+            eval_envs = closing.enter_context(vector.DoomVector(
+                spec, num_envs=min(args.eval_episodes, args.num_envs), seed=args.seed + EVAL_SEED_OFFSET,
+                workers=min(workers, args.eval_episodes), **env_options(args)))
+        agent = Agent((args.frame_stack * envs.frame_shape[0], *envs.frame_shape[1:]), envs.num_actions).to(device)
+        # fused: one pass over all parameters (docs/performance.md, "Adam")
         optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-        storage = FrameStorage(args.num_steps, args.num_envs, args.frame_stack, envs.frame_shape, envs.mask_shape, device)
+        storage = FrameStorage(args.num_steps, args.num_envs, args.frame_stack, envs.frame_shape, envs.mask_shape,
+                               device)
         if device.type == "cuda":
             pinned = pin_host_memory(envs.buffers.memory)
             storage.host_registered = pinned is not None
-        progress = {"iteration": 0, "global_step": 0, "train_time_s": 0.0, "eval_time_s": 0.0, "recent_returns": [],
-                    "last_eval": {}, "dead_attention_step": None, "grid": None}
+            if pinned is not None:
+                closing.callback(torch.cuda.cudart().cudaHostUnregister, pinned)
+        schedule = dict(total_iterations=args.num_iterations, batch_size=args.batch_size,
+                        eval_interval=args.eval_interval, checkpoint_interval=args.checkpoint_interval,
+                        checkpoint_minutes=args.checkpoint_minutes)
         if checkpoint is None:
+            state = RunState(**schedule)
             envs.reset()
             storage.put(0, envs.frames, envs.masks, envs.episode_starts)
             next_done = np.zeros(args.num_envs, dtype=np.float32)
         else:
             runs.restore_checkpoint(checkpoint, run_dir, agent=agent, optimizer=optimizer, envs=envs, storage=storage)
-            progress.update({k: checkpoint[k] for k in progress if k in checkpoint})
+            state = RunState.restored(checkpoint, **schedule)
             next_done = checkpoint["next_done"].cpu().numpy().astype(np.float32)
-            tqdm.write(f"camal-train: resuming {run_dir} at iteration {checkpoint['iteration'] + 1} "
-                       f"(agent step {checkpoint['global_step']:,})", file=sys.stderr)
+            tqdm.write(f"camal-train: resuming {run_dir} at iteration {state.iteration + 1} "
+                       f"(agent step {state.global_step:,})", file=sys.stderr)
         writer = tracking.open_writer(run_dir, asdict(args), fresh=checkpoint is None, track=args.track,
-                                      project=args.wandb_project_name, entity=args.wandb_entity, group=args.wandb_group)
-        return train_loop(args, run_dir, spec, device, envs, eval_envs, agent, optimizer, storage, writer, progress,
-                          next_done, on_rollout)
-    except BaseException:
-        if fresh_folder and not runs.holds_a_run(run_dir):
-            try:
-                run_dir.rmdir()  # nothing of the run was written: leave no empty folder behind
-            except OSError:
-                pass
-        raise
-    finally:
-        tracking.close_writer(writer)
-        if pinned is not None:
-            torch.cuda.cudart().cudaHostUnregister(pinned)
-        for vec in (envs, eval_envs):
-            if vec is not None:
-                vec.close()
+                                      project=args.wandb_project_name, entity=args.wandb_entity,
+                                      group=args.wandb_group)
+        closing.callback(tracking.close_writer, writer)
+        run = Run(args, run_dir, spec, device, envs, eval_envs, agent, optimizer, storage, writer)
+        return train_loop(run, state, next_done, on_rollout)
 
 
-def train_loop(args: Args, run_dir: Path, spec: doom.ScenarioSpec, device: torch.device, envs: vector.DoomVector,
-               eval_envs: vector.DoomVector | None, agent: Agent, optimizer, storage: FrameStorage,
-               writer: SummaryWriter, progress: dict, next_done: np.ndarray, on_rollout: RolloutCallback | None) -> dict:
-    global_step = progress["global_step"]
-    recent_returns: deque = deque(progress["recent_returns"], maxlen=20)
-    # The host side of a rollout: the envs' rewards and done flags stay in numpy until the rollout
-    # ends, then go to the device in one copy (from pinned memory on a GPU) instead of two small
-    # copies per group and step. Row t of ``host_dones`` flags an episode that ended entering step t.
-    host_rewards = np.zeros((args.num_steps, args.num_envs), dtype=envs.rewards.dtype)
-    host_buffer = torch.zeros((2, args.num_steps + 1, args.num_envs), pin_memory=device.type == "cuda")
-    host_dones = host_buffer[1].numpy()
-    env_groups = envs.groups(env_group_count(args, device, envs.workers))
-    graphed = GraphedForward(agent) if args.cuda_graph and device.type == "cuda" else None
+# ---------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------
+def train_loop(run: Run, state: RunState, next_done: np.ndarray, on_rollout: RolloutCallback | None) -> dict:
+    args, agent, optimizer, storage, envs, writer = (run.args, run.agent, run.optimizer, run.storage, run.envs,
+                                                     run.writer)
+    host = HostRollout(args.num_steps, args.num_envs, envs.rewards.dtype, run.device)
+    groups = envs.groups(env_group_count(args, run.device, envs.workers))
+    policy, loss_fn = compiled_parts(agent, args, run.device)
 
-    def collect(step: int, group: slice, rollout_step: int) -> None:
-        """Wait for one group's env step ``step``: rewards, done flags, its next frames, finished episodes."""
-        written = envs.step_wait(group, into=storage.host_rows(step + 1))  # in-process envs write straight there
-        host_rewards[step, group] = envs.rewards[group]
-        done = envs.terminated[group] | envs.truncated[group]
-        host_dones[step + 1, group] = done
-        storage.put(step + 1, envs.frames, envs.masks, envs.episode_starts, group, written=written)
-        if done.any():
-            ended = group.start + np.flatnonzero(done)
-            recent_returns.extend(envs.finished_returns[ended].tolist())
-            tracking.log_episodes(writer, rollout_step + (step + 1) * args.num_envs, envs.finished_returns[ended],
-                                  envs.finished_lengths[ended])
+    def episodes_ended(step: int, returns: np.ndarray, lengths: np.ndarray) -> None:
+        state.episodes_ended(returns)
+        tracking.log_episodes(writer, state.global_step + step * args.num_envs, returns, lengths)
 
-    next_eval_step = (global_step // args.eval_interval + 1) * args.eval_interval if args.eval_interval else None
-    session_start, session_eval_seconds, last_checkpoint = time.time(), 0.0, progress["iteration"]
-    bar = tqdm(total=args.total_timesteps, initial=global_step, unit="step", disable=not args.progress,
-               dynamic_ncols=True, desc=f"{spec.name}/{args.method}/{args.seed}")
-    iteration = progress["iteration"]
-    try:
-        for iteration in range(progress["iteration"] + 1, args.num_iterations + 1):
+    with state.stoppable(run.run_dir), state.progress_bar(f"{run.spec.name}/{args.method}/{args.seed}", args.progress):
+        for iteration in state.iterations():
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / args.num_iterations) * args.learning_rate
 
-            # ---- rollout: each group's envs step while the policy acts for the next group ----
-            rollout_step, rollout_start = global_step, time.perf_counter()
-            host_dones[0] = next_done
-            outputs = []  # per step and group: (action, log-probability, value), stacked once at the end
-            with torch.no_grad():
-                for step in range(args.num_steps):
-                    for group in env_groups:
-                        if step > 0:
-                            collect(step - 1, group, rollout_step)
-                        action, logprob, value = agent.act(storage.observation(step, group), forward=graphed)
-                        outputs.append((action, logprob, value))
-                        envs.step_async(action.cpu().numpy(), group)
-                for group in env_groups:
-                    collect(args.num_steps - 1, group, rollout_step)
-            global_step = rollout_step + args.batch_size
-            actions, logprobs, values = (stack_steps([out[k] for out in outputs], args.num_steps) for k in range(3))
-            reward = np.clip(host_rewards, -1.0, 1.0) if args.clip_reward else host_rewards
-            host_buffer[0, : args.num_steps] = torch.from_numpy(reward * args.reward_scale)
-            on_device = host_buffer.to(device, non_blocking=True)
-            rewards, dones, next_done_device = on_device[0, : args.num_steps], on_device[1, : args.num_steps], on_device[1, -1]
-            next_done = host_dones[-1].copy()
-            update_start = time.perf_counter()
+            # ---- rollout ----
+            rollout_start = state.clock()
+            host.dones[0] = next_done
+            actions, logprobs, values = rollout(agent, envs, storage, host, groups, policy=policy,
+                                                episodes_ended=episodes_ended)
+            rewards, dones, next_done_device = host.to_device(args)
+            next_done = host.dones[-1].copy()
+            update_start = state.clock()
             if on_rollout is not None:
                 on_rollout(iteration, {"obs": torch.stack([storage.observation(t) for t in range(args.num_steps)]),
                                        "masks": storage.masks[: args.num_steps].clone(), "actions": actions.clone(),
@@ -380,164 +507,99 @@ def train_loop(args: Args, run_dir: Path, spec: doom.ScenarioSpec, device: torch
                 if args.camal_coef > 0 else None
 
             # ---- PPO update + CAMAL term ----
-            b_inds = np.arange(args.batch_size)
-            clipfracs, camal_losses = [], []
-            for epoch in range(args.update_epochs):
-                np.random.shuffle(b_inds)
-                for start in range(0, args.batch_size, args.minibatch_size):
-                    mb_inds = torch.as_tensor(b_inds[start : start + args.minibatch_size], device=device)
-                    logits, newvalue, features, fc_layer = agent.forward_with_linear(storage.minibatch(mb_inds))
-                    probs = Categorical(logits=logits)
-                    newlogprob, entropy = probs.log_prob(b_actions[mb_inds]), probs.entropy()
-                    logratio = newlogprob - b_logprobs[mb_inds]
-                    ratio = logratio.exp()
+            metrics = []
+            for epoch, minibatches in enumerate(shuffled_minibatches(args, run.device)):
+                if epoch == 0:  # attention on the rollout, before it is trained on
                     with torch.no_grad():
-                        old_approx_kl = (-logratio).mean()
-                        approx_kl = ((ratio - 1) - logratio).mean()
-                        clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean().item())
-
-                    mb_advantages = b_advantages[mb_inds]
-                    if args.norm_adv:
-                        mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
-                    pg_loss1 = -mb_advantages * ratio
-                    pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
-                    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
-
-                    if args.clip_vloss:
-                        v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
-                        v_clipped = b_values[mb_inds] + torch.clamp(newvalue - b_values[mb_inds], -args.clip_coef, args.clip_coef)
-                        v_loss = 0.5 * torch.max(v_loss_unclipped, (v_clipped - b_returns[mb_inds]) ** 2).mean()
-                    else:
-                        v_loss = 0.5 * ((newvalue - b_returns[mb_inds]) ** 2).mean()
-
-                    entropy_loss = entropy.mean()
-                    loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
-                    maps = None
-                    if args.camal_coef > 0:
-                        # Attention of V(s) from this minibatch's forward pass: one extra backward (Grad-CAM's
-                        # only to the fc layer). Kept at feature size: the grid masks upsample it implicitly.
-                        maps = camal.normalize(camal.attention(features, newvalue, method=args.attention,
-                                                               create_graph=args.create_graph, linear=fc_layer))
-                        camal_term = camal.camal_loss(maps, b_grid_masks[mb_inds], regularizer=args.regularizer,
-                                                      empty_mask=args.empty_mask)
-                        loss = loss + args.camal_coef * camal_term
-                        camal_losses.append(camal_term.item())
-                    if epoch == 0 and start == 0:  # attention on the rollout: the same measurement for every method
-                        if maps is None:  # Vanilla: a backward through the heads only
-                            maps = camal.normalize(camal.attention(features, newvalue, method=args.attention, create_graph=False,
-                                                                   linear=fc_layer))
-                        attention_log = attention_stats(maps, storage.minibatch_masks(mb_inds))
-                    if not torch.isfinite(loss):
-                        kept = f"its last good checkpoint (iteration {last_checkpoint}) stays in {run_dir}" \
-                            if last_checkpoint else "no checkpoint had been written yet"
-                        raise ConfigError(f"the loss became {loss.item()} in iteration {iteration} (epoch {epoch + 1}); "
-                                          f"the run stops before that update, {kept}; lower --learning-rate or "
-                                          f"--camal-coef and start a new run")
-
-                    optimizer.zero_grad()
-                    loss.backward()
-                    nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                    optimizer.step()
-
-                if args.target_kl is not None and approx_kl > args.target_kl:
+                        attention_log = measure_attention(agent, storage, minibatches[0], args.attention)
+                for mb in minibatches:
+                    batch = Minibatch(storage.minibatch(mb), b_actions[mb], b_logprobs[mb], b_advantages[mb],
+                                      b_returns[mb], b_values[mb], None if b_grid_masks is None else b_grid_masks[mb])
+                    metrics.append(update(agent, optimizer, batch, args, loss_fn))
+                    state.stop_if_not_finite([metrics[-1]["loss"].item()], iteration, epoch + 1, run.run_dir)
+                if args.target_kl is not None and metrics[-1][Tag.APPROX_KL] > args.target_kl:
                     break
             storage.carry_over()
-            update_end = time.perf_counter()
+            update_end = state.clock()
+            state.finish_iteration(iteration, state.global_step + args.batch_size)
 
             # ---- logging ----
-            y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
-            var_y = np.var(y_true)
-            explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
-            train_seconds = progress["train_time_s"] + time.time() - session_start - session_eval_seconds
-            sps = int(global_step / max(train_seconds, 1e-9))
-            log_scalars(writer, global_step, {
-                Tag.LEARNING_RATE: optimizer.param_groups[0]["lr"], Tag.SPS: sps,
-                Tag.ROLLOUT_SECONDS: update_start - rollout_start,  # env steps + the policy's actions
-                Tag.UPDATE_SECONDS: update_end - update_start,  # GAE + PPO (+ CAMAL) epochs
-                Tag.VALUE_LOSS: v_loss.item(), Tag.POLICY_LOSS: pg_loss.item(), Tag.ENTROPY: entropy_loss.item(),
-                Tag.OLD_APPROX_KL: old_approx_kl.item(), Tag.APPROX_KL: approx_kl.item(),
-                Tag.CLIPFRAC: np.mean(clipfracs), Tag.EXPLAINED_VARIANCE: explained_var,
-                Tag.CAMAL_LOSS: np.mean(camal_losses) if camal_losses else 0.0, **attention_log,
-            })
-            warn_if_attention_died(args, progress, attention_log, iteration, global_step)
+            log_iteration(run, state, metrics, attention_log, b_values, b_returns,
+                          rollout_seconds=update_start - rollout_start, update_seconds=update_end - update_start)
+            warn_if_attention_died(args, state, attention_log, iteration)
 
-            # ---- evaluation ----
-            last_iteration = iteration == args.num_iterations
-            if eval_envs is not None and (last_iteration or (next_eval_step is not None and global_step >= next_eval_step)):
-                eval_start = time.time()
-                run_evaluation(args, agent, eval_envs, device, writer, progress, global_step)
-                while next_eval_step is not None and next_eval_step <= global_step:
-                    next_eval_step += args.eval_interval
-                session_eval_seconds += time.time() - eval_start
+            # ---- evaluation and checkpoint ----
+            if run.eval_envs is not None and state.evaluation_due(iteration):
+                with state.evaluating():
+                    run_evaluation(run, state)
+            if state.checkpoint_due(iteration):
+                run.save_checkpoint(state, next_done)
+            state.show_progress(attention_log[Tag.IOU])
+            if state.stop_requested():
+                break
 
-            # ---- checkpoint ----
-            progress.update(iteration=iteration, global_step=global_step, recent_returns=list(recent_returns))
-            if last_iteration or iteration % args.checkpoint_interval == 0:
-                writer.flush()
-                runs.save_checkpoint(run_dir, agent=agent, optimizer=optimizer, args=asdict(args), spec=spec, envs=envs,
-                                     storage=storage, next_done=torch.from_numpy(next_done), **{
-                    **progress, "train_time_s": progress["train_time_s"] + time.time() - session_start - session_eval_seconds,
-                    "eval_time_s": progress["eval_time_s"] + session_eval_seconds})
-                last_checkpoint = iteration
-            bar.update(global_step - bar.n)
-            bar.set_postfix(sps=sps, ret=f"{np.mean(recent_returns):.1f}" if recent_returns else "-",
-                            iou="-" if attention_log[Tag.IOU] is None else f"{attention_log[Tag.IOU]:.2f}")
-    except KeyboardInterrupt as interruption:
-        if (run_dir / runs.CHECKPOINT).exists() and last_checkpoint < iteration:  # stopped right after a save
-            try:
-                last_checkpoint = int(runs.load_checkpoint(run_dir)["iteration"])
-            except (RunFolderError, KeyError):
-                pass
-        where = f"{run_dir} stopped in iteration {iteration} of {args.num_iterations}"
-        if last_checkpoint:
-            raise Interrupted(f"{where}; its last checkpoint is iteration {last_checkpoint}; continue with: "
-                              f"camal-train --resume {run_dir}", getattr(interruption, "signum", 2)) from None
-        raise Interrupted(f"{where}, before its first checkpoint; delete the folder and start again",
-                          getattr(interruption, "signum", 2)) from None
-    finally:
-        bar.close()
-
-    train_time = progress["train_time_s"] + time.time() - session_start - session_eval_seconds
-    summary = runs.make_summary(asdict(args), method=args.method, spec=spec, global_step=global_step,
-                                last_eval=progress["last_eval"], recent_returns=recent_returns,
-                                dead_attention_step=progress["dead_attention_step"], train_time=train_time,
-                                eval_time=progress["eval_time_s"] + session_eval_seconds, device=str(device),
-                                env_workers=envs.workers, env_groups=len(env_groups))
-    runs.save_json(summary, run_dir / runs.SUMMARY)
+    summary = runs.make_summary(asdict(args), method=args.method, spec=run.spec, global_step=state.global_step,
+                                last_eval=state.last_eval, recent_returns=state.recent_returns,
+                                dead_attention_step=state.dead_attention_step, train_time=state.train_seconds(),
+                                eval_time=state.eval_seconds(), device=str(run.device), env_workers=envs.workers,
+                                env_groups=len(groups))
+    runs.save_json(summary, run.run_dir / runs.SUMMARY)
     return summary
 
 
-def warn_if_attention_died(args: Args, progress: dict, attention_log: dict, iteration: int, global_step: int) -> None:
+# ---------------------------------------------------------------------------------------
+# Logging and evaluation
+# ---------------------------------------------------------------------------------------
+def log_scalars(writer: SummaryWriter, step: int, values: dict) -> None:
+    for tag, value in values.items():
+        if value is not None and np.isfinite(value):
+            writer.add_scalar(tag, value, step)
+
+
+def log_iteration(run: Run, state: RunState, metrics: list[dict], attention_log: dict, b_values: torch.Tensor,
+                  b_returns: torch.Tensor, *, rollout_seconds: float, update_seconds: float) -> None:
+    y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+    var_y = np.var(y_true)
+    explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+    log_scalars(run.writer, state.global_step, {
+        Tag.LEARNING_RATE: run.optimizer.param_groups[0]["lr"], Tag.SPS: state.steps_per_second(),
+        Tag.ROLLOUT_SECONDS: rollout_seconds,  # env steps + the policy's actions
+        Tag.UPDATE_SECONDS: update_seconds,  # GAE + PPO (+ CAMAL) epochs
+        **iteration_metrics(metrics), Tag.EXPLAINED_VARIANCE: explained_var, **attention_log,
+    })
+
+
+def warn_if_attention_died(args: Args, state: RunState, attention_log: dict, iteration: int) -> None:
     """An all-zero ReLU'd map has no gradient: the CAMAL term then silently does nothing. Say so once."""
     zero_map_fraction = attention_log[Tag.ZERO_MAP_FRACTION]
-    if args.camal_coef > 0 and zero_map_fraction > 0.9 and progress["dead_attention_step"] is None:
-        progress["dead_attention_step"] = global_step
+    if args.camal_coef > 0 and zero_map_fraction > 0.9 and state.dead_attention_step is None:
+        state.dead_attention_step = state.global_step
         tqdm.write(f"camal-train: warning: {args.attention} of V(s) is all zero on {zero_map_fraction:.0%} of frames "
                    f"(iteration {iteration}); the CAMAL term gets no gradient from them, so this run is Vanilla PPO "
                    f"while it lasts. LayerCAM (--attention layercam) did not die in our measurements.", file=sys.stderr)
 
 
-def run_evaluation(args: Args, agent: Agent, eval_envs: vector.DoomVector, device: torch.device,
-                   writer: SummaryWriter, progress: dict, global_step: int) -> None:
-    keep = args.eval_image_frames if progress["grid"] is None else 0
-    result = evaluate(agent, eval_envs, episodes=args.eval_episodes, frame_stack=args.frame_stack,
-                      attention=args.attention, seed=args.seed, device=device, keep_frames=keep)
+def run_evaluation(run: Run, state: RunState) -> None:
+    args = run.args
+    keep = args.eval_image_frames if state.grid is None else 0
+    result = evaluate(run.agent, run.eval_envs, episodes=args.eval_episodes, frame_stack=args.frame_stack,
+                      attention=args.attention, seed=args.seed, device=run.device, keep_frames=keep)
     if "frames" in result:
-        progress["grid"] = tuple(t.cpu() for t in result.pop("frames"))
-    progress["last_eval"] = result
-    log_scalars(writer, global_step, {Tag.EVAL_RETURN: result["return_mean"], Tag.EVAL_IOU: result["iou_mean"],
-                                      Tag.EVAL_ZERO_MAP_FRACTION: result["zero_map_fraction"]})
-    if progress["grid"] is not None:
-        stacks, masks = (t.to(device) for t in progress["grid"])
-        grid = attention_grid(agent, stacks, masks, frame_stack=args.frame_stack, attention=args.attention)
-        writer.add_image(Tag.EVAL_IMAGE, grid, global_step, dataformats="HWC")
+        state.grid = tuple(t.cpu() for t in result.pop("frames"))
+    state.last_eval = result
+    log_scalars(run.writer, state.global_step, {Tag.EVAL_RETURN: result["return_mean"],
+                                                Tag.EVAL_IOU: result["iou_mean"],
+                                                Tag.EVAL_ZERO_MAP_FRACTION: result["zero_map_fraction"]})
+    if state.grid is not None:
+        stacks, masks = (t.to(run.device) for t in state.grid)
+        grid = attention_grid(run.agent, stacks, masks, frame_stack=args.frame_stack, attention=args.attention)
+        run.writer.add_image(Tag.EVAL_IMAGE, grid, state.global_step, dataformats="HWC")
 
 
 def cli(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    args = tyro.cli(Args, args=argv)
-    summary = run_cli("camal-train", lambda: train(args, given=arguments.given_fields(argv, Args)))
-    print(json.dumps({k: v for k, v in summary.items() if k not in ("args", runs.SCENARIO_KEY)}, indent=2))
+    summary = run_cli("camal-train", lambda: train(arguments.parse(Args, argv)))
+    print(to_json({k: v for k, v in summary.items() if k not in ("args", runs.SCENARIO_KEY)}))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import pickle
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +37,9 @@ RESUME_KEYS = ("optimizer", "rng", "env_states", "storage", "iteration", "global
 SUMMARY_KEYS = ("env", "method", "seed", "global_step")
 # Trainer settings that say how a run ran, not what it learned: a resume, a sweep or a comparison
 # may see them differ between runs that still count as the same experiment.
-HOW_A_RUN_RUNS = frozenset({"progress", "cuda", "cuda_graph", "threads", "env_workers", "resume", "run_dir", "track",
-                            "wandb_project_name", "wandb_entity", "wandb_group", "checkpoint_interval",
-                            "eval_image_frames"})
+HOW_A_RUN_RUNS = frozenset({"progress", "cuda", "cuda_graph", "compile", "threads", "env_workers", "resume", "run_dir",
+                            "track", "wandb_project_name", "wandb_entity", "wandb_group", "checkpoint_interval",
+                            "checkpoint_minutes", "eval_image_frames"})
 
 
 class Tag:
@@ -221,6 +223,23 @@ def saved_run(checkpoint_or_summary: dict) -> SavedRun:
 # ---------------------------------------------------------------------------------------
 # The trainer's side: one run per folder, its checkpoint and its summary
 # ---------------------------------------------------------------------------------------
+@contextmanager
+def run_folder(run_dir: Path) -> Iterator[Path]:
+    """The folder of a run for the run's life: made where missing (a read-only or missing parent fails
+    here, before any engine starts) and removed again when the run ends having written nothing."""
+    fresh = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield run_dir
+    except BaseException:
+        if fresh and not holds_a_run(run_dir):
+            try:
+                run_dir.rmdir()
+            except OSError:
+                pass
+        raise
+
+
 def check_fresh_run_dir(run_dir: Path) -> None:
     """A fresh run never writes into a folder that holds another run's files."""
     from camal_rl.errors import ConfigError

@@ -37,6 +37,8 @@ the Table 1/2/5 shapes. When all runs are done the report is written to ``<stora
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import itertools
 import os
 import subprocess
@@ -45,7 +47,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from tqdm import tqdm
@@ -132,6 +134,7 @@ class Job:
     program: str  # camal_rl.ppo or camal_rl.vision.train
     args: tuple[str, ...]
     fold: int | None = None
+    settings: object = field(default=None, compare=False, hash=False, repr=False)  # a training job's Args
 
     @property
     def result_file(self) -> str:
@@ -166,12 +169,51 @@ def plan(envs: list[str], methods: list[str], seeds: list[int], train_args=()) -
     for env in envs:
         doom.load_spec(env)  # fail now, with the list of scenarios, rather than in every worker
     _check_known("method(s)", methods, sorted(METHOD_FLAGS))
+    _check_unique("seeds", seeds)
+    _check_unique("envs", [doom.load_spec(env).name for env in envs])
+    _check_unique("methods", methods)
     jobs = []
     for env, method, seed in itertools.product(envs, methods, seeds):
         name = f"{doom.load_spec(env).name}__{method}__{seed}"
         args = ("--env", env, "--seed", str(seed), *METHOD_FLAGS[method], *train_args)
-        jobs.append(Job(name, name, "camal_rl.ppo", args))
+        settings = train_settings(args)
+        _check_axes(settings, name, method, seed)
+        jobs.append(Job(name, name, "camal_rl.ppo", args, settings=settings))
     return jobs
+
+
+def train_settings(flags: tuple[str, ...]):
+    """The ``camal_rl.ppo.Args`` a job's flags give, read as ``camal-train`` reads them."""
+    from camal_rl import ppo
+
+    tyro_says = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(tyro_says):
+            parsed = arguments.parse(ppo.Args, list(flags))
+    except SystemExit:
+        said = [line.strip(" │╭╮╰╯─") for line in tyro_says.getvalue().splitlines()]
+        said = [line for line in said if line]
+        why = said[1] if len(said) > 1 else "see camal-train --help"
+        raise SweepError(f"the flags after -- are not camal-train's ({why}); "
+                         f"check them with camal-train --help") from None
+    return arguments.resolve(parsed)
+
+
+def _check_axes(settings, name: str, method: str, seed: int) -> None:
+    """Flags after -- may not move a run off its cell of the grid."""
+    moved = [axis for axis, same in (("--seed", settings.seed == seed), ("--camal-coef / --regularizer",
+                                                                          settings.method == method))
+             if not same]
+    if moved:
+        raise SweepError(f"the flags after -- change {', '.join(moved)} of {name}; the grid sets those: "
+                         f"give --seeds / --methods instead")
+
+
+def _check_unique(what: str, values: list) -> None:
+    repeated = sorted({str(value) for value in values if values.count(value) > 1})
+    if repeated:
+        raise SweepError(f"--{what} names {', '.join(repeated)} twice; a grid cell is one run folder, "
+                         f"so each must be given once")
 
 
 def plan_classify(models: list[str], datasets: list[str], methods: list[str], folds: int, classify_args=()) -> list[Job]:
@@ -359,18 +401,14 @@ def settings_clash(storage: Storage, job: Job) -> str | None:
     saved = runs.saved_args(storage.root / job.folder)
     if saved is None:
         return None
-    import tyro
-
-    from camal_rl import ppo
-
     try:
-        asked = tyro.cli(ppo.Args, args=list(job.args))
-        arguments.validate(asked, arguments.given_fields(list(job.args), ppo.Args))
-        had = ppo.Args.from_saved(saved)
-    except (SystemExit, CamalError, TypeError):
-        return None  # arguments the trainer itself will refuse, in the run's log
-    differ = [f"{f.name} {getattr(had, f.name)!r} (this sweep: {getattr(asked, f.name)!r})" for f in fields(ppo.Args)
-              if f.name not in runs.HOW_A_RUN_RUNS and getattr(had, f.name) != getattr(asked, f.name)]
+        had = arguments.saved_settings(type(job.settings), saved, storage.root / job.folder)
+    except CamalError as error:
+        return f"{job.folder} cannot be read ({error})"
+    asked = job.settings
+    differ = [f"{f.name} {getattr(had, f.name)!r} (this sweep: {getattr(asked, f.name)!r})"
+              for f in fields(asked) if f.name not in runs.HOW_A_RUN_RUNS
+              and getattr(had, f.name) != getattr(asked, f.name)]
     shown = ", ".join(differ[:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
     return f"{job.folder} has {shown}" if differ else None
 
@@ -445,11 +483,13 @@ def run_grid(jobs: list[Job], location: str, *, workers: int | str = "auto", lau
 
 def local_box_plan(jobs: list[Job], workers: int | str, gpu_memory_per_run: int | None) -> BoxPlan:
     cores, gpu_free = box_resources()
-    if any("--no-cuda" in job.args for job in jobs):
+    training = [job.settings for job in jobs if job.settings is not None]
+    if any(not settings.cuda for settings in training):
         gpu_free = None
-    paper_frames = any("--paper-frames" in job.args for job in jobs)
+    paper_frames = any(settings.paper_frames for settings in training)
     memory = gpu_memory_per_run or GPU_MEMORY_PER_RUN["paper_frames" if paper_frames else "default"]
-    given_workers = any("--env-workers" in job.args for job in jobs) or any(job.fold is not None for job in jobs)
+    given_workers = (any(settings.env_workers is not None for settings in training)
+                     or any(job.fold is not None for job in jobs))
     plan = plan_box(cores, gpu_free, len(jobs), memory_per_run=memory, runs=None if workers == "auto" else int(workers))
     if given_workers:  # the user's --env-workers (or a classification task) wins
         plan = BoxPlan(plan.runs, plan.threads, None, plan.why)
@@ -512,7 +552,7 @@ def cli(argv=None) -> None:
         if options.gpu_memory_per_run is not None and not options.gpu_memory_per_run > 0:
             raise SweepError(f"--gpu-memory-per-run must be a number of GiB > 0, got {options.gpu_memory_per_run}")
         common["workers"] = options.workers
-        for name, minimum in (("folds", 2), ("max_retries", 0), ("reps", 1)):
+        for name, minimum in (("folds", 2), ("max_retries", 0), ("reps", analysis.MIN_REPS)):
             if getattr(options, name) < minimum:
                 raise SweepError(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(options, name)}")
         if not options.cpus_per_run > 0 or options.gpus_per_run < 0:

@@ -50,8 +50,7 @@ def test_a_scenario_is_a_spec_file_in_camal_envs_with_its_own_recipe(tmp_path, m
     assert summary["recipe"] == "tuned" and saved["learning_rate"] == 1e-3 and saved["num_envs"] == 2
     assert saved["frame_skip"] == 2  # the spec's frame skip reaches the engine
     assert saved["clip_coef"] == recipes.PAPER["clip_coef"]  # what the recipe leaves out comes from Table 8
-    paper = ppo.Args(env="quick_basic", recipe="paper", num_envs=2, num_steps=64, learning_rate=5e-4)
-    arguments.validate(paper)
+    paper = arguments.resolve(ppo.Args(env="quick_basic", recipe="paper", num_envs=2, num_steps=64, learning_rate=5e-4))
     assert paper.num_minibatches == 4 and paper.learning_rate == 5e-4  # a flag beats its recipe value
     (folder / "broken.toml").write_text('config = "basic"\nmask_categories = ["Monster"]\n[recipes.tuned]\nlearnin_rate = 1\n')
     with pytest.raises(doom.SpecError, match="learnin_rate"):
@@ -86,15 +85,12 @@ def test_a_classifier_is_one_row_of_the_registry(monkeypatch):
 
 
 def test_basic_trains_with_its_tuned_recipe_and_the_paper_is_one_flag_away():
-    tuned = ppo.Args(env="basic")
-    arguments.validate(tuned)
+    tuned = arguments.resolve(ppo.Args(env="basic"))
     recipe = doom.load_spec("basic").recipes["tuned"]
     assert tuned.recipe == "tuned" and tuned.learning_rate == recipe["learning_rate"] and tuned.num_steps == recipe["num_steps"]
-    paper = ppo.Args(env="basic", recipe="paper")
-    arguments.validate(paper)
+    paper = arguments.resolve(ppo.Args(env="basic", recipe="paper"))
     assert {name: getattr(paper, name) for name in recipes.PAPER} == recipes.PAPER
-    other = ppo.Args(env="health_gathering")  # a scenario without a tuned recipe trains with Table 8
-    arguments.validate(other)
+    other = arguments.resolve(ppo.Args(env="health_gathering"))  # no tuned recipe: Table 8
     assert other.recipe == "paper" and other.learning_rate == recipes.PAPER["learning_rate"]
 
 
