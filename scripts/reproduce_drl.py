@@ -44,14 +44,17 @@ def main() -> None:
     parser.add_argument("--recipe", nargs="+", default=["paper"],
                         help="camal-train --recipe: paper (Table 8, the default here), or names tried in order per "
                              "scenario, e.g. 'tuned from_basic': each scenario trains with the first its spec has")
-    parser.add_argument("--paper-frames", action="store_true", help="240x320 colour frames (the paper); default: the CPU default")
+    parser.add_argument("--paper-frames", action="store_true",
+                        help="240x320 colour frames (the paper); default: the CPU default")
     parser.add_argument("--concurrent", default="auto",
                         help="runs at a time (auto: camal-sweep's plan from the cores and GPU memory)")
-    parser.add_argument("--evals", type=int, default=4, help="evaluations per run (learning curves), the last at the end")
+    parser.add_argument("--evals", type=int, default=4,
+                        help="evaluations per run (learning curves), the last at the end")
     parser.add_argument("--runs", default="runs/drl")
     parser.add_argument("--report", default="reports/drl")
     parser.add_argument("--videos", default="videos")
-    parser.add_argument("--video-format", choices=["mp4", "avi"], default=None, help="default: mp4 if imageio-ffmpeg is there")
+    parser.add_argument("--video-format", choices=["mp4", "avi"], default=None,
+                        help="default: mp4 if imageio-ffmpeg is there")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-report", action="store_true")
     parser.add_argument("--skip-media", action="store_true")
@@ -67,14 +70,16 @@ def main() -> None:
             sys.exit(f"reproduce_drl: {error}")
         except KeyError as error:
             sys.exit(f"reproduce_drl: --recipe {' '.join(options.recipe)}: scenario {env} has {error.args[0]}")
-    setting = {"steps_per_run": options.steps, "seeds": options.seeds, "envs": options.envs, "recipe": ", ".join(f"{env}: {name}" for env, name in recipe_of.items()),
+    setting = {"steps_per_run": options.steps, "seeds": options.seeds, "envs": options.envs,
+               "recipe": ", ".join(f"{env}: {name}" for env, name in recipe_of.items()),
                "frames": "240x320 RGB (paper)" if options.paper_frames else "CPU default (camal-train defaults)",
                "machine": machine(), "date": time.strftime("%Y-%m-%d")}
 
     if not options.skip_train:
         runs.mkdir(parents=True, exist_ok=True)
         (runs / "setting.json").write_text(json.dumps(setting, indent=2))
-        train_args = ["--total-timesteps", str(options.steps), "--eval-interval", str(max(1, options.steps // options.evals)),
+        train_args = ["--total-timesteps", str(options.steps),
+                      "--eval-interval", str(max(1, options.steps // options.evals)),
                       "--checkpoint-interval", "25",
                       *(["--paper-frames"] if options.paper_frames else []),
                       *options.train_args]
@@ -82,7 +87,8 @@ def main() -> None:
         if concurrent != "auto" and concurrent > 1:
             train_args += ["--env-workers", "0"]  # many runs at once: each keeps one core busy, no extra processes
         jobs = [job for env in options.envs
-                for job in sweep.plan([env], ["camal", "vanilla"], options.seeds, ("--recipe", recipe_of[env], *train_args))]
+                for job in sweep.plan([env], ["camal", "vanilla"], options.seeds,
+                                      ("--recipe", recipe_of[env], *train_args))]
         started = time.time()
         result = sweep.run_grid(jobs, str(runs), workers=concurrent, compare=False)
         print(f"sweep: ran {len(result['ran'])}, skipped {len(result['skipped'])}, failed {len(result['failed'])} "
@@ -101,8 +107,10 @@ def main() -> None:
         for env in options.envs:
             seed = min(options.seeds)
             camal_run, vanilla_run = runs / f"{env}__camal__{seed}", runs / f"{env}__vanilla__{seed}"
-            if not all((run / name).exists() for run in (camal_run, vanilla_run) for name in ("checkpoint.pt", "summary.json")):
-                print(f"{env} seed {seed}: a run is unfinished or missing, so no video and no panel row", file=sys.stderr)
+            if not all((run / name).exists() for run in (camal_run, vanilla_run)
+                       for name in ("checkpoint.pt", "summary.json")):
+                print(f"{env} seed {seed}: a run is unfinished or missing, so no video and no panel row",
+                      file=sys.stderr)
                 continue
             pairs.append((str(camal_run), str(vanilla_run)))
             out = Path(options.videos) / f"{env}_camal_vs_vanilla.{fmt}"
