@@ -1,53 +1,40 @@
-"""Compare methods over seeds and tasks with the paper's statistics (section 4, Appendix A).
+"""``camal-compare``: find runs and fold results, arrange their scores, compare the methods.
 
 Reinforcement learning runs (``summary.json`` + TensorBoard events written by ``camal_rl.ppo``):
 rliable stratified bootstrap CIs (mean, IQM, median; 95 %) of normalised return and of eval IoU,
-probability of improvement CAMAL > each baseline with its CI and the paper's verdict
-(significant when P > 0.5 and 0.5 lies outside the CI), sample-efficiency curves.
+probability of improvement CAMAL > each baseline with its CI and the paper's verdict, learning and
+sample-efficiency curves. Classification results (per-fold JSON files written by
+``camal_rl.vision.train``): one-tailed Wilcoxon signed-rank tests of CAMAL vs each baseline over
+paired folds, in the shape of the paper's Tables 1/2.
 
-Classification results (per-fold JSON files written by ``camal_rl.vision.train``): one-tailed
-Wilcoxon signed-rank tests of CAMAL vs each baseline over paired folds, mean +- std tables in
-the shape of the paper's Tables 1/2, bold where significant.
-
-``camal-compare RUNS... --out DIR`` writes PNG plots and ``report.md`` into DIR.
+This module finds and checks what is compared and arranges it into score arrays; the numbers
+come from ``camal_rl.statistics`` (pure), the text and plots from ``camal_rl.report``.
+``camal-compare RUNS... --out DIR`` writes ``report.md``, ``results.json`` and PNG plots into DIR.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tyro
 
+from camal_rl import report
 from camal_rl import runs as run_folder
+from camal_rl import statistics as stats
 from camal_rl.doom import SpecError, load_spec
 from camal_rl.errors import CamalError, run_cli
-from camal_rl.files import save_figure, write_text_atomic
+from camal_rl.files import strict_json_value, write_json, write_text_atomic
+from camal_rl.statistics import MIN_REPS, MIN_RUNS_FOR_VERDICT, AnalysisError
+from camal_rl.statistics import wilcoxon_greater as wilcoxon_greater  # camal_rl.vision.perturbation imports it here
 
-CLASSIFICATION_METRICS = {
-    "test_accuracy": "test accuracy (%)",
-    "test_accuracy_matched_decoy": "test accuracy with the decoys still matching the class (%, DecoyDigits)",
-    "test_iou": "test IoU (%)",
-    "deletion_auc": "deletion AUC (lower is better)",
-    "insertion_auc": "insertion AUC",
-}
-# Metrics where smaller is better: the one-tailed test looks the other way.
-LOWER_IS_BETTER = {"deletion_auc"}
-SIGNIFICANCE = 0.05
-
-
-# Fewer runs than this per method and task give intervals but no verdict: rliable's authors
-# (Agarwal et al. 2021) show how unreliable point estimates from 3 runs are, and the paper uses 5 seeds.
-MIN_RUNS_FOR_VERDICT = 5
-TOO_FEW = "too few runs for a verdict"
-
-
-class AnalysisError(CamalError, ValueError):
-    """Nothing (or nothing comparable) to analyse; the message says what was found."""
+FOLD_KEYS = ("model", "dataset", "method", "fold")
 
 
 @dataclass
@@ -60,7 +47,7 @@ class Found:
 
 
 # ---------------------------------------------------------------------------------------
-# Loading
+# Finding and reading
 # ---------------------------------------------------------------------------------------
 def _run_folders(root: Path) -> list[Path]:
     """Folders under ``root`` (itself included) that hold a run: events, a checkpoint or a summary."""
@@ -71,7 +58,8 @@ def _run_folders(root: Path) -> list[Path]:
 
 def find_results(paths: Iterable[str | Path], *, at_step: int | None = None, skip_broken: bool = False) -> Found:
     """Every RL run and classification fold under ``paths``. A run folder or fold file that cannot be
-    read is an ``AnalysisError`` naming the file and why, or with ``skip_broken`` is left out and listed.
+    read, or holds a number that cannot be a result, is an ``AnalysisError`` naming the file and why,
+    or with ``skip_broken`` is left out and listed.
 
     RL runs are their final summary, or with ``at_step`` their evaluation at that agent step (runs
     that a time limit stopped later are included; a run folder then needs no summary if it is named
@@ -95,32 +83,50 @@ def find_results(paths: Iterable[str | Path], *, at_step: int | None = None, ski
                 continue
             if record is not None:
                 found.runs.append(record)
-        fold_files = [root] if root.is_file() else sorted(root.rglob("fold_*.json"))
-        for path in fold_files:
+        for path in [root] if root.is_file() else sorted(root.rglob("fold_*.json")):
             try:
-                record = json.loads(path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
-                broken(path, f"not readable JSON ({error})")
-                continue
-            if not isinstance(record, dict) or record.get("task") != "classification":
-                broken(path, "not a camal-classify fold result (no task: classification)")
-                continue
-            missing = [k for k in ("model", "dataset", "method", "fold") if k not in record]
-            if missing:
-                broken(path, f"lacks {', '.join(missing)}")
-                continue
-            found.folds.append({**record, "_path": str(path)})
+                found.folds.append(read_fold(path))
+            except AnalysisError as error:
+                broken(path, str(error).removeprefix(f"{path}: "))
     check_unique_seeds(found.runs)
+    check_unique_folds(found.folds)
     check_same_settings(found.runs)
     return found
 
 
+def read_fold(path: Path) -> dict:
+    """One ``camal-classify`` fold result, its metrics checked: each a fraction in [0, 1], or absent
+    (null or NaN: not measured, dropped here)."""
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+        raise AnalysisError(f"{path}: not readable JSON ({error})") from None
+    if not isinstance(record, dict) or record.get("task") != "classification":
+        raise AnalysisError(f"{path}: not a camal-classify fold result (no task: classification)")
+    missing = [key for key in FOLD_KEYS if key not in record]
+    if missing:
+        raise AnalysisError(f"{path}: lacks {', '.join(missing)}")
+    unnamed = [key for key in FOLD_KEYS[:3] if not isinstance(record[key], str)]
+    if unnamed:
+        raise AnalysisError(f"{path}: its {', '.join(unnamed)} must be a name (a JSON string)")
+    fold = record["fold"]
+    if isinstance(fold, bool) or not isinstance(fold, int) or fold < 0:
+        raise AnalysisError(f"{path}: fold {fold!r} is not a fold number (a whole number >= 0)")
+    for metric in stats.CLASSIFICATION_METRICS:
+        value = record.get(metric)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            record.pop(metric, None)
+        elif not (_is_number(value) and 0 <= value <= 1):
+            raise AnalysisError(f"{path}: {metric} {value!r} is not a fraction in [0, 1]")
+    return {**record, "_path": str(path)}
+
+
 def load_run(folder: Path, at_step: int | None) -> dict | None:
     """One run's record: its summary (with the scenario it trained on), or its evaluation at ``at_step``
-    (None when it has none there: said in the notes by the caller)."""
+    (marked ``_no_eval_at_step`` when it has none there: said in the report by the caller)."""
     summary_path = folder / run_folder.SUMMARY
     if at_step is None:
-        return {**run_folder.read_summary(summary_path), "_path": str(folder)}
+        return check_run_values(folder, {**run_folder.read_summary(summary_path), "_path": str(folder)})
     if summary_path.exists():
         record = run_folder.read_summary(summary_path)
     else:
@@ -136,7 +142,26 @@ def load_run(folder: Path, at_step: int | None) -> dict | None:
     values = {key: dict(read_scalars(folder, tag)).get(at_step) for key, tag in run_folder.EVAL_SUMMARY_TAGS.items()}
     if values["eval_return_mean"] is None:
         return {**record, "_path": str(folder), "_no_eval_at_step": True}
-    return {**record, **values, "global_step": at_step, "_path": str(folder)}
+    return check_run_values(folder, {**record, **values, "global_step": at_step, "_path": str(folder)})
+
+
+def check_run_values(folder: Path, record: dict) -> dict:
+    """A run's eval return must be a finite number (or absent: no evaluation), its IoU and all-zero
+    share fractions in [0, 1] (or NaN: no frame had a mask)."""
+    value = record.get("eval_return_mean")
+    if value is not None and not (_is_number(value) and math.isfinite(value)):
+        raise AnalysisError(f"{folder}: its eval return is {value!r}, not a finite number")
+    for key in ("eval_iou_mean", "eval_zero_map_fraction"):
+        value = record.get(key)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        if not (_is_number(value) and 0 <= value <= 1):
+            raise AnalysisError(f"{folder}: its {key} is {value!r}, not a fraction in [0, 1]")
+    return record
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def check_unique_seeds(found_runs: list[dict]) -> None:
@@ -147,6 +172,17 @@ def check_unique_seeds(found_runs: list[dict]) -> None:
             raise AnalysisError(f"seed {run['seed']} of {run['method']} on {run['env']} appears twice ({seen[key]} and "
                                 f"{run['_path']}); a seed counts once: remove one of them or compare them separately")
         seen[key] = run["_path"]
+
+
+def check_unique_folds(folds: list[dict]) -> None:
+    seen: dict[tuple, str] = {}
+    for record in folds:
+        key = tuple(record[name] for name in FOLD_KEYS)
+        if key in seen:
+            raise AnalysisError(f"fold {record['fold']} of {record['method']} {record['model']} on {record['dataset']} "
+                                f"appears twice ({seen[key]} and {record['_path']}); a fold counts once: remove one "
+                                f"of them or compare them separately")
+        seen[key] = record["_path"]
 
 
 # What may differ between runs compared on one scenario: the method, the seed, how a run ran, and
@@ -164,12 +200,36 @@ def check_same_settings(found_runs: list[dict]) -> None:
         if not isinstance(args, dict):
             continue  # an unfinished run compared --at-step: its checkpoint's settings are not read here
         reference = first.setdefault(run["env"], run)
-        differ = [f"{name} {reference['args'][name]!r} vs {args[name]!r}" for name in sorted(set(args) & set(reference["args"]))
+        differ = [f"{name} {reference['args'][name]!r} vs {args[name]!r}"
+                  for name in sorted(set(args) & set(reference["args"]))
                   if name not in MAY_DIFFER and args[name] != reference["args"][name]]
         if differ:
-            raise AnalysisError(f"runs on {run['env']} were trained with different settings, so their methods cannot be "
-                                f"compared: {reference['_path']} and {run['_path']} differ in {', '.join(differ[:5])}"
-                                f"{' and more' if len(differ) > 5 else ''}; compare runs of one setting at a time")
+            raise AnalysisError(f"runs on {run['env']} were trained with different settings, so their methods cannot "
+                                f"be compared: {reference['_path']} and {run['_path']} differ in "
+                                f"{', '.join(differ[:5])}{' and more' if len(differ) > 5 else ''}; compare runs of one "
+                                f"setting at a time")
+
+
+def read_scalars(run_dir: str | Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) pairs of one TensorBoard scalar; the last value wins for a repeated step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    if tag not in accumulator.Tags().get("scalars", []):
+        return []
+    by_step = {event.step: event.value for event in accumulator.Scalars(tag)}
+    return sorted(by_step.items())
+
+
+def eval_series(run: dict, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of one evaluation scalar of a run as logged; NaN (nothing measured: no frame had a
+    mask) is left out, an infinity refused naming the run."""
+    pairs = [(step, value) for step, value in read_scalars(run["_path"], tag) if not math.isnan(value)]
+    for step, value in pairs:
+        if not math.isfinite(value):
+            raise AnalysisError(f"{run['_path']}: its {tag} at agent step {step:,} is {value}, not a finite number")
+    return pairs
 
 
 def evaluation_steps(run: dict) -> set[int]:
@@ -194,24 +254,17 @@ def common_length(found_runs: list[dict]) -> tuple[int | None, str]:
                   f"evaluation step they all reached.")
 
 
-def read_scalars(run_dir: str | Path, tag: str) -> list[tuple[int, float]]:
-    """(step, value) pairs of one TensorBoard scalar; the last value wins for a repeated step."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    if tag not in accumulator.Tags().get("scalars", []):
-        return []
-    by_step = {event.step: event.value for event in accumulator.Scalars(tag)}
-    return sorted(by_step.items())
-
-
 def normalized_return(run: dict, value: float) -> float:
     """``value`` on the run's own scenario scale (0 random, 1 reference), from the scenario the run
     recorded; older runs without one are looked up by name."""
     record = run.get(run_folder.SCENARIO_KEY)
     if isinstance(record, dict) and {"random_score", "reference_score"} <= record.keys():
-        return (value - record["random_score"]) / (record["reference_score"] - record["random_score"])
+        scale = record["reference_score"] - record["random_score"]
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale != 0):
+            raise AnalysisError(f"{run['_path']}: its return cannot be normalised: its scenario's random score "
+                                f"{record['random_score']!r} and reference score {record['reference_score']!r} "
+                                f"must be finite and differ")
+        return (value - record["random_score"]) / scale
     try:
         return load_spec(run["env"]).normalize_return(value)
     except SpecError as error:
@@ -219,8 +272,15 @@ def normalized_return(run: dict, value: float) -> float:
                             f"{error}") from None
 
 
+def maps_dead_at_end(run: dict, above: float = 0.9) -> bool:
+    """Whether the run's last logged rollout maps were all zero on more than ``above`` of the frames."""
+    series = [(s, v) for s, v in read_scalars(run["_path"], run_folder.Tag.ZERO_MAP_FRACTION)
+              if s <= run.get("global_step", float("inf"))]
+    return bool(series) and series[-1][1] > above
+
+
 # ---------------------------------------------------------------------------------------
-# Reinforcement learning: rliable
+# Reinforcement learning: runs arranged as score arrays
 # ---------------------------------------------------------------------------------------
 @dataclass
 class ScoreTable:
@@ -229,6 +289,10 @@ class ScoreTable:
     scores: dict[str, np.ndarray]
     tasks: list[str]
     notes: list[str]
+
+
+def _present(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def score_matrices(runs: list[dict], metric: str) -> ScoreTable:
@@ -240,72 +304,27 @@ def score_matrices(runs: list[dict], metric: str) -> ScoreTable:
     notes: list[str] = []
     values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in sorted(runs, key=lambda r: (r["method"], r["env"], r["seed"])):
-        if metric == "return":
-            raw = run.get("eval_return_mean")
-            value = None if raw is None else normalized_return(run, raw)
-        else:
-            value = run.get("eval_iou_mean")
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        value = run.get("eval_return_mean" if metric == "return" else "eval_iou_mean")
+        if not _present(value):
             notes.append(f"{run['_path']}: no eval {metric}; left out")
             continue
-        values[run["method"]][run["env"]].append(float(value))
+        values[run["method"]][run["env"]].append(normalized_return(run, value) if metric == "return" else float(value))
     if not values:
         return ScoreTable({}, [], notes)
     tasks = sorted(set.intersection(*(set(per_env) for per_env in values.values())))
-    all_tasks = sorted(set().union(*(set(per_env) for per_env in values.values())))
-    for task in sorted(set(all_tasks) - set(tasks)):
+    for task in sorted(set().union(*(set(per_env) for per_env in values.values())) - set(tasks)):
         have = sorted(m for m in values if task in values[m])
         notes.append(f"env {task}: only {', '.join(have)} ran it; left out of the {metric} comparison")
+    if not tasks:
+        return ScoreTable({}, [], notes)
     scores = {}
     for method, per_env in values.items():
         counts = {task: len(per_env[task]) for task in tasks}
-        if tasks and len(set(counts.values())) > 1:
+        if len(set(counts.values())) > 1:
             notes.append(f"{method}: unequal seed counts per env {counts}; using the first {min(counts.values())}")
-        keep = min(counts.values()) if tasks else 0
+        keep = min(counts.values())
         scores[method] = np.array([[per_env[task][i] for task in tasks] for i in range(keep)]).reshape(keep, len(tasks))
     return ScoreTable(scores, tasks, notes)
-
-
-def _aggregates(scores: np.ndarray) -> np.ndarray:
-    from rliable import metrics
-
-    return np.array([metrics.aggregate_mean(scores), metrics.aggregate_iqm(scores), metrics.aggregate_median(scores)])
-
-
-AGGREGATE_NAMES = ["Mean", "IQM", "Median"]
-
-
-def interval_estimates(scores: dict[str, np.ndarray], *, reps: int, seed: int):
-    """Stratified bootstrap 95 % CIs of mean, IQM, median per method (reproducible for a seed)."""
-    from rliable import library as rly
-
-    usable = {m: s for m, s in scores.items() if s.shape[0] >= 1 and s.shape[1] >= 1}
-    # rliable's random_state alone does not make its CIs reproducible (checked): seed numpy too.
-    np.random.seed(seed)
-    return rly.get_interval_estimates(usable, _aggregates, reps=reps, random_state=np.random.RandomState(seed))
-
-
-def probability_of_improvement(x: np.ndarray, y: np.ndarray, *, reps: int, seed: int) -> tuple[float, tuple[float, float]]:
-    """P(X > Y) (Mann-Whitney, averaged over tasks) with its stratified bootstrap 95 % CI."""
-    from rliable import library as rly
-    from rliable import metrics
-
-    np.random.seed(seed)
-    point, interval = rly.get_interval_estimates(
-        {"pair": (x, y)}, metrics.probability_of_improvement, reps=reps, random_state=np.random.RandomState(seed)
-    )
-    low, high = np.asarray(interval["pair"]).reshape(2)
-    return float(np.asarray(point["pair"]).reshape(())), (float(low), float(high))
-
-
-def verdict(probability: float, ci: tuple[float, float]) -> str:
-    """The paper's Neyman-Pearson criterion: significant when P > 0.5 and 0.5 is outside the CI."""
-    return "significant" if probability > 0.5 and not (ci[0] <= 0.5 <= ci[1]) else "not significant"
-
-
-def eval_series(run: dict, tag: str) -> list[tuple[int, float]]:
-    """(step, value) of one eval scalar of a run, as logged (no interpolation)."""
-    return read_scalars(run["_path"], tag)
 
 
 def sample_efficiency(runs: list[dict], tasks: list[str]):
@@ -334,15 +353,16 @@ def sample_efficiency(runs: list[dict], tasks: list[str]):
     return np.array(steps), matrices
 
 
-def learning_curves(runs: list[dict]) -> dict:
-    """Per env and method: eval return and eval IoU at the logged evaluation steps, mean and 95 %
-    band over seeds (mean +- t * standard error, ddof 1), and the all-zero share of the eval maps."""
-    from scipy import stats
+CURVE_TAGS = {"return": run_folder.Tag.EVAL_RETURN, "iou": run_folder.Tag.EVAL_IOU,
+              "zero_maps": run_folder.Tag.EVAL_ZERO_MAP_FRACTION}
 
-    tags = {"return": run_folder.Tag.EVAL_RETURN, "iou": run_folder.Tag.EVAL_IOU, "zero_maps": run_folder.Tag.EVAL_ZERO_MAP_FRACTION}
+
+def learning_curves(runs: list[dict]) -> dict[str, dict[str, dict[str, stats.Curve]]]:
+    """Per env, method and metric (eval return, eval IoU, all-zero share of the eval maps): the
+    curve over seeds at the evaluation steps all its seeds logged (``statistics.seed_band``)."""
     grouped: dict[tuple, list[dict]] = defaultdict(list)
     for run in runs:
-        for metric, tag in tags.items():
+        for metric, tag in CURVE_TAGS.items():
             pairs = eval_series(run, tag)
             if pairs:
                 grouped[(run["env"], run["method"], metric)].append(dict(pairs))
@@ -352,395 +372,207 @@ def learning_curves(runs: list[dict]) -> dict:
         if not steps:
             continue
         values = np.array([[seed[step] for step in steps] for seed in seeds])
-        mean = values.mean(0)
-        if len(seeds) > 1:
-            half = stats.t.ppf(0.975, len(seeds) - 1) * values.std(0, ddof=1) / np.sqrt(len(seeds))
-        else:
-            half = np.zeros_like(mean)
-        low, high = mean - half, mean + half
-        if metric != "return":  # IoU and shares live in [0, 1]
-            low, high = np.clip(low, 0, 1), np.clip(high, 0, 1)
-        curves.setdefault(env, {}).setdefault(method, {})[metric] = {
-            "steps": steps, "mean": mean.tolist(), "low": low.tolist(), "high": high.tolist(), "seeds": len(seeds)}
+        curves.setdefault(env, {}).setdefault(method, {})[metric] = stats.seed_band(steps, values,
+                                                                                    fraction=metric != "return")
     return curves
 
 
+def group_rows(runs: list[dict]) -> tuple[report.GroupRow, ...]:
+    grouped = defaultdict(list)
+    for run in runs:
+        grouped[(run["env"], run["method"])].append(run)
+    rows = []
+    for (env, method), group in sorted(grouped.items()):
+        normalised = tuple(normalized_return(r, r["eval_return_mean"]) for r in group
+                           if _present(r.get("eval_return_mean")))
+        rows.append(report.GroupRow(env, method, len(group), _values(group, "eval_return_mean"), normalised,
+                                    _values(group, "eval_iou_mean"), _values(group, "eval_zero_map_fraction"),
+                                    sum(maps_dead_at_end(r) for r in group)))
+    return tuple(rows)
+
+
+def _values(group: list[dict], key: str) -> tuple[float, ...]:
+    return tuple(float(r[key]) for r in group if _present(r.get(key)))
+
+
+def improvements(scores: dict[str, np.ndarray], *, reps: int, seed: int, min_runs: int) -> dict[str, stats.Improvement]:
+    """P(CAMAL > baseline) for each baseline among ``scores``."""
+    if "camal" not in scores:
+        return {}
+    return {baseline: stats.probability_of_improvement(scores["camal"], scores[baseline], reps=reps, seed=seed,
+                                                       min_runs=min_runs)
+            for baseline in sorted(set(scores) - {"camal"})}
+
+
+def rl_results(runs: list[dict], notes: list[str], *, reps: int, seed: int, min_runs: int) -> report.RLResults:
+    """Everything the report says about RL runs; what cannot be computed is added to ``notes``."""
+    methods = sorted({r["method"] for r in runs})
+    if len(methods) < 2:
+        notes.append(f"only one method ({methods[0]}) among the runs: no probability of improvement")
+    metrics, return_tasks = [], []
+    for metric in ("return", "iou"):
+        table = score_matrices(runs, metric)
+        notes += table.notes
+        label = report.METRIC_LABELS[metric]
+        if not table.tasks:
+            notes.append(f"{label}: no env run by every method; no interval estimates")
+            continue
+        if metric == "return":
+            return_tasks = table.tasks
+        if "camal" not in table.scores and len(table.scores) >= 2:
+            notes.append(f"{label}: no 'camal' runs; probability of improvement is CAMAL vs the others")
+        metrics.append(report.MetricResults(metric, tuple(table.tasks),
+                                            stats.interval_estimates(table.scores, reps=reps, seed=seed),
+                                            improvements(table.scores, reps=reps, seed=seed, min_runs=min_runs)))
+    steps, matrices = sample_efficiency(runs, return_tasks)
+    efficiency = {}
+    if matrices:
+        # a curve bootstraps every evaluation step: a tenth of the repetitions, never below the floor
+        efficiency = stats.iqm_curves(matrices, steps, reps=max(MIN_REPS, reps // 10), seed=seed)
+    else:
+        notes.append("sample-efficiency curves: fewer than two evaluation steps shared by all runs")
+    return report.RLResults(
+        runs=len(runs), methods=tuple(methods), envs=tuple(sorted({r["env"] for r in runs})),
+        steps=tuple(sorted({r["global_step"] for r in runs if r.get("global_step")})), groups=group_rows(runs),
+        metrics=tuple(metrics), learning_curves=learning_curves(runs), efficiency=efficiency)
+
+
 # ---------------------------------------------------------------------------------------
-# Classification: Wilcoxon signed-rank over paired folds
+# Classification: folds arranged per model, data set, method and metric
 # ---------------------------------------------------------------------------------------
-def wilcoxon_greater(camal_values: list[float], baseline_values: list[float], lower_is_better: bool = False) -> float:
-    """One-tailed p-value that CAMAL is better than the baseline over paired folds."""
-    from scipy.stats import wilcoxon
-
-    differences = np.asarray(camal_values, float) - np.asarray(baseline_values, float)
-    if lower_is_better:
-        differences = -differences
-    if np.allclose(differences, 0):
-        return 1.0
-    return float(wilcoxon(differences, alternative="greater", zero_method="wilcox").pvalue)
-
-
-def mean_std(values, scale: float = 1.0, digits: int = 1) -> str:
-    """``mean ± std`` with the sample standard deviation (ddof 1), the one convention of all reports."""
-    values = np.asarray(values, float) * scale
-    spread = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f"{values.mean():.{digits}f} ± {spread:.{digits}f}"
-
-
-def ci95(values, scale: float = 1.0, digits: int = 1) -> str:
-    """The paper's 95 % interval for k-fold results: mean ± 1.96 standard errors."""
-    values = np.asarray(values, float) * scale
-    if len(values) < 2:
-        return "[-]"
-    half = 1.96 * values.std(ddof=1) / np.sqrt(len(values))
-    return f"[{values.mean() - half:.{digits}f}, {values.mean() + half:.{digits}f}]"
-
-
-def classification_tables(folds: list[dict]) -> tuple[str, list[str]]:
-    """Markdown tables (one per metric and baseline) and notes on what was left out."""
-    notes: list[str] = []
-    by_key: dict[tuple, dict[int, float]] = defaultdict(dict)
+def classification_results(folds: list[dict], notes: list[str]) -> tuple[stats.FoldComparison, ...]:
+    """CAMAL against each baseline on each metric, model and data set, over paired folds."""
+    values: dict[tuple, dict[int, float]] = defaultdict(dict)
     for record in folds:
-        for metric in CLASSIFICATION_METRICS:
-            if record.get(metric) is not None:
-                by_key[(record["model"], record["dataset"], record["method"], metric)][int(record["fold"])] = float(record[metric])
-    models = sorted({r["model"] for r in folds})
-    datasets = sorted({r["dataset"] for r in folds})
+        for metric in stats.CLASSIFICATION_METRICS:
+            if metric in record:
+                values[(record["model"], record["dataset"], record["method"], metric)][record["fold"]] = record[metric]
     methods = sorted({r["method"] for r in folds})
     baselines = [m for m in methods if m != "camal"]
     if "camal" not in methods or not baselines:
-        notes.append(f"classification: methods found {methods}; need 'camal' and at least one baseline for Wilcoxon tests")
-        return "", notes
-    out = []
+        notes.append(f"classification: methods found {methods}; need 'camal' and at least one baseline for "
+                     f"Wilcoxon tests")
+        return ()
+    found = []
     for baseline in baselines:
-        for metric, title in CLASSIFICATION_METRICS.items():
-            header = "| Model | " + " | ".join(f"{d} CAMAL | {d} {baseline}" for d in datasets) + " |"
-            rows = [header, "|" + "---|" * (1 + 2 * len(datasets))]
-            any_value = False
-            for model in models:
-                cells = []
-                for dataset in datasets:
-                    ours = by_key.get((model, dataset, "camal", metric), {})
-                    theirs = by_key.get((model, dataset, baseline, metric), {})
-                    paired = sorted(set(ours) & set(theirs))
-                    if not paired:
-                        cells += ["-", "-"]
+        for metric in stats.CLASSIFICATION_METRICS:
+            for model in sorted({r["model"] for r in folds}):
+                for dataset in sorted({r["dataset"] for r in folds}):
+                    pair = stats.compare_folds(values.get((model, dataset, "camal", metric), {}),
+                                               values.get((model, dataset, baseline, metric), {}),
+                                               model=model, dataset=dataset, metric=metric, baseline=baseline)
+                    if pair is None:
                         continue
-                    any_value = True
-                    if len(paired) < len(set(ours) | set(theirs)):
-                        notes.append(f"{model}/{dataset}/{metric}: only folds {paired} are paired with {baseline}")
-                    a = [ours[f] for f in paired]
-                    b = [theirs[f] for f in paired]
-                    percent = metric.startswith("test_")
-                    scale, digits = (100.0, 1) if percent else (1.0, 3)
-                    p = wilcoxon_greater(a, b, metric in LOWER_IS_BETTER) if len(paired) >= 2 else float("nan")
-                    better = (np.mean(a) < np.mean(b)) if metric in LOWER_IS_BETTER else (np.mean(a) > np.mean(b))
-                    text = mean_std(a, scale, digits)
-                    if better and p < SIGNIFICANCE:
-                        text = f"**{text}**"
-                    elif better:
-                        text = f"<u>{text}</u>"
-                    cells += [f"{text} {ci95(a, scale, digits)} (p={p:.3g})", f"{mean_std(b, scale, digits)} {ci95(b, scale, digits)}"]
-                rows.append(f"| {model} | " + " | ".join(cells) + " |")
-            if any_value:
-                out.append(f"### {title}: CAMAL vs {baseline}\n\nMean ± standard deviation over folds (ddof 1), "
-                           f"[95 % CI: mean ± 1.96 SE, as in the paper]. Bold: CAMAL better and one-tailed Wilcoxon "
-                           f"signed-rank p < {SIGNIFICANCE}; underlined: better, not significant.\n\n" + "\n".join(rows))
-    return "\n\n".join(out), notes
+                    if pair.unpaired:
+                        notes.append(f"{model}/{dataset}/{metric}: only folds {list(pair.folds)} are paired with "
+                                     f"{baseline}")
+                    found.append(pair)
+    return tuple(found)
 
 
 # ---------------------------------------------------------------------------------------
-# Report
+# The comparison
 # ---------------------------------------------------------------------------------------
-def _fmt_ci(point: float, ci) -> str:
-    return f"{point:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
 def compare(paths: list[str], out: str | Path, *, reps: int = 2000, seed: int = 0, plots: bool = True,
             setting: dict | None = None, at_step: int | None = None, skip_broken: bool = False,
             min_runs: int = MIN_RUNS_FOR_VERDICT) -> dict:
-    """Analyse everything under ``paths``; write ``report.md``, ``results.json`` and PNGs into ``out``.
+    """Analyse everything under ``paths``; write ``report.md``, ``results.json`` (strict JSON) and PNGs
+    into ``out``, and return ``results.json``'s data.
 
     ``setting`` (frames, budget, seeds, machine, ...) is written at the top of the report.
     ``at_step`` compares the RL runs at their evaluation at that agent step instead of their end; runs
     of different lengths are compared at the last evaluation step they all reached. ``skip_broken``
     leaves unreadable runs out (listed in the report) instead of stopping. ``min_runs``: fewer runs
-    per method and task give intervals but no verdict."""
+    per method and task give intervals but no verdict. ``reps``: bootstrap repetitions, at least
+    ``MIN_REPS``."""
+    if not paths:
+        raise AnalysisError("nothing to compare: give run folders, folders holding them, or fold result files")
+    stats.check_reps(reps)
+    stats.check_min_runs(min_runs)
+    if at_step is not None and at_step < 1:
+        raise AnalysisError(f"--at-step must be a positive agent step, got {at_step}")
     found = find_results(paths, at_step=at_step, skip_broken=skip_broken)
     left_out = list(found.left_out)
-    left_out += [f"{r['_path']}: no evaluation at agent step {at_step:,}" for r in found.runs if r.get("_no_eval_at_step")]
+    left_out += [f"{r['_path']}: no evaluation at agent step {at_step:,}"
+                 for r in found.runs if r.get("_no_eval_at_step")]
     rl_runs = [r for r in found.runs if not r.get("_no_eval_at_step")]
     if not rl_runs and not found.folds:
         raise AnalysisError(
             f"no results under {', '.join(map(str, paths))}: expected run folders with summary.json "
-            f"(camal-train) or per-fold JSON files (camal-classify)" + (f"; left out: {'; '.join(left_out)}" if left_out else "")
+            f"(camal-train) or per-fold JSON files (camal-classify)"
+            + (f"; left out: {'; '.join(left_out)}" if left_out else "")
         )
+    compared_at, length_note = None, ""
+    if at_step is None and rl_runs:
+        compared_at, length_note = common_length(rl_runs)
+        if compared_at is not None:
+            rl_runs = [{**load_run(Path(r["_path"]), compared_at), **{k: r[k] for k in ("env", "method", "seed")}}
+                       for r in rl_runs]
+    notes: list[str] = []
+    rl = rl_results(rl_runs, notes, reps=reps, seed=seed, min_runs=min_runs) if rl_runs else None
+    folds = classification_results(found.folds, notes) if found.folds else None
+    comparison = report.Comparison(reps=reps, seed=seed, min_runs=min_runs, setting=setting or {}, at_step=at_step,
+                                   compared_at_step=compared_at, length_note=length_note, rl=rl, folds=folds,
+                                   notes=tuple(notes), left_out=tuple(left_out))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    report = ["# CAMAL comparison report", ""]
-    results: dict = {"setting": setting or {}, "rl": {}, "classification": {}, "notes": [], "left_out": left_out,
-                     "min_runs_for_verdict": min_runs}
-    if at_step is not None:
-        report += [f"Runs compared at their evaluation at agent step {at_step:,} (`--at-step`), not at their end.", ""]
-    elif rl_runs:
-        common_step, sentence = common_length(rl_runs)
-        if common_step is not None:
-            rl_runs = [{**load_run(Path(r["_path"]), common_step), **{k: r[k] for k in ("env", "method", "seed")}}
-                       for r in rl_runs]
-            results["compared_at_step"] = common_step
-            report += [sentence, ""]
-    if setting:
-        report += ["| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in setting.items()] + [""]
-    if rl_runs:
-        report += rl_section(rl_runs, out, results, reps=reps, seed=seed, plots=plots, min_runs=min_runs)
-    if found.folds:
-        tables, notes = classification_tables(found.folds)
-        results["notes"] += notes
-        report += ["## Classification (paired folds, one-tailed Wilcoxon signed-rank)", "", tables or "_no comparable pairs_", ""]
-    if left_out:
-        report += ["## Left out (`--skip-broken`)", ""] + [f"- {n}" for n in left_out] + [""]
-    if results["notes"]:
-        report += ["## What could not be computed", ""] + [f"- {n}" for n in results["notes"]] + [""]
-    write_text_atomic(out / "results.json", json.dumps(results, indent=2, default=float))
-    write_text_atomic(out / "report.md", "\n".join(report))
-    return results
+    figures = report.draw_figures(out, comparison) if plots else []
+    results = report.results_json(comparison)
+    write_json(out / "results.json", results)
+    write_text_atomic(out / "report.md", report.markdown(comparison, figures))
+    return strict_json_value(results)
 
 
-def maps_dead_at_end(run: dict, above: float = 0.9) -> bool:
-    """Whether the run's last logged rollout maps were all zero on more than ``above`` of the frames."""
-    series = [(s, v) for s, v in read_scalars(run["_path"], "attention/zero_map_fraction")
-              if s <= run.get("global_step", float("inf"))]
-    return bool(series) and series[-1][1] > above
+@dataclass
+class CompareArgs:
+    """Compare CAMAL and baselines over seeds and tasks: report.md, results.json and PNG plots in --out."""
+
+    runs: tyro.conf.Positional[list[str]]
+    """run folders, folders holding them, or fold result files"""
+    out: str
+    """folder for report.md, results.json and the plots"""
+    reps: int = 2000
+    """bootstrap repetitions (at least 1000, so each tail of a 95 % interval has draws of its own)"""
+    seed: int = 0
+    """bootstrap seed (results are reproducible for it)"""
+    plots: bool = True
+    """draw the PNG plots (--no-plots: only report.md and results.json)"""
+    at_step: int | None = None
+    """compare RL runs at their evaluation at this agent step"""
+    skip_broken: bool = False
+    """leave out run folders and fold files that cannot be read (the report lists each and why)"""
+    min_runs: int = MIN_RUNS_FOR_VERDICT
+    """runs per method and task below which no verdict is given (the paper has 5)"""
+    setting: str | None = None
+    """a JSON file of the study's setting, shown at the top"""
+    table: bool = False
+    """also print the report to stdout"""
 
 
-def _finite(values) -> list[float]:
-    return [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-
-
-def rl_section(runs: list[dict], out: Path, results: dict, *, reps: int, seed: int, plots: bool,
-               min_runs: int = MIN_RUNS_FOR_VERDICT) -> list[str]:
-    lines = ["## Reinforcement learning", ""]
-    methods = sorted({r["method"] for r in runs})
-    envs = sorted({r["env"] for r in runs})
-    steps = sorted({r.get("global_step") for r in runs if r.get("global_step")})
-    lines.append(f"{len(runs)} runs; methods {', '.join(methods)}; envs {', '.join(envs)}; agent steps per run "
-                 f"{', '.join(f'{s:,}' for s in steps)}. Standard deviations over seeds use ddof 1.")
-    lines.append("")
-    lines.append("| env | method | seeds | eval return | normalised | eval IoU | all-zero maps (eval frames) | runs whose maps were dead at the end of training |")
-    lines.append("|---|---|---|---|---|---|---|---|")
-    grouped = defaultdict(list)
-    for run in runs:
-        grouped[(run["env"], run["method"])].append(run)
-    per_group = {}
-    for (env, method), group in sorted(grouped.items()):
-        returns = _finite(r.get("eval_return_mean") for r in group)
-        ious = _finite(r.get("eval_iou_mean") for r in group)
-        zero = _finite(r.get("eval_zero_map_fraction") for r in group)
-        dead = sum(maps_dead_at_end(r) for r in group)
-        norm = [normalized_return(r, r["eval_return_mean"]) for r in group if r.get("eval_return_mean") is not None
-                and math.isfinite(r["eval_return_mean"])]
-        per_group[f"{env}/{method}"] = {"seeds": len(group), "return": returns, "normalised_return": norm, "iou": ious,
-                                        "zero_map_fraction": zero, "dead_in_training": dead}
-        lines.append(
-            f"| {env} | {method} | {len(group)} | " + (mean_std(returns) if returns else "-") + " | "
-            + (mean_std(norm, digits=3) if norm else "-") + " | " + (mean_std(ious, digits=3) if ious else "-") + " | "
-            + (f"{np.mean(zero):.0%}" if zero else "-") + f" | {dead} of {len(group)} |"
-        )
-    results["rl"]["per_env"] = per_group
-    lines += ["", "A map that is all zero scores IoU 0 by definition: the all-zero column tells \"looks nowhere\" "
-              "from \"looks elsewhere\".", ""]
-    if len(methods) < 2:
-        results["notes"].append(f"only one method ({methods[0]}) among the runs: no probability of improvement")
-    for metric, label in [("return", "normalised return"), ("iou", "eval IoU (tau 0.7)")]:
-        table = score_matrices(runs, metric)
-        results["notes"] += table.notes
-        if not table.tasks or not table.scores:
-            results["notes"].append(f"{label}: no env run by every method; no interval estimates")
-            continue
-        points, intervals = interval_estimates(table.scores, reps=reps, seed=seed)
-        results["rl"][metric] = {
-            m: {name: {"point": float(points[m][i]), "ci": [float(intervals[m][0][i]), float(intervals[m][1][i])]}
-                for i, name in enumerate(AGGREGATE_NAMES)}
-            for m in points
-        }
-        lines += [f"### {label}: stratified bootstrap 95 % CIs ({reps} reps, tasks {', '.join(table.tasks)})", "",
-                  "| method | runs | " + " | ".join(AGGREGATE_NAMES) + " |", "|---|---|---|---|---|"]
-        for m in sorted(points):
-            cells = [_fmt_ci(points[m][i], (intervals[m][0][i], intervals[m][1][i])) for i in range(3)]
-            lines.append(f"| {m} | {table.scores[m].shape[0]} | " + " | ".join(cells) + " |")
-        lines.append("")
-        poi_points, poi_intervals = {}, {}
-        if "camal" in table.scores:
-            for baseline in sorted(set(table.scores) - {"camal"}):
-                x, y = table.scores["camal"], table.scores[baseline]
-                if x.shape[0] == 0 or y.shape[0] == 0:
-                    continue
-                p, ci = probability_of_improvement(x, y, reps=reps, seed=seed)
-                fewest = min(x.shape[0], y.shape[0])
-                decision = verdict(p, ci) if fewest >= min_runs else \
-                    f"{TOO_FEW} ({fewest} runs per task, at least {min_runs} needed)"
-                results["rl"].setdefault(f"poi_{metric}", {})[f"camal>{baseline}"] = {"p": p, "ci": list(ci), "verdict": decision}
-                lines.append(f"- P(CAMAL > {baseline}) on {label} = {_fmt_ci(p, ci)}: **{decision}** "
-                             f"(the paper's criterion: P > 0.5 and 0.5 outside the CI, with at least {min_runs} runs "
-                             f"per method and task)")
-                poi_points[f"camal,{baseline}"] = np.array([p])
-                poi_intervals[f"camal,{baseline}"] = np.array([[ci[0]], [ci[1]]])
-            lines.append("")
-        elif len(table.scores) >= 2:
-            results["notes"].append(f"{label}: no 'camal' runs; probability of improvement is CAMAL vs the others")
-        if plots:
-            lines += _rl_plots(out, metric, label, points, intervals, poi_points, poi_intervals)
-    curves = learning_curves(runs)
-    results["rl"]["learning_curves"] = curves
-    if plots and curves:
-        lines += _learning_curve_plot(out, curves)
-    tasks = score_matrices(runs, "return").tasks
-    grid, matrices = sample_efficiency(runs, tasks)
-    if matrices:
-        results["rl"]["sample_efficiency_steps"] = [int(s) for s in grid]
-        if plots:
-            lines += _efficiency_plot(out, grid, matrices, reps=reps, seed=seed)
-    else:
-        results["notes"].append("sample-efficiency curves: fewer than two evaluation steps shared by all runs")
-    return lines
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _rl_plots(out, metric, label, points, intervals, poi_points, poi_intervals) -> list[str]:
-    plt = _pyplot()
-    from rliable import plot_utils
-
-    methods = sorted(points)
-    fig, axes = plot_utils.plot_interval_estimates(
-        {m: points[m] for m in methods}, {m: intervals[m] for m in methods}, metric_names=AGGREGATE_NAMES,
-        algorithms=methods, xlabel="", subfigure_width=3.4, row_height=0.6,
-    )
-    axes = np.atleast_1d(axes)
-    for axis in axes:
-        axis.tick_params(axis="x", labelsize=9)
-    axes[len(axes) // 2].set_xlabel(label, fontsize=11, labelpad=6)  # under the tick labels, not on them
-    name = f"aggregates_{metric}.png"
-    save_figure(fig, out / name, bbox_inches="tight", dpi=120)
-    plt.close(fig)
-    lines = [f"![{label} aggregates]({name})", ""]
-    if poi_points:
-        ax = plot_utils.plot_probability_of_improvement(poi_points, poi_intervals, figsize=(5, 1.6))
-        ax.set_title(label, fontsize=11)
-        name = f"poi_{metric}.png"
-        save_figure(ax.figure, out / name, bbox_inches="tight", dpi=120)
-        plt.close(ax.figure)
-        lines += [f"![P(CAMAL > baseline), {label}]({name})", ""]
-    return lines
-
-
-METHOD_COLOURS = {"camal": "tab:orange", "vanilla": "tab:blue", "suppress": "tab:green"}
-
-
-def _learning_curve_plot(out: Path, curves: dict) -> list[str]:
-    """Per env: eval return, eval IoU and the all-zero share against agent steps; mean and 95 % band over seeds."""
-    plt = _pyplot()
-    envs = sorted(curves)
-    metrics = [("return", "eval return"), ("iou", "eval IoU (tau 0.7)"), ("zero_maps", "all-zero maps (share)")]
-    fig, axes = plt.subplots(len(metrics), len(envs), figsize=(3.6 * len(envs), 2.6 * len(metrics)), squeeze=False)
-    for column, env in enumerate(envs):
-        for row, (metric, label) in enumerate(metrics):
-            axis = axes[row, column]
-            for method, by_metric in sorted(curves[env].items()):
-                curve = by_metric.get(metric)
-                if not curve:
-                    continue
-                colour = METHOD_COLOURS.get(method)
-                axis.plot(curve["steps"], curve["mean"], marker="o", markersize=3, color=colour,
-                          label=f"{method} ({curve['seeds']} seeds)")
-                axis.fill_between(curve["steps"], curve["low"], curve["high"], color=colour, alpha=0.2)
-            if row == 0:
-                axis.set_title(env, fontsize=11)
-            if column == 0:
-                axis.set_ylabel(label, fontsize=10)
-            if row == len(metrics) - 1:
-                axis.set_xlabel("agent steps", fontsize=10)
-            if metric == "zero_maps":
-                axis.set_ylim(-0.03, 1.03)  # a share: the full range, so "never dead" reads as a line at 0
-            axis.tick_params(labelsize=8)
-            axis.ticklabel_format(axis="x", style="sci", scilimits=(3, 3))
-            axis.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, out / "learning_curves.png", dpi=110)
-    plt.close(fig)
-    return ["### Learning curves (evaluation points as taken; mean and 95 % band over seeds)", "",
-            "![learning curves](learning_curves.png)", ""]
-
-
-def _efficiency_plot(out, steps, curves, *, reps, seed) -> list[str]:
-    plt = _pyplot()
-    from rliable import library as rly
-    from rliable import metrics, plot_utils
-
-    def iqm_over_time(scores):  # [runs, tasks, points] -> [points]
-        return np.array([metrics.aggregate_iqm(scores[..., i]) for i in range(scores.shape[-1])])
-
-    np.random.seed(seed)
-    points, intervals = rly.get_interval_estimates(curves, iqm_over_time, reps=max(200, reps // 10),
-                                                   random_state=np.random.RandomState(seed))
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    plot_utils.plot_sample_efficiency_curve(steps, points, intervals, algorithms=sorted(curves), ax=ax,
-                                            xlabel="agent steps", ylabel="IQM normalised return", labelsize=12, ticklabelsize=10)
-    ax.legend()
-    fig.tight_layout()
-    save_figure(fig, out / "sample_efficiency.png", bbox_inches="tight", dpi=120)
-    plt.close(fig)
-    return ["### Sample efficiency (IQM of normalised eval return over envs and seeds, 95 % CIs, at the evaluation steps taken)",
-            "", "![sample efficiency](sample_efficiency.png)", ""]
+def read_setting(path: str) -> dict:
+    try:
+        setting = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise AnalysisError(f"--setting {path} is not valid JSON ({error})") from None
+    if not isinstance(setting, dict):
+        raise AnalysisError(f"--setting {path} holds a {type(setting).__name__}; give a JSON object of names and "
+                            f"values")
+    return setting
 
 
 def cli(argv: list[str] | None = None) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="camal-compare", description="Compare CAMAL and baselines over seeds and tasks.")
-    parser.add_argument("runs", nargs="+", help="run folders, or folders holding them, or result files")
-    parser.add_argument("--out", required=True, help="folder for report.md, results.json and the plots")
-    parser.add_argument("--reps", type=int, default=2000, help="bootstrap replications")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (results are reproducible for it)")
-    parser.add_argument("--no-plots", action="store_true")
-    parser.add_argument("--at-step", type=int, default=None, help="compare RL runs at their evaluation at this step")
-    parser.add_argument("--skip-broken", action="store_true",
-                        help="leave out run folders and fold files that cannot be read (the report lists each and why)")
-    parser.add_argument("--min-runs", type=int, default=MIN_RUNS_FOR_VERDICT,
-                        help="runs per method and task below which no verdict is given (default 5, as the paper)")
-    parser.add_argument("--setting", default=None, help="a JSON file of the study's setting, shown at the top")
-    parser.add_argument("--table", action="store_true", help="also print the report to stdout")
-    options = parser.parse_args(argv)
-    import warnings
-
+    options = tyro.cli(CompareArgs, args=argv, prog="camal-compare")
     # rliable hands arch a RandomState, which arch now warns about on every bootstrap
     warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
 
     def main() -> Path:
-        if options.reps < 1 or options.min_runs < 1:
-            raise AnalysisError("--reps and --min-runs must be >= 1")
-        if options.at_step is not None and options.at_step < 1:
-            raise AnalysisError(f"--at-step must be a positive agent step, got {options.at_step}")
-        setting = None
-        if options.setting:
-            try:
-                setting = json.loads(Path(options.setting).read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                raise AnalysisError(f"--setting {options.setting} is not valid JSON ({error})") from None
-        compare(options.runs, options.out, reps=options.reps, seed=options.seed, plots=not options.no_plots,
-                setting=setting, at_step=options.at_step, skip_broken=options.skip_broken, min_runs=options.min_runs)
+        compare(options.runs, options.out, reps=options.reps, seed=options.seed, plots=options.plots,
+                setting=read_setting(options.setting) if options.setting else None, at_step=options.at_step,
+                skip_broken=options.skip_broken, min_runs=options.min_runs)
         return Path(options.out) / "report.md"
 
-    report = run_cli("camal-compare", main)
-    print(report.read_text() if options.table else f"wrote {report}")
+    path = run_cli("camal-compare", main)
+    print(path.read_text() if options.table else f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap replications")
     parser.add_argument("train_args", nargs="*", help="after --: more camal-train flags")
     options = parser.parse_args()
+    if not options.skip_report and options.reps < analysis.MIN_REPS:
+        sys.exit(f"reproduce_drl: --reps must be >= {analysis.MIN_REPS} for a 95 % interval, got {options.reps}")
     runs, report = Path(options.runs), Path(options.report)
     recipe_of = {}
     for env in options.envs:

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from camal_rl import errors, files, runs
+from camal_rl.statistics import MIN_REPS
 
 TINY = ["--total-timesteps", "256", "--num-envs", "2", "--num-steps", "64", "--num-minibatches", "2",
         "--update-epochs", "1", "--eval-episodes", "1", "--eval-image-frames", "0", "--checkpoint-interval", "1",
@@ -313,7 +314,8 @@ def test_an_unreadable_summary_is_an_error_or_listed_with_skip_broken(finished_r
     for extra in ([], ["--at-step", "256"]):
         one_line_error(command("compare", tmp_path / "runs", "--out", tmp_path / "out", "--no-plots", *extra),
                        str(made[0]), "--skip-broken")
-    result = command("compare", tmp_path / "runs", "--out", tmp_path / "out", "--no-plots", "--skip-broken", "--reps", "50")
+    result = command("compare", tmp_path / "runs", "--out", tmp_path / "out", "--no-plots", "--skip-broken",
+                     "--reps", MIN_REPS)
     assert result.returncode == 0, result.stderr
     report = (tmp_path / "out" / "report.md").read_text()
     assert "3 runs" in report and "## Left out" in report and str(made[0]) in report
@@ -340,7 +342,7 @@ def test_runs_trained_with_other_settings_are_not_compared(finished_run, tmp_pat
 @pytest.mark.slow
 def test_too_few_runs_give_no_verdict(finished_run, tmp_path):
     fake_runs(tmp_path / "runs", finished_run)
-    result = command("compare", tmp_path / "runs", "--out", tmp_path / "out", "--no-plots", "--reps", "50")
+    result = command("compare", tmp_path / "runs", "--out", tmp_path / "out", "--no-plots", "--reps", MIN_REPS)
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["rl"]["poi_return"]["camal>vanilla"]["verdict"].startswith("too few runs for a verdict")
@@ -353,7 +355,7 @@ def test_runs_of_different_lengths_are_compared_at_a_common_step(finished_run, t
     longer = made[0]
     result = command("train", "--resume", longer, "--total-timesteps", "384", "--no-progress")
     assert result.returncode == 0, result.stderr[-2000:]
-    result = command("compare", tmp_path / "runs", "--out", tmp_path / "out", "--no-plots", "--reps", "50")
+    result = command("compare", tmp_path / "runs", "--out", tmp_path / "out", "--no-plots", "--reps", MIN_REPS)
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["compared_at_step"] == 256
@@ -369,7 +371,7 @@ def test_a_run_from_a_spec_file_outside_envs_compares_and_records(tmp_path, shor
     Path(spec).unlink()  # the runs carry their scenario: the file may move
     result = command("train", "--resume", tmp_path / "runs" / "camal", "--total-timesteps", "384", "--no-progress")
     assert result.returncode == 0, result.stderr[-2000:]  # resumes without its spec file
-    result = command("compare", tmp_path / "runs", "--out", tmp_path / "out", "--no-plots", "--reps", "50")
+    result = command("compare", tmp_path / "runs", "--out", tmp_path / "out", "--no-plots", "--reps", MIN_REPS)
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     summary = json.loads((tmp_path / "runs" / "camal" / runs.SUMMARY).read_text())
@@ -409,6 +411,9 @@ def test_sweep_to_cloud_storage_without_its_driver_is_one_line(tmp_path):
     ("eval", ["no_such_run"], ["no checkpoint at no_such_run"]),
     ("record", ["some_run", "--fps", "0"], ["--fps", ">= 1"]),
     ("compare", ["somewhere", "--out", "x", "--reps", "0"], ["--reps"]),
+    ("compare", ["somewhere", "--out", "x", "--reps", "1"], ["--reps 1 is too few", f"--reps {MIN_REPS} or more"]),
+    ("compare", ["somewhere", "--out", "x", "--min-runs", "0"], ["--min-runs must be >= 1"]),
+    ("sweep", ["--reps", "50"], ["--reps", f">= {MIN_REPS}"]),
     ("compare", ["no_such_folder", "--out", "x"], ["no_such_folder does not exist"]),
 ])
 def test_every_command_checks_its_flags_first(tmp_path, program, flags, words):
@@ -420,7 +425,7 @@ def test_every_command_checks_its_flags_first(tmp_path, program, flags, words):
 def test_a_sweep_over_a_spec_file_trains_and_reports(tmp_path, short_scenario):
     spec = short_scenario(80, name="mybasic")
     result = command("sweep", "--envs", spec, "--methods", "camal", "vanilla", "--seeds", "1", "--out", tmp_path / "grid",
-                     "--reps", "50", "--", *tiny(128), cwd=tmp_path)
+                     "--reps", MIN_REPS, "--", *tiny(128), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     report = (tmp_path / "grid" / "report" / "report.md").read_text()
     assert "mybasic" in report and "too few runs for a verdict" in report

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from camal_rl import sweep
+from camal_rl.statistics import MIN_REPS
 
 TINY = ["--total-timesteps", "128", "--num-envs", "2", "--num-steps", "64", "--num-minibatches", "2",
         "--update-epochs", "1", "--eval-episodes", "1", "--no-cuda"]
@@ -25,19 +26,20 @@ def check_finished(out, steps=128):
 @pytest.mark.slow
 def test_local_sweep_then_skip(tmp_path):
     out = tmp_path / "local"
-    result = sweep.sweep(out=out, train_args=TINY, workers=2, reps=100, **GRID)
+    result = sweep.sweep(out=out, train_args=TINY, workers=2, reps=MIN_REPS, **GRID)
     assert result["failed"] == [] and len(result["ran"]) == 2
     check_finished(out)
     assert (out / "report" / "report.md").exists()
-    again = sweep.sweep(out=out, train_args=TINY, workers=2, reps=100, **GRID)
+    again = sweep.sweep(out=out, train_args=TINY, workers=2, reps=MIN_REPS, **GRID)
     assert again["ran"] == [] and sorted(again["skipped"]) == ["basic__camal__1", "defend_the_line__camal__1"]
     # other settings into the same folder would mix in one report: refused before anything runs
     with pytest.raises(sweep.SweepError, match=r"basic__camal__1 has learning_rate 0.000827 \(this sweep: 0.001\)"):
-        sweep.sweep(out=out, train_args=TINY + ["--learning-rate", "1e-3"], workers=2, reps=100, **GRID)
+        sweep.sweep(out=out, train_args=TINY + ["--learning-rate", "1e-3"], workers=2, reps=MIN_REPS, **GRID)
     with pytest.raises(sweep.SweepError, match="total_timesteps 128 .this sweep: 256.*--resume RUN --total-timesteps"):
-        sweep.sweep(out=out, train_args=["--total-timesteps", "256", *TINY[2:]], workers=2, reps=100, **GRID)
+        sweep.sweep(out=out, train_args=["--total-timesteps", "256", *TINY[2:]], workers=2, reps=MIN_REPS, **GRID)
     # how a run runs may differ: checkpoints, threads, env workers
-    same = sweep.sweep(out=out, train_args=TINY + ["--checkpoint-interval", "3", "--env-workers", "0"], workers=2, reps=100, **GRID)
+    same = sweep.sweep(out=out, train_args=TINY + ["--checkpoint-interval", "3", "--env-workers", "0"], workers=2,
+                       reps=MIN_REPS, **GRID)
     assert same["ran"] == [] and len(same["skipped"]) == 2
 
 
@@ -90,7 +92,7 @@ def test_classification_folds_sweep_into_one_folder_each(tmp_path):
     out = tmp_path / "cls"
     args = ["--camal-coef", "0.3", "--epochs", "1", "--image-size", "32", "--faithfulness-steps", "4", "--no-cuda"]
     result = sweep.sweep_classify(["small_cnn"], ["decoy_digits"], ["vanilla", "camal"], 2, out, classify_args=args,
-                                  workers=2, reps=100)
+                                  workers=2, reps=MIN_REPS)
     assert result["failed"] == [] and len(result["ran"]) == 4
     for method in ("vanilla", "camal"):
         folder = out / f"small_cnn__decoy_digits__{method}"
