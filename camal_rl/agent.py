@@ -54,7 +54,7 @@ class Agent(nn.Module):
         self.critic = layer_init(nn.Linear(512, 1), std=1)
         self.obs_shape = tuple(obs_shape)
         self.num_actions = num_actions
-        # channels-last convolutions are ~1.5-2x faster on CPU (oneDNN) and fine on CUDA
+        # channels-last convolutions: faster on CPU (oneDNN), fine on CUDA (docs/performance.md, "Small choices")
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor):
@@ -82,7 +82,7 @@ class Agent(nn.Module):
     def act(self, x, forward: Callable | None = None):
         """The rollout's step: a sampled action, its log-probability and V(s). The same numbers (and
         random draws) as ``get_action_and_value``, which goes through ``Categorical``; here the same
-        four ops run without building a distribution or the entropy, a third of a small batch's cost.
+        four ops run without building a distribution or the entropy (docs/performance.md, "Small choices").
         ``forward`` (e.g. a ``GraphedForward``) replaces the network's pass: ``x -> (logits, value)``."""
         logits, value = forward(x) if forward is not None else self(x)[:2]
         log_probs = logits - logits.logsumexp(dim=-1, keepdim=True)  # Categorical's normalisation

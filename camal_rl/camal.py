@@ -35,9 +35,9 @@ Weighting = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _channel_weighted_mean(weights: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-    """1/K sum_k w_k A^k, ``[B, h, w]``, for channel weights ``[B, K, ...]``: one batched product. With
-    its backward it ran 2.5x faster on 2 CPU cores than a broadcast product and a mean at the paper's
-    26x36 grid and batch 256 (1.6x at 4x6 and 256; the same at 4x6 and 64), and reads A once."""
+    """1/K sum_k w_k A^k, ``[B, h, w]``, for channel weights ``[B, K, ...]``: one batched product, faster
+    with its backward than a broadcast product and a mean (docs/performance.md, "Small choices"), and
+    reads A once."""
     return torch.einsum("bk,bkhw->bhw", weights.flatten(1), features) / features.shape[1]
 
 
@@ -380,7 +380,7 @@ def grid_mask(mask: torch.Tensor, grid: tuple[int, int], *, dtype: torch.dtype =
         return GridMask(mask, 1.0 - mask, inside_count, outside_count)
     rows = _linear_weights(h, height, mask)  # [H, h]
     cols = _linear_weights(w, width, mask)  # [W, w]
-    # R_h^T M R_w as two plain matrix products (a batched broadcast matmul is ~10x slower on CPU)
+    # R_h^T M R_w as two plain matrix products, not a batched broadcast matmul (docs/performance.md, "Small choices")
     across = (mask.reshape(batch * height, width) @ cols).reshape(batch, height, w)
     inside = (across.transpose(1, 2).reshape(batch * w, height) @ rows).reshape(batch, w, h).transpose(1, 2)
     outside = torch.outer(rows.sum(0), cols.sum(0)) - inside  # R_h^T 1 1^T R_w - R_h^T M R_w

@@ -54,7 +54,7 @@ class FrameStorage:
         # ``staging=True`` on a CPU takes the GPU's paths unpinned (tests compare the paths).
         self.staging = device.type != "cpu" if staging is None else staging
         # On a CPU the env buffers are copied with numpy into the storage's own memory (a numpy
-        # slice costs a fifth of a torch one; a vector step does two per group).
+        # slice is cheaper than a torch one, docs/performance.md, "Small choices"; a vector step does two per group).
         on_host = device.type == "cpu" and not self.staging
         self._host_frames = self.frames.numpy() if on_host else None
         self._host_masks = self.masks.numpy() if on_host else None

@@ -35,8 +35,8 @@ def open_writer(run_dir: Path, config: dict, *, fresh: bool, track: bool = False
 
 def log_episodes(writer: SummaryWriter, step: int, returns, lengths) -> None:
     """The episodes that ended at agent step ``step``: their returns and lengths in one event
-    (readers see the scalars ``add_scalar`` would write; one event instead of two per episode is a
-    tenth of a small rollout's host time)."""
+    (readers see the scalars ``add_scalar`` would write; one event instead of two per episode saves
+    host time: docs/performance.md, "Small choices")."""
     values = []
     for episodic_return, length in zip(returns, lengths):
         values.append(Summary.Value(tag=Tag.EPISODIC_RETURN, simple_value=float(episodic_return)))

@@ -371,6 +371,6 @@ def default_workers(num_envs: int) -> int:
 
     A worker spends most of a step waiting for its ViZDoom engine (a process of its own), so one
     per env lets every engine run at once. On 2 cores they only compete with the learner: there
-    in-process envs are as fast (measured, NOTES.md) and use less memory.
+    in-process envs are as fast (docs/performance.md, "In-process envs vs worker processes") and use less memory.
     """
     return 0 if (os.cpu_count() or 1) <= 2 else num_envs
