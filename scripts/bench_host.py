@@ -17,7 +17,8 @@ With ``--rounds N`` each row is measured N times, old and new alternating, so th
 slows down or speeds up during the run moves both trees alike; the table gives the medians over
 rounds and the median of the rounds' new / old ratios (with their range).
 
-The last line states the 32-env figure: "... <N> us per agent step ...".
+The last line states the 32-env figure: "... <N> us per agent step ...". Figures:
+docs/performance.md, "Host overhead".
 """
 
 from __future__ import annotations

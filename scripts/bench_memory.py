@@ -6,6 +6,8 @@ iterations, then the growth between the first report and the last.
 
     python scripts/bench_memory.py                     # 200 iterations, 8 envs x 16 steps, in-process
     python scripts/bench_memory.py --env-workers 2     # the worker path
+
+Figures: docs/performance.md, "Memory".
 """
 import argparse
 import multiprocessing

@@ -10,7 +10,8 @@ the attention method, so one Vanilla run per (size, scenario, seed) is measured 
     python scripts/dead_maps.py --sizes 60x80 84x84 --seeds 1 2 3 4 5 --out runs/dead_maps.jsonl
     python scripts/dead_maps.py --table --out runs/dead_maps.jsonl      # print the table only
 
-Results are appended one JSON line per run; a rerun skips what is already there.
+Results are appended one JSON line per run; a rerun skips what is already there. The table:
+docs/performance.md, "Dead attention".
 """
 from __future__ import annotations
 
