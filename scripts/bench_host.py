@@ -28,90 +28,88 @@ import json
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import benchkit
+import numpy as np
 
 FRAMES = {"60x80": {"obs_size": [60, 80]}, "240x320": {"paper_frames": True}}
 
 
-def measure(config: dict) -> dict:
-    """In the child: the trainer with ``StoredEnv`` engines and a ``TinyAgent`` network; microseconds
-    of rollout host work per agent step (the stand-in network's time taken out) and that time."""
-    import dataclasses
-    import statistics
-    import time
+class StoredEnv:
+    """DoomEnv's trainer-facing interface; frames and masks come from a small stored ring."""
 
-    import numpy as np
+    def __init__(self, spec, *, seed=0, frame_stack=1, obs_size=(60, 80), grayscale=True, resolution=None, **_):
+        height, width = obs_size
+        channels = 1 if grayscale else 3
+        screen = (240, 320) if (resolution or "RES_160X120") == "RES_320X240" else (120, 160)
+        rng = np.random.default_rng(seed)
+        self.frames = rng.integers(0, 256, size=(16, channels, height, width), dtype=np.uint8)
+        self.masks = (rng.random((16, *screen)) < 0.01).astype(np.uint8)
+        self.frame, self.mask = self.frames[0], self.masks[0]
+        self.action_names = ["LEFT", "RIGHT", "ATTACK"]
+        self.action_space = type("Space", (), {"n": 3})()
+        self.t, self.length, self.episode_return = 0, 0, 0.0
+
+    def play(self, action):
+        self.t += 1
+        self.length += 1
+        self.frame, self.mask = self.frames[self.t % 16], self.masks[self.t % 16]
+        finished = None
+        if self.length == 50:  # an episode ends every 50 steps, as a short Doom episode does
+            finished = {"r": self.episode_return, "l": self.length}
+            self.length, self.episode_return = 0, 0.0
+        return -1.0, finished is not None, False, finished
+
+    def reset(self, seed=None, options=None):
+        self.t, self.length = 0, 0
+        return {"image": self.frame, "mask": self.mask}, {}
+
+    def episode_state(self):
+        return {"t": self.t}
+
+    def replay(self, state):
+        self.t = state["t"]
+
+    def close(self):
+        pass
+
+
+def tiny_agent(base: type, camal, network: dict) -> type:
+    """The trainer's agent class ``base`` with a network of negligible cost: one pixel, a small fc
+    layer and two heads, shaped like the real one (the critic on the fc layer's ReLU), so the update's
+    attention takes the same closed-form path. Its act / get_action_and_value are the trainer's own
+    (inherited). The rollout's forward passes (no gradients, outside get_value) are timed into
+    ``network``, so their cost can be taken out of the figure."""
     import torch
     import torch.nn as nn
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from camal_rl import doom, ppo
-
-    torch.set_num_threads(1)
-
-    class StoredEnv:
-        # DoomEnv's trainer-facing interface; frames and masks come from a small stored ring.
-        def __init__(self, spec, *, seed=0, frame_stack=1, obs_size=(60, 80), grayscale=True, resolution=None, **_):
-            height, width = obs_size
-            channels = 1 if grayscale else 3
-            screen = (240, 320) if (resolution or "RES_160X120") == "RES_320X240" else (120, 160)
-            rng = np.random.default_rng(seed)
-            self.frames = rng.integers(0, 256, size=(16, channels, height, width), dtype=np.uint8)
-            self.masks = (rng.random((16, *screen)) < 0.01).astype(np.uint8)
-            self.frame, self.mask = self.frames[0], self.masks[0]
-            self.action_names = ["LEFT", "RIGHT", "ATTACK"]
-            self.action_space = type("Space", (), {"n": 3})()
-            self.t, self.length, self.episode_return = 0, 0, 0.0
-
-        def play(self, action):
-            self.t += 1
-            self.length += 1
-            self.frame, self.mask = self.frames[self.t % 16], self.masks[self.t % 16]
-            finished = None
-            if self.length == 50:  # an episode ends every 50 steps, as a short Doom episode does
-                finished = {"r": self.episode_return, "l": self.length}
-                self.length, self.episode_return = 0, 0.0
-            return -1.0, finished is not None, False, finished
-
-        def reset(self, seed=None, options=None):
-            self.t, self.length = 0, 0
-            return {"image": self.frame, "mask": self.mask}, {}
-
-        def episode_state(self):
-            return {"t": self.t}
-
-        def replay(self, state):
-            self.t = state["t"]
-
-        def close(self):
-            pass
-
-    network = {"seconds": 0.0, "per_rollout": []}
-
-    class TinyAgent(ppo.Agent):
-        # The trainer's agent with a network of negligible cost: one pixel, two small heads. Its
-        # act / get_action_and_value are the trainer's own (inherited). The rollout's forward passes
-        # (no gradients, outside get_value) are timed, so their cost can be taken out of the figure.
+    class TinyAgent(base):
         def __init__(self, obs_shape, num_actions):
             nn.Module.__init__(self)
             self.obs_shape, self.num_actions, self.feature_grid = tuple(obs_shape), num_actions, (1, 1)
-            self.body = nn.Conv2d(obs_shape[0], 4, 1)
+            self.body, self.fc = nn.Conv2d(obs_shape[0], 4, 1), nn.Linear(4, 4)
             self.actor, self.critic = nn.Linear(4, num_actions), nn.Linear(4, 1)
+
+        def _pass(self, x):
+            features = torch.relu(self.body(x[:, :, :1, :1].float() / 255.0))  # one pixel: no real work
+            fc_output = self.fc(features.flatten(1))
+            hidden = torch.relu(fc_output)
+            return self.actor(hidden), self.critic(hidden).squeeze(-1), features, fc_output
 
         def forward(self, x):
             start = time.perf_counter()
-            features = torch.relu(self.body(x[:, :, :1, :1].float() / 255.0))  # one pixel: no real work
-            hidden = features.flatten(1)
-            out = self.actor(hidden), self.critic(hidden).squeeze(-1), features
+            out = self._pass(x)[:3]
             if not torch.is_grad_enabled():
                 network["seconds"] += time.perf_counter() - start
             return out
 
         def forward_with_linear(self, x):
-            # no fc layer above the features: the update's attention takes the full gradient
-            return (*self(x), None)
+            logits, value, features, fc_output = self._pass(x)
+            if "relu_head" not in getattr(getattr(camal, "LinearAbove", None), "_fields", ()):
+                return logits, value, features, None  # older trees: autograd's gradient at the features
+            return logits, value, features, camal.LinearAbove(fc_output, self.fc.weight, self.critic.weight[0])
 
         def get_value(self, x):
             # GAE's bootstrap value comes right after each rollout: close that rollout's network time
@@ -121,8 +119,23 @@ def measure(config: dict) -> dict:
             network["seconds"] = 0.0
             return value.detach()
 
+    return TinyAgent
+
+
+def measure(config: dict) -> dict:
+    """In the child: the trainer with ``StoredEnv`` engines and a ``tiny_agent`` network; microseconds
+    of rollout host work per agent step (the stand-in network's time taken out) and that time."""
+    import dataclasses
+
+    import torch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from camal_rl import camal, doom, ppo
+
+    torch.set_num_threads(1)
+    network = {"seconds": 0.0, "per_rollout": []}
     doom.make_env = lambda spec, **kwargs: StoredEnv(spec, **kwargs)
-    ppo.Agent = TinyAgent
+    ppo.Agent = tiny_agent(ppo.Agent, camal, network)
     values = dict(env="basic", seed=1, total_timesteps=config["iterations"] * config["num_envs"] * 128,
                   num_envs=config["num_envs"], num_steps=128, num_minibatches=4, update_epochs=1, camal_coef=0.0,
                   eval_episodes=0, checkpoint_interval=1000, progress=False, cuda=False, threads=1,
