@@ -84,6 +84,7 @@ def resolve(args, spec: doom.ScenarioSpec | None = None):
         raise ConfigError(f"--recipe {args.recipe!r}: scenario {spec.name} has no such recipe; "
                           f"choose one of {have}") from None
     values = {name: value for name, value in recipe.items() if name not in chosen}
+    values["obs_size"] = tuple(args.obs_size)
     if args.paper_frames:
         clashes = [f"--{name.replace('_', '-')}" for name, value in PAPER_FRAMES.items()
                    if name in chosen and tuple_if_list(getattr(args, name)) != value]
@@ -95,7 +96,7 @@ def resolve(args, spec: doom.ScenarioSpec | None = None):
         values["attention"] = default_attention(args.paper_frames)
     if args.frame_skip is None:
         values["frame_skip"] = spec.frame_skip
-    resolved = with_values(args, recipe=recipe_name, obs_size=tuple(args.obs_size), **values)
+    resolved = with_values(args, recipe=recipe_name, **values)
     check(resolved)
     return resolved
 
@@ -245,7 +246,7 @@ def start_or_resume(args):
     saved = saved_settings(type(args), checkpoint["args"], run_dir / runs.CHECKPOINT)
     spec = doom.spec_of_run(checkpoint, saved.env)  # the run's own scenario, even if its spec file moved
     asked = given(args) - {"resume", "run_dir"}
-    if "env" in asked and doom.load_spec(args.env).name != spec.name:
+    if "env" in asked and args.env != saved.env and doom.load_spec(args.env).name != spec.name:
         raise RunFolderError(f"{run_dir} is a run on {saved.env!r}, not {args.env!r}; drop --env to resume it")
     disagree = [f"--{flag(name)} {getattr(args, name)} (the run has {getattr(saved, name)})"
                 for name in sorted(asked - RESUMABLE_CHANGES - {"env"})
