@@ -100,7 +100,8 @@ def _check_inputs(features: torch.Tensor, scores: torch.Tensor) -> None:
             f"scores must be [B] with B={features.shape[0]} (one scalar target per sample), "
             f"got shape {tuple(scores.shape)}"
         )
-    if not torch.isfinite(scores).all():
+    # a host-side check: under torch.compile it would split the graph; the trainer checks its loss instead
+    if not torch.compiler.is_compiling() and not torch.isfinite(scores).all():
         raise ValueError("scores contain NaN or inf; attention targets must be finite")
 
 
@@ -152,7 +153,7 @@ def _check_linear(features: torch.Tensor, scores: torch.Tensor, linear: LinearAb
     if head is not None and head.shape != (weight.shape[0],):
         raise ValueError(f"relu_head must be [N] = [{weight.shape[0]}] (one weight per output of the linear layer), "
                          f"got shape {tuple(head.shape)}")
-    if head is not None:
+    if head is not None and not torch.compiler.is_compiling():
         # The closed form never reads the scores, so a head that did not make them would give wrong maps silently.
         with torch.no_grad():
             hidden = F.relu(output)
@@ -418,7 +419,6 @@ def camal_loss(
     *,
     regularizer: Literal["camal", "suppress"] = "camal",
     empty_mask: Literal["skip", "suppress"] = "skip",
-    mode: Literal["camal", "suppress"] | None = None,
 ) -> torch.Tensor:
     """Eq. 2's regulariser without lambda: ``mean_b(beta_b - alpha_b)``.
 
@@ -427,12 +427,7 @@ def camal_loss(
     ``empty_mask="skip"`` leaves them out of the mean (a batch of only such samples gives a
     zero loss that still backpropagates); ``"suppress"`` counts alpha as 0, so they add beta,
     pushing attention down everywhere on frames with nothing to look at.
-    ``mode`` is the same switch under the name the original design contract gave it.
     """
-    if mode is not None:
-        if regularizer != "camal" and regularizer != mode:
-            raise ValueError(f"mode={mode!r} and regularizer={regularizer!r} disagree; give one of them")
-        regularizer = mode
     if regularizer not in REGULARIZERS:
         raise ValueError(f"unknown regularizer {regularizer!r}; choose one of {REGULARIZERS}")
     if empty_mask not in EMPTY_MASK_POLICIES:
@@ -442,6 +437,9 @@ def camal_loss(
     if empty_mask == "suppress":
         return terms.mean()
     has_object = mask.has_object if isinstance(mask, GridMask) else mask.flatten(1).any(dim=1).bool()
+    if torch.compiler.is_compiling():  # the same mean without a host sync or a data-dependent shape
+        kept = has_object.to(terms.dtype)
+        return (terms * kept).sum() / kept.sum().clamp_min(1.0)
     if not bool(has_object.any()):
         return (attention * 0).sum()
     return terms[has_object].mean()

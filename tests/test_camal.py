@@ -149,10 +149,6 @@ def test_alpha_beta_iou_by_hand():
     assert math.isclose(beta.item(), (0.0 + 0.2 + 0.0) / 3, rel_tol=1e-6)
     assert math.isclose(camal.camal_loss(attention, mask).item(), beta.item() - alpha.item(), rel_tol=1e-6)
     assert math.isclose(camal.camal_loss(attention, mask, regularizer="suppress").item(), beta.item(), rel_tol=1e-6)
-    # the original design contract names the switch ``mode``: the same loss under that name
-    assert math.isclose(camal.camal_loss(attention, mask, mode="suppress").item(), beta.item(), rel_tol=1e-6)
-    with pytest.raises(ValueError, match="disagree"):
-        camal.camal_loss(attention, mask, mode="camal", regularizer="suppress")
     # attention > 0.7 -> {(0,0), (0,1)}; mask has 3 pixels; intersection 2, union 3
     assert math.isclose(camal.attention_iou(attention, mask).item(), 2 / 3, rel_tol=1e-6)
 
