@@ -32,7 +32,6 @@ from camal_rl.doom import SpecError, load_spec
 from camal_rl.errors import CamalError, run_cli
 from camal_rl.files import strict_json_value, write_json, write_text_atomic
 from camal_rl.statistics import MIN_REPS, MIN_RUNS_FOR_VERDICT, AnalysisError
-from camal_rl.statistics import wilcoxon_greater as wilcoxon_greater  # camal_rl.vision.perturbation imports it here
 
 FOLD_KEYS = ("model", "dataset", "method", "fold")
 

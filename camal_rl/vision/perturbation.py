@@ -16,7 +16,7 @@ import torch
 from scipy import ndimage, stats
 
 from camal_rl import camal
-from camal_rl.analysis import wilcoxon_greater
+from camal_rl.statistics import wilcoxon_greater
 from camal_rl.files import save_figure
 
 PERTURBATIONS = ("shift", "erode", "dilate")
