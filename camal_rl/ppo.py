@@ -345,10 +345,11 @@ def compiled_parts(agent: Agent, args: Args, device: torch.device) -> tuple[Call
 
 def measure_attention(agent: Agent, storage: FrameStorage, indices: torch.Tensor, method: str) -> dict:
     """The attention of V(s) on rollout frames, against their screen-size masks: the same
-    measurement for every method (Vanilla too), logged per iteration."""
+    measurement for every method (Vanilla too), logged per iteration. Gradients stay on for an
+    attention method that needs autograd; the maps are detached."""
     _, value, features, fc_layer = agent.forward_with_linear(storage.minibatch(indices))
     maps = camal.normalize(camal.attention(features, value, method=method, create_graph=False, linear=fc_layer))
-    return attention_stats(maps, storage.minibatch_masks(indices))
+    return attention_stats(maps.detach(), storage.minibatch_masks(indices))
 
 
 def iteration_metrics(metrics: list[dict[str, torch.Tensor]]) -> dict[str, float]:
@@ -510,8 +511,7 @@ def train_loop(run: Run, state: RunState, next_done: np.ndarray, on_rollout: Rol
             metrics = []
             for epoch, minibatches in enumerate(shuffled_minibatches(args, run.device)):
                 if epoch == 0:  # attention on the rollout, before it is trained on
-                    with torch.no_grad():
-                        attention_log = measure_attention(agent, storage, minibatches[0], args.attention)
+                    attention_log = measure_attention(agent, storage, minibatches[0], args.attention)
                 for mb in minibatches:
                     batch = Minibatch(storage.minibatch(mb), b_actions[mb], b_logprobs[mb], b_advantages[mb],
                                       b_returns[mb], b_values[mb], None if b_grid_masks is None else b_grid_masks[mb])
