@@ -17,6 +17,7 @@ touches CUDA (the trainer does).
 
 from __future__ import annotations
 
+import enum
 import mmap
 import multiprocessing
 import os
@@ -33,6 +34,18 @@ from camal_rl.files import die_with_parent
 # A step takes milliseconds; a worker silent for this long is hung.
 STEP_TIMEOUT_S = 120.0
 RESTORE_TIMEOUT_S = 1800.0
+
+
+class Message(bytes, enum.Enum):
+    """The first byte of every message between the learner and an env worker; a pickled payload may follow."""
+
+    STEP = b"s"  # learner: step your envs with the actions in shared memory
+    RESET = b"r"  # learner: reset your envs with these seeds
+    STATES = b"g"  # learner: send each env's place in its episode
+    REPLAY = b"p"  # learner: replay your envs to these places
+    CLOSE = b"c"  # learner: close your envs and exit
+    OK = b"k"  # worker: done (its reply follows where there is one)
+    ERROR = b"e"  # worker: failed (what went wrong follows)
 
 
 class EnvWorkerError(CamalError, RuntimeError):
@@ -75,7 +88,7 @@ def _run_envs(envs: list[doom.DoomEnv], indices: range, buffers: _Buffers, comma
               into: tuple[np.ndarray, np.ndarray] | None = None) -> object:
     """Carry out one command on a group of envs, writing results into ``buffers`` (a step's frames
     and masks into ``into`` where given)."""
-    if command == b"s":
+    if command == Message.STEP:
         frames, masks = into if into is not None else (buffers.frames, buffers.masks)
         rows = slice(indices.start, indices.stop)
         # the small per-env results go into the shared arrays once per group, not once per env
@@ -95,15 +108,15 @@ def _run_envs(envs: list[doom.DoomEnv], indices: range, buffers: _Buffers, comma
         buffers.rewards[rows], buffers.terminated[rows], buffers.truncated[rows] = rewards, terminated, truncated
         buffers.episode_starts[rows] = starts
         return None
-    if command == b"r":
+    if command == Message.RESET:
         for env, i in zip(envs, indices):
             env.reset(seed=payload[i])
             buffers.frames[i], buffers.masks[i] = env.frame, env.mask
             buffers.episode_starts[i] = True
         return None
-    if command == b"g":
+    if command == Message.STATES:
         return [env.episode_state() for env in envs]
-    if command == b"p":
+    if command == Message.REPLAY:
         for env, i in zip(envs, indices):
             env.replay(payload[i])
             buffers.frames[i], buffers.masks[i] = env.frame, env.mask
@@ -124,19 +137,19 @@ def _worker(conn: Connection, parent_end: Connection, spec: doom.ScenarioSpec, i
     try:
         for i in indices:
             envs.append(doom.make_env(spec, seed=seeds[i], frame_stack=1, **env_kwargs))
-        conn.send_bytes(b"k")
+        conn.send_bytes(Message.OK)
         while True:
             message = conn.recv_bytes()
             command, payload = message[:1], (pickle.loads(message[1:]) if len(message) > 1 else None)
-            if command == b"c":
+            if command == Message.CLOSE:
                 break
             reply = _run_envs(envs, indices, buffers, command, payload)
-            conn.send_bytes(b"k" + (pickle.dumps(reply) if reply is not None else b""))
+            conn.send_bytes(Message.OK + (pickle.dumps(reply) if reply is not None else b""))
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         pass  # the learner is gone
     except BaseException as error:  # report, then exit: the learner raises EnvWorkerError
         try:
-            conn.send_bytes(b"e" + pickle.dumps(f"{type(error).__name__}: {error}"))
+            conn.send_bytes(Message.ERROR + pickle.dumps(f"{type(error).__name__}: {error}"))
         except (BrokenPipeError, OSError):
             pass
     finally:
@@ -239,7 +252,7 @@ class DoomVector:
                 f"{self._describe(worker)} died (exit code {process.exitcode}); the run stops here - "
                 f"continue it with --resume from its last checkpoint"
             ) from None
-        if message[:1] == b"e":
+        if message[:1] == Message.ERROR:
             raise EnvWorkerError(f"{self._describe(worker)} failed: {pickle.loads(message[1:])}")
         return pickle.loads(message[1:]) if len(message) > 1 else None
 
@@ -274,11 +287,11 @@ class DoomVector:
     # -- the API -------------------------------------------------------------------------------
     def reset(self) -> None:
         """Start every env's first episode (seeds ``seed + i``)."""
-        self._command(b"r", self.seeds)
+        self._command(Message.RESET, self.seeds)
 
     def step(self, actions) -> None:
         self.buffers.actions[:] = actions
-        self._command(b"s")
+        self._command(Message.STEP)
 
     def groups(self, count: int) -> list[slice]:
         """Split the envs into ``count`` contiguous groups that can step independently
@@ -298,7 +311,7 @@ class DoomVector:
         """Start stepping the envs of one group (from ``groups``); the others keep their state."""
         self.buffers.actions[envs] = actions
         if self.workers:
-            self._send(self._workers_of(envs), b"s")
+            self._send(self._workers_of(envs), Message.STEP)
 
     def step_wait(self, envs: slice, into: tuple[np.ndarray, np.ndarray] | None = None) -> bool:
         """Wait for a group started by ``step_async``; its entries of the arrays are then current.
@@ -308,7 +321,7 @@ class DoomVector:
         copy fewer); their rows of ``frames`` / ``masks`` then stay as they were. Workers always
         write the shared arrays. Returns whether the frames and masks went to ``into``."""
         if self.workers == 0:
-            self._in_process(envs, b"s", into=into)
+            self._in_process(envs, Message.STEP, into=into)
             return into is not None
         for w in self._workers_of(envs):
             self._receive(w, STEP_TIMEOUT_S)
@@ -316,14 +329,14 @@ class DoomVector:
 
     def state(self) -> list[dict]:
         """Each env's seed, episode number and actions so far in its episode (for a checkpoint)."""
-        replies = self._command(b"g")
+        replies = self._command(Message.STATES)
         return [state for reply in replies for state in reply]
 
     def restore(self, states: list[dict]) -> None:
         """Replay every env to the position ``state()`` saved; ``frames``/``masks`` then show it."""
         if len(states) != self.num_envs:
             raise ValueError(f"{len(states)} saved env states for {self.num_envs} envs")
-        self._command(b"p", states, timeout=RESTORE_TIMEOUT_S)
+        self._command(Message.REPLAY, states, timeout=RESTORE_TIMEOUT_S)
 
     def close(self) -> None:
         for env in self._envs:
@@ -331,7 +344,7 @@ class DoomVector:
         self._envs = []
         for connection in self._connections:
             try:
-                connection.send_bytes(b"c")
+                connection.send_bytes(Message.CLOSE)
             except (BrokenPipeError, ConnectionResetError, OSError):
                 pass
         for process in self._processes:
