@@ -12,7 +12,6 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.distributions.categorical import Categorical
 
 from camal_rl import camal
 
@@ -81,20 +80,13 @@ class Agent(nn.Module):
 
     def act(self, x, forward: Callable | None = None):
         """The rollout's step: a sampled action, its log-probability and V(s). The same numbers (and
-        random draws) as ``get_action_and_value``, which goes through ``Categorical``; here the same
+        random draws) as CleanRL's ``Categorical(logits=...).sample()`` and ``log_prob``; here the same
         four ops run without building a distribution or the entropy (docs/performance.md, "Small choices").
         ``forward`` (e.g. a ``GraphedForward``) replaces the network's pass: ``x -> (logits, value)``."""
         logits, value = forward(x) if forward is not None else self(x)[:2]
         log_probs = logits - logits.logsumexp(dim=-1, keepdim=True)  # Categorical's normalisation
         action = sample_one(torch.softmax(log_probs, dim=-1))
         return action.squeeze(1), log_probs.gather(1, action).squeeze(1), value
-
-    def get_action_and_value(self, x, action=None):
-        logits, value, features = self(x)
-        probs = Categorical(logits=logits)
-        if action is None:
-            action = probs.sample()
-        return action, probs.log_prob(action), probs.entropy(), value, features
 
 
 def sample_one(probs: torch.Tensor) -> torch.Tensor:
