@@ -7,14 +7,20 @@ own envs: it never touches the training streams.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
+import tyro
 
-from camal_rl import camal, overlay, vector
+from camal_rl import camal, doom, overlay, vector
 from camal_rl.agent import Agent, act_with_attention, value_attention
+from camal_rl.errors import ConfigError, run_cli
+from camal_rl.files import to_json, write_json
 from camal_rl.runs import Tag
+from camal_rl.schema import check_seed
 
 # Evaluation envs are seeded apart from the training envs (seed + this), and so is its generator.
 EVAL_SEED_OFFSET = 10_000
@@ -38,8 +44,8 @@ def evaluate(agent: Agent, envs: vector.DoomVector, *, episodes: int, frame_stac
     candidates: list[tuple[torch.Tensor, torch.Tensor]] = []
     envs.reset()
     newest = torch.as_tensor(envs.frames, device=device)
-    channels = newest.shape[1]
-    stacks = newest.repeat(1, frame_stack, 1, 1)
+    stacking = doom.FrameStack(frame_stack, newest.shape[1])
+    stacks = stacking.first(newest)
     while (played < share).any():
         active = played < share
         masks = torch.as_tensor(envs.masks, device=device)
@@ -56,9 +62,7 @@ def evaluate(agent: Agent, envs: vector.DoomVector, *, episodes: int, frame_stac
             returns.append((e, played[e], float(envs.finished_returns[e])))
             played[e] += 1
         newest = torch.as_tensor(envs.frames, device=device)
-        stacks = torch.cat([stacks[:, channels:], newest], dim=1)
-        starts = torch.as_tensor(envs.episode_starts, device=device)
-        stacks[starts] = newest[starts].repeat(1, frame_stack, 1, 1)
+        stacks = stacking.push(stacks, newest, torch.as_tensor(envs.episode_starts, device=device))
     values = [r for _, _, r in sorted(returns)]
     result = {
         "return_mean": float(np.mean(values)),
@@ -149,41 +153,51 @@ def format_table(results: list[dict]) -> str:
     return "\n".join([header, *rows])
 
 
+@dataclass
+class EvalArgs:
+    """Play trained runs' checkpoints for seeded episodes: return, normalised return, attention IoU, all-zero maps."""
+
+    runs: Annotated[tyro.conf.Positional[list[str]], tyro.conf.arg(metavar="RUN_DIR [RUN_DIR ...]")]
+    """run folders written by camal-train"""
+    episodes: int = 10
+    """episodes per run"""
+    seed: int | None = None
+    """evaluation seed (None: each run's own, which repeats the trainer's evaluation)"""
+    num_envs: int | None = None
+    """parallel envs (None: as the trainer's evaluation, min(episodes, the run's --num-envs))"""
+    json: str | None = None
+    """also write the results to this JSON file"""
+    cuda: bool = field(default_factory=torch.cuda.is_available)
+    """play on the GPU (on by default when one is available)"""
+
+
+def check_eval_args(options: EvalArgs) -> None:
+    """Every flag, before a checkpoint is read: a ``ConfigError`` (one line through ``run_cli``) otherwise."""
+    if not options.runs:
+        raise ConfigError("give at least one run folder: camal-eval RUN_DIR [RUN_DIR ...]")
+    if options.episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {options.episodes}")
+    if options.seed is not None:
+        check_seed(options.seed, "seed")
+    if options.num_envs is not None and options.num_envs < 1:
+        raise ConfigError(f"--num-envs must be >= 1, got {options.num_envs}")
+
+
 def cli(argv: list[str] | None = None) -> None:
-    import argparse
-    import json
-
-    from camal_rl.errors import ConfigError, run_cli
-    from camal_rl.files import write_text_atomic
-
-    parser = argparse.ArgumentParser(prog="camal-eval", description="Play trained runs' checkpoints for seeded "
-                                     "episodes: return, normalised return, attention IoU, all-zero maps.")
-    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders written by camal-train")
-    parser.add_argument("--episodes", type=int, default=10, help="episodes per run (default 10)")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="evaluation seed (default: each run's own, which repeats the trainer's evaluation)")
-    parser.add_argument("--num-envs", type=int, default=None,
-                        help="parallel envs (default: as the trainer's evaluation, min(episodes, the run's --num-envs))")
-    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
-    parser.add_argument("--cuda", action=argparse.BooleanOptionalAction, default=torch.cuda.is_available(),
-                        help="play on the GPU (default: on when one is available)")
-    options = parser.parse_args(argv)
+    options = tyro.cli(EvalArgs, args=argv, prog="camal-eval")
 
     def main() -> list[dict]:
-        if options.episodes < 1:
-            raise ConfigError(f"--episodes must be >= 1, got {options.episodes}")
-        if options.num_envs is not None and options.num_envs < 1:
-            raise ConfigError(f"--num-envs must be >= 1, got {options.num_envs}")
+        check_eval_args(options)
         device = torch.device("cuda" if options.cuda and torch.cuda.is_available() else "cpu")
         results = [evaluate_run(run, episodes=options.episodes, seed=options.seed, device=device,
                                 num_envs=options.num_envs) for run in options.runs]
         if options.json:
-            write_text_atomic(Path(options.json), json.dumps(results, indent=2))
+            write_json(options.json, results)
         return results
 
     results = run_cli("camal-eval", main)
     print(format_table(results))
-    print(json.dumps(results))
+    print(to_json(results, indent=None))
 
 
 if __name__ == "__main__":

@@ -15,21 +15,24 @@ attention on it.
 
 from __future__ import annotations
 
-import argparse
-import json
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import cv2
 import imageio.v2 as imageio
 import numpy as np
 import torch
+import tyro
 from tqdm import tqdm
 
 from camal_rl import camal, doom, overlay, runs
 from camal_rl.agent import Agent, act_with_attention, value_attention
 from camal_rl.errors import ConfigError, run_cli
-from camal_rl.files import atomic_path
+from camal_rl.files import atomic_path, to_json
 from camal_rl.rollout import env_options
+from camal_rl.schema import SEED_LIMIT, check_seed
 
 CAPTION_HEIGHT = 34
 
@@ -269,38 +272,63 @@ def attention_panel(pairs: list[tuple[str, str]], out: str | Path, *, seed: int 
              **{f"iou_{method}": iou for method, iou in zip(r["methods"], r["ious"])}} for r in rows]
 
 
-def cli(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="camal-record", description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="one run folder, or two (side by side)")
-    parser.add_argument("--episodes", type=int, default=1, help="episodes to play (each run plays the same seeds)")
-    parser.add_argument("--out", default=None,
-                        help="MP4 or AVI path (default videos/<run folder>[__<run folder>].mp4; with --panel attention_panel.png)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (episode i uses seed + i)")
-    parser.add_argument("--fps", type=int, default=10, help="frames per second of the video")
-    parser.add_argument("--scale", type=int, default=3, help="upscaling of the native screen")
-    parser.add_argument("--max-steps", type=int, default=None, help="cut each episode after this many steps")
-    parser.add_argument("--max-seconds", type=float, default=None, help="cut the whole video at this length")
-    parser.add_argument("--gif", action="store_true", help="also write a GIF")
-    parser.add_argument("--panel", action="store_true",
-                        help="write a PNG panel instead: RUN_DIRs are CAMAL/Vanilla pairs, one row each")
-    parser.add_argument("--cuda", action=argparse.BooleanOptionalAction, default=torch.cuda.is_available(),
-                        help="play on the GPU (default: on when one is available)")
-    options = parser.parse_args(argv)
+@dataclass
+class RecordArgs:
+    """Attention-overlay videos of trained agents, or with --panel a PNG panel of CAMAL/Vanilla pairs."""
+
+    runs: Annotated[tyro.conf.Positional[list[str]], tyro.conf.arg(metavar="RUN_DIR [RUN_DIR ...]")]
+    """one run folder, or two (side by side); with --panel, CAMAL_RUN VANILLA_RUN pairs"""
+    episodes: int = 1
+    """episodes to play (each run plays the same seeds)"""
+    out: str | None = None
+    """MP4 or AVI path (None: videos/<run folder>[__<run folder>].mp4; with --panel attention_panel.png)"""
+    seed: int = 0
+    """seed of the first episode (episode i uses seed + i)"""
+    fps: int = 10
+    """frames per second of the video"""
+    scale: int = 3
+    """upscaling of the native screen"""
+    max_steps: int | None = None
+    """cut each episode after this many steps"""
+    max_seconds: float | None = None
+    """cut the whole video at this length"""
+    gif: bool = False
+    """also write a GIF"""
+    panel: bool = False
+    """write a PNG panel instead: RUN_DIRs are CAMAL/Vanilla pairs, one row each"""
+    cuda: bool = field(default_factory=torch.cuda.is_available)
+    """play on the GPU (on by default when one is available)"""
+
+
+def check_record_args(options: RecordArgs) -> None:
+    """Every flag, before an engine starts: a ``ConfigError`` (one line through ``run_cli``) otherwise."""
+    if not options.runs:
+        raise ConfigError("give a run folder: camal-record RUN_DIR [RUN_DIR2] (or --panel CAMAL_RUN VANILLA_RUN ...)")
+    for name in ("episodes", "fps", "scale"):
+        if getattr(options, name) < 1:
+            raise ConfigError(f"--{name} must be >= 1, got {getattr(options, name)}")
+    check_seed(options.seed, "seed")
+    if options.seed + options.episodes > SEED_LIMIT:  # episode i plays seed + i
+        raise ConfigError(f"--seed {options.seed} with --episodes {options.episodes} goes past the last seed, "
+                          f"{SEED_LIMIT - 1}")
+    if options.max_steps is not None and options.max_steps < 1:
+        raise ConfigError(f"--max-steps must be >= 1, got {options.max_steps}")
+    if options.max_seconds is not None and not 0 < options.max_seconds < math.inf:
+        raise ConfigError(f"--max-seconds must be a finite number > 0, got {options.max_seconds}")
+    if options.panel and len(options.runs) % 2:
+        raise ConfigError("--panel takes pairs of run folders: CAMAL_RUN VANILLA_RUN [...]")
+
+
+def cli(argv: list[str] | None = None) -> None:
+    options = tyro.cli(RecordArgs, args=argv, prog="camal-record")
 
     def main() -> str:
-        for name in ("episodes", "fps", "scale"):
-            if getattr(options, name) < 1:
-                raise ConfigError(f"--{name} must be >= 1, got {getattr(options, name)}")
-        if options.max_steps is not None and options.max_steps < 1:
-            raise ConfigError(f"--max-steps must be >= 1, got {options.max_steps}")
-        if options.max_seconds is not None and not options.max_seconds > 0:
-            raise ConfigError(f"--max-seconds must be > 0, got {options.max_seconds}")
+        check_record_args(options)
         if options.panel:
-            if len(options.runs) % 2:
-                raise ConfigError("--panel takes pairs of run folders: CAMAL_RUN VANILLA_RUN [...]")
             out = options.out or "attention_panel.png"
-            rows = attention_panel(list(zip(options.runs[::2], options.runs[1::2])), out, seed=options.seed, cuda=options.cuda)
-            return json.dumps(rows, indent=2) + f"\nwrote {out}"
+            pairs = list(zip(options.runs[::2], options.runs[1::2], strict=True))
+            rows = attention_panel(pairs, out, seed=options.seed, cuda=options.cuda)
+            return to_json(rows) + f"\nwrote {out}"
         out = options.out or str(Path("videos") / ("__".join(Path(r).name for r in options.runs) + ".mp4"))
         max_frames = None if options.max_seconds is None else int(options.max_seconds * options.fps)
         result = record(options.runs, out, episodes=options.episodes, seed=options.seed, fps=options.fps,
