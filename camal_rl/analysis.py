@@ -25,15 +25,13 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from camal_rl import report
+from camal_rl import report, schema
 from camal_rl import runs as run_folder
 from camal_rl import statistics as stats
 from camal_rl.doom import SpecError, load_spec
 from camal_rl.errors import CamalError, run_cli
 from camal_rl.files import strict_json_value, write_json, write_text_atomic
 from camal_rl.statistics import MIN_REPS, MIN_RUNS_FOR_VERDICT, AnalysisError
-
-FOLD_KEYS = ("model", "dataset", "method", "fold")
 
 
 @dataclass
@@ -82,10 +80,10 @@ def find_results(paths: Iterable[str | Path], *, at_step: int | None = None, ski
                 continue
             if record is not None:
                 found.runs.append(record)
-        for path in [root] if root.is_file() else sorted(root.rglob("fold_*.json")):
+        for path in [root] if root.is_file() else sorted(root.rglob(run_folder.FOLD_RESULTS)):
             try:
                 found.folds.append(read_fold(path))
-            except AnalysisError as error:
+            except CamalError as error:
                 broken(path, str(error).removeprefix(f"{path}: "))
     check_unique_seeds(found.runs)
     check_unique_folds(found.folds)
@@ -94,29 +92,9 @@ def find_results(paths: Iterable[str | Path], *, at_step: int | None = None, ski
 
 
 def read_fold(path: Path) -> dict:
-    """One ``camal-classify`` fold result, its metrics checked: each a fraction in [0, 1], or absent
-    (null or NaN: not measured, dropped here)."""
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
-        raise AnalysisError(f"{path}: not readable JSON ({error})") from None
-    if not isinstance(record, dict) or record.get("task") != "classification":
-        raise AnalysisError(f"{path}: not a camal-classify fold result (no task: classification)")
-    missing = [key for key in FOLD_KEYS if key not in record]
-    if missing:
-        raise AnalysisError(f"{path}: lacks {', '.join(missing)}")
-    unnamed = [key for key in FOLD_KEYS[:3] if not isinstance(record[key], str)]
-    if unnamed:
-        raise AnalysisError(f"{path}: its {', '.join(unnamed)} must be a name (a JSON string)")
-    fold = record["fold"]
-    if isinstance(fold, bool) or not isinstance(fold, int) or fold < 0:
-        raise AnalysisError(f"{path}: fold {fold!r} is not a fold number (a whole number >= 0)")
-    for metric in stats.CLASSIFICATION_METRICS:
-        value = record.get(metric)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            record.pop(metric, None)
-        elif not (_is_number(value) and 0 <= value <= 1):
-            raise AnalysisError(f"{path}: {metric} {value!r} is not a fraction in [0, 1]")
+    """One ``camal-classify`` fold result, checked against its schema (``runs.read_fold``); metrics that
+    were not measured (null) are left out."""
+    record = {key: value for key, value in run_folder.read_fold(path).items() if value is not None}
     return {**record, "_path": str(path)}
 
 
@@ -125,7 +103,7 @@ def load_run(folder: Path, at_step: int | None) -> dict | None:
     (marked ``_no_eval_at_step`` when it has none there: said in the report by the caller)."""
     summary_path = folder / run_folder.SUMMARY
     if at_step is None:
-        return check_run_values(folder, {**run_folder.read_summary(summary_path), "_path": str(folder)})
+        return {**run_folder.read_summary(summary_path), "_path": str(folder)}
     if summary_path.exists():
         record = run_folder.read_summary(summary_path)
     else:
@@ -145,22 +123,13 @@ def load_run(folder: Path, at_step: int | None) -> dict | None:
 
 
 def check_run_values(folder: Path, record: dict) -> dict:
-    """A run's eval return must be a finite number (or absent: no evaluation), its IoU and all-zero
-    share fractions in [0, 1] (or NaN: no frame had a mask)."""
-    value = record.get("eval_return_mean")
-    if value is not None and not (_is_number(value) and math.isfinite(value)):
-        raise AnalysisError(f"{folder}: its eval return is {value!r}, not a finite number")
-    for key in ("eval_iou_mean", "eval_zero_map_fraction"):
-        value = record.get(key)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            continue
-        if not (_is_number(value) and 0 <= value <= 1):
-            raise AnalysisError(f"{folder}: its {key} is {value!r}, not a fraction in [0, 1]")
+    """The evaluation numbers of a run read from its TensorBoard events, held to the summary's schema."""
+    values = {key: record.get(key) for key in run_folder.EVAL_SUMMARY_TAGS}
+    try:
+        schema.check_record(values, {key: schema.SUMMARY[key] for key in values}, f"{folder}'s evaluation")
+    except schema.SchemaError as error:
+        raise AnalysisError(str(error)) from None
     return record
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def check_unique_seeds(found_runs: list[dict]) -> None:
@@ -176,7 +145,7 @@ def check_unique_seeds(found_runs: list[dict]) -> None:
 def check_unique_folds(folds: list[dict]) -> None:
     seen: dict[tuple, str] = {}
     for record in folds:
-        key = tuple(record[name] for name in FOLD_KEYS)
+        key = (record["model"], record["dataset"], record["method"], record["fold"])
         if key in seen:
             raise AnalysisError(f"fold {record['fold']} of {record['method']} {record['model']} on {record['dataset']} "
                                 f"appears twice ({seen[key]} and {record['_path']}); a fold counts once: remove one "

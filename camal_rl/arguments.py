@@ -27,6 +27,7 @@ from camal_rl import camal, doom, recipes, runs
 from camal_rl.agent import MIN_OBS_SIZE, default_attention
 from camal_rl.errors import ConfigError, RunFolderError
 from camal_rl.rollout import PAPER_FRAMES
+from camal_rl.schema import check_seed
 
 # What --resume lets a user change; every other setting given with it must match the run.
 RESUMABLE_CHANGES = runs.HOW_A_RUN_RUNS | {"total_timesteps"}
@@ -153,15 +154,6 @@ def check_sizes(args) -> None:
     if args.total_timesteps < args.batch_size:
         raise ConfigError(f"--total-timesteps {args.total_timesteps} is below one rollout "
                           f"(num_envs x num_steps = {args.batch_size})")
-
-
-SEED_LIMIT = 2**32  # numpy's seeds: 0 to 2**32 - 1
-
-
-def check_seed(seed, name: str = "seed") -> None:
-    """Every command's seeds: whole numbers numpy, torch and the engines all take."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
-        raise ConfigError(f"--{flag(name)} must be a whole number from 0 to {SEED_LIMIT - 1}, got {seed!r}")
 
 
 def check_number(name: str, value, *, low: float = -math.inf, low_open: bool = False, high: float = math.inf) -> None:

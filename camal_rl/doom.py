@@ -20,7 +20,11 @@ the trainer live in ``camal_rl.vector``.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import tempfile
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,7 @@ import vizdoom as vzd
 
 from camal_rl.errors import CamalError
 from camal_rl.recipes import check as check_recipe
+from camal_rl.schema import SCENARIO, SPEC_FILE, SchemaError, check_record
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,11 +57,6 @@ NEVER_MASKED_VALUES = (0, 1, 255)
 # measured); colour-path envs (videos) use it so that agents see the grey they trained on.
 ENGINE_GRAY_WEIGHTS = np.array([[0.2126, 0.7152, 0.0722]], dtype=np.float32)
 
-_SPEC_KEYS = {
-    "name", "description", "config", "mask_categories", "mask_objects", "actions",
-    "frame_skip", "resolution", "episode_timeout", "random_score", "reference_score",
-    "custom_objects", "recipes",
-}
 # The paper's four scenarios (section 4), named once: studies, sweeps and reports use this.
 PAPER_SCENARIOS = ("basic", "defend_the_line", "defend_the_center", "take_cover")
 # ViZDoom's object categories (state.labels[i].object_category).
@@ -79,6 +79,30 @@ KNOWN_OBJECTS = {
     "PlasmaRifle", "BFG9000", "Chainsaw", "ExplosiveBarrel", "DoomPlayer", "BlueCard", "RedCard",
     "YellowCard", "BlueSkull", "RedSkull", "YellowSkull", "Poison", "CustomMedikit",
 }
+
+
+class FrameStack:
+    """Observation stacks: the newest ``frame_stack`` frames, oldest first, their channels side by side,
+    ``[..., S*C, H, W]`` from frames ``[..., C, H, W]``; numpy arrays and torch tensors alike (the
+    trainer's storage builds the same stacks by indexing, ``camal_rl.rollout.FrameStorage``). A stack
+    never reaches back before its episode's first frame: it repeats that frame, channels in order."""
+
+    def __init__(self, frame_stack: int, channels: int):
+        self.channels = channels
+        self._tiled = np.tile(np.arange(channels), frame_stack)  # [0..C-1] S times: whole frames repeated
+        self._older = np.arange(channels, frame_stack * channels)
+
+    def first(self, frame):
+        """The stack of an episode's first frame."""
+        return frame[..., self._tiled, :, :]
+
+    def push(self, stack, frame, starts=None):
+        """``stack`` moved on by ``frame`` in place (and returned); rows flagged in ``starts`` begin anew."""
+        stack[..., : -self.channels, :, :] = stack[..., self._older, :, :]
+        stack[..., -self.channels :, :, :] = frame
+        if starts is not None and starts.any():
+            stack[starts] = self.first(frame[starts])
+        return stack
 
 
 class SpecError(CamalError, ValueError):
@@ -116,6 +140,12 @@ class ScenarioSpec:
 
     @classmethod
     def from_record(cls, record: dict) -> ScenarioSpec:
+        """The scenario a run recorded (``record``), checked against its schema first."""
+        try:
+            check_record(record, SCENARIO, "a recorded scenario")
+            check_recipes(record.get("recipes", {}), "a recorded scenario")
+        except (SchemaError, SpecError) as error:
+            raise SpecError(f"{error}; the run was not written by this camal-rl") from None
         values = dict(record)
         values["config"], values["source"] = Path(values["config"]), Path(values.get("source", "."))
         values["mask_categories"] = tuple(values.get("mask_categories", ()))
@@ -186,13 +216,32 @@ def load_spec(name_or_path: str | os.PathLike | ScenarioSpec) -> ScenarioSpec:
     path = _find_spec_file(name_or_path)
     try:
         raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise SpecError(f"{path}: not valid TOML ({error})") from None
-    unknown = sorted(set(raw) - _SPEC_KEYS)
-    if unknown:
-        raise SpecError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(_SPEC_KEYS)}")
-    if "config" not in raw:
-        raise SpecError(f"{path}: missing key 'config' (a bundled scenario name or a .cfg path)")
+    try:
+        check_record(raw, SPEC_FILE, str(path))
+    except SchemaError as error:
+        raise SpecError(f"{error}; see envs/basic.toml for a spec's keys") from None
+    _check_spec_values(raw, path)
+    return ScenarioSpec(
+        name=raw.get("name", path.stem),
+        config=_resolve_config(raw["config"], path),
+        mask_categories=tuple(raw.get("mask_categories", ())),
+        mask_objects=tuple(raw.get("mask_objects", ())),
+        actions=tuple(tuple(a) for a in raw.get("actions", ())),
+        frame_skip=raw.get("frame_skip", 4),
+        resolution=raw.get("resolution", "RES_160X120"),
+        episode_timeout=raw.get("episode_timeout"),
+        random_score=float(raw.get("random_score", 0.0)),
+        reference_score=float(raw.get("reference_score", 1.0)),
+        description=raw.get("description", ""),
+        source=path,
+        recipes=raw.get("recipes", {}),
+    )
+
+
+def _check_spec_values(raw: dict, path: Path) -> None:
+    """What a spec's keys mean: known objects and categories, a resolution, buttons, a score range."""
     if not raw.get("mask_categories") and not raw.get("mask_objects"):
         raise SpecError(f"{path}: give 'mask_categories' and/or 'mask_objects' (which objects form the mask)")
     unknown = sorted(set(raw.get("mask_categories", ())) - KNOWN_CATEGORIES)
@@ -207,37 +256,25 @@ def load_spec(name_or_path: str | os.PathLike | ScenarioSpec) -> ScenarioSpec:
     resolution = raw.get("resolution", "RES_160X120")
     if not is_resolution(resolution):
         raise SpecError(f"{path}: key 'resolution': unknown {resolution!r}, e.g. RES_160X120 or RES_320X240")
-    for key in ("random_score", "reference_score"):
-        if key in raw and not isinstance(raw[key], (int, float)):
-            raise SpecError(f"{path}: key {key!r} must be a number")
+    buttons = [button for action in raw.get("actions", ()) for button in action]
+    unknown = sorted({str(b) for b in buttons if not isinstance(b, str) or not hasattr(vzd.Button, b)})
+    if unknown:
+        raise SpecError(f"{path}: key 'actions': unknown button(s) {unknown}; use ViZDoom's names, e.g. "
+                        f"MOVE_LEFT, ATTACK")
     if raw.get("reference_score", 1.0) == raw.get("random_score", 0.0):
         raise SpecError(f"{path}: 'reference_score' must differ from 'random_score'")
-    frame_skip = raw.get("frame_skip", 4)
-    if not isinstance(frame_skip, int) or frame_skip < 1:
-        raise SpecError(f"{path}: key 'frame_skip' must be a whole number >= 1, got {frame_skip!r}")
-    recipes = raw.get("recipes", {})
+    check_recipes(raw.get("recipes", {}), str(path))
+
+
+def check_recipes(recipes, where: str) -> None:
     if not isinstance(recipes, dict) or not all(isinstance(v, dict) for v in recipes.values()):
-        raise SpecError(f"{path}: key 'recipes' must be tables of hyperparameters, e.g. [recipes.tuned] learning_rate = 3e-4")
+        raise SpecError(f"{where}: key 'recipes' must be tables of hyperparameters, e.g. [recipes.tuned] "
+                        f"learning_rate = 3e-4")
     for recipe_name, recipe in recipes.items():
         try:
-            check_recipe(recipe, f"{path}: [recipes.{recipe_name}]")
+            check_recipe(recipe, f"{where}: [recipes.{recipe_name}]")
         except ValueError as error:
             raise SpecError(str(error)) from None
-    return ScenarioSpec(
-        name=raw.get("name", path.stem),
-        config=_resolve_config(raw["config"], path),
-        mask_categories=tuple(raw.get("mask_categories", ())),
-        mask_objects=tuple(raw.get("mask_objects", ())),
-        actions=tuple(tuple(a) for a in raw.get("actions", ())),
-        frame_skip=frame_skip,
-        resolution=resolution,
-        episode_timeout=raw.get("episode_timeout"),
-        random_score=float(raw.get("random_score", 0.0)),
-        reference_score=float(raw.get("reference_score", 1.0)),
-        description=raw.get("description", ""),
-        source=path,
-        recipes=recipes,
-    )
 
 
 def labels_to_mask(labels_buffer: np.ndarray, labels: list, spec: ScenarioSpec) -> np.ndarray:
@@ -319,6 +356,27 @@ def _forget_parent_reaper() -> None:
 os.register_at_fork(after_in_child=_forget_parent_reaper)
 
 
+def engine_folder() -> Path:
+    """Where this user's ViZDoom engines keep their files."""
+    folder = Path(tempfile.gettempdir()) / f"camal-rl-vizdoom-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder
+
+
+@contextmanager
+def _ctrl_c_ignored():
+    """SIGINT ignored while an engine starts (signal dispositions pass to child processes): a terminal's
+    Ctrl-C then reaches the Python process only, whose trainer finishes its iteration and saves it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _child_pids() -> set[int]:
     pids: set[int] = set()
     try:
@@ -365,8 +423,15 @@ class DoomEnv(gym.Env):
         self.render_mode = render_mode
 
         game = vzd.DoomGame()
-        game.load_config(str(spec.config))
+        if not game.load_config(str(spec.config)):
+            raise SpecError(f"{spec.config} is not a ViZDoom .cfg (the engine could not read it; scenario "
+                            f"{spec.name}); give the spec's 'config' a ViZDoom config file or a bundled scenario name")
         game.set_window_visible(False)
+        # the engine's own files (its .ini, saves) go to a folder of ours, never to the working directory,
+        # which may be read-only or a user's project
+        engine_files = engine_folder()
+        game.set_doom_config_path(str(engine_files / "_vizdoom.ini"))
+        game.add_game_args(f"-savedir {engine_files}")
         game.set_mode(vzd.Mode.PLAYER)
         # Grey frames straight from the engine unless colour is needed (training input or video).
         self._engine_gray = grayscale and render_mode is None
@@ -380,7 +445,8 @@ class DoomEnv(gym.Env):
         if seed is not None:
             game.set_seed(int(seed) % (2**31))
         before = _child_pids()
-        game.init()
+        with _ctrl_c_ignored():  # the engine inherits it: Ctrl-C is the trainer's, which stops cleanly
+            game.init()
         self.game = game
         self._engine_pids = _child_pids() - before
         for pid in self._engine_pids:
@@ -391,7 +457,8 @@ class DoomEnv(gym.Env):
         unknown = sorted({b for a in action_sets for b in a} - set(buttons))
         if unknown:
             game.close()
-            raise SpecError(f"{spec.source}: key 'actions': buttons {unknown} are not in {spec.config.name} ({buttons})")
+            raise SpecError(f"{spec.source}: key 'actions': buttons {unknown} are not in {spec.config.name} "
+                            f"({buttons})")
         self._actions = [[float(b in chosen) for b in buttons] for chosen in action_sets]
         self.action_names = [" + ".join(a) or "NOOP" for a in action_sets]
 
@@ -406,6 +473,7 @@ class DoomEnv(gym.Env):
         )
         self.action_space = gym.spaces.Discrete(len(self._actions))
         self.frame_shape = (channels, height, width)
+        self._stack = FrameStack(frame_stack, channels)
         self._frames = np.zeros(self.observation_space["image"].shape, np.uint8)
         self.frame = np.zeros(self.frame_shape, np.uint8)  # newest processed frame
         self.mask = np.zeros(self.screen_size, np.uint8)  # its mask, screen resolution
@@ -485,8 +553,9 @@ class DoomEnv(gym.Env):
         for action in state["actions"]:
             _, terminated, truncated = self._advance(action)
             if terminated or truncated:
-                raise RuntimeError("replayed actions end the episode early: the saved state belongs to another scenario or engine")
-        self._frames = np.repeat(self.frame, self.frame_stack, axis=0)  # the stack is the learner's, not replayed
+                raise RuntimeError("replayed actions end the episode early: the saved state belongs to another "
+                                   "scenario or engine")
+        self._frames = self._stack.first(self.frame)  # the stack is the learner's, not replayed
 
     # -- gymnasium API ----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -494,7 +563,7 @@ class DoomEnv(gym.Env):
         if seed is not None:
             self.base_seed, self.episode_index = int(seed), -1
         self._start_episode()
-        self._frames = np.repeat(self.frame, self.frame_stack, axis=0)  # stack starts as copies
+        self._frames = self._stack.first(self.frame)
         return self._observation(), {}
 
     def step(self, action):
@@ -503,9 +572,7 @@ class DoomEnv(gym.Env):
         if terminated or truncated:
             info["episode"] = {"r": self.episode_return, "l": self.episode_length}
         else:
-            channels = self.frame.shape[0]
-            self._frames[:-channels] = self._frames[channels:]
-            self._frames[-channels:] = self.frame
+            self._stack.push(self._frames, self.frame)
         if self.clip_reward:
             reward = float(np.clip(reward, -1.0, 1.0))
         return self._observation(), float(reward), terminated, truncated, info

@@ -423,7 +423,9 @@ def train(args: Args, *, on_rollout: RolloutCallback | None = None) -> dict:
     torch.set_num_threads(args.threads or (max(1, cores - workers) if device.type == "cuda" else cores))
     seed_everything(args.seed, args.torch_deterministic)
 
-    with runs.run_folder(run_dir), contextlib.ExitStack() as closing:
+    with runs.run_folder(run_dir, fresh=checkpoint is None), contextlib.ExitStack() as closing:
+        if checkpoint is not None:
+            checkpoint = runs.reload_if_moved_on(run_dir, checkpoint)
         # Env workers are forked: start them before the learner touches CUDA.
         envs = closing.enter_context(vector.DoomVector(spec, num_envs=args.num_envs, seed=args.seed, workers=workers,
                                                        **env_options(args)))

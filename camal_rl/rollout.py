@@ -141,16 +141,21 @@ class FrameStorage:
         self._first_slot_device = None
 
     def state(self) -> dict:
-        # step-major in the checkpoint ([S, E, ...]), as before the storage became env-major
-        return {"frames": self.frames[:, : self.stack].transpose(0, 1).cpu().contiguous(), "mask": self.masks[0].cpu(),
-                "episode_first": self.episode_first.copy()}
+        """What a checkpoint keeps: the frames the next rollout's first stacks reach back to (env-major,
+        ``[E, S, ...]``), the carried mask and where each env's episode began; tensors only."""
+        return {"frames": self.frames[:, : self.stack].cpu().clone(), "mask": self.masks[0].cpu().clone(),
+                "episode_first": torch.from_numpy(self.episode_first.copy())}
 
     def load_state(self, state: dict) -> None:
-        self.frames[:, : self.stack] = state["frames"].transpose(0, 1).to(self.device)
+        self.frames[:, : self.stack] = state["frames"].to(self.device)
         self.masks[0] = state["mask"].to(self.device)
-        self.episode_first = np.asarray(state["episode_first"], dtype=np.int64).copy()
+        self.episode_first = state["episode_first"].numpy().astype(np.int64)
         self.first_slot[0] = self.episode_first
         self._first_slot_device = None
+
+    def newest_frames(self) -> torch.Tensor:
+        """Each env's newest frame, ``[E, C, H, W]``: what the envs show between rollouts."""
+        return self.frames[:, self.stack - 1]
 
 
 def pin_host_memory(memory) -> int | None:

@@ -5,7 +5,7 @@ A run folder ``runs/<env>__<method>__<seed>__<time>/`` holds one run, never more
 - ``checkpoint.pt``: weights, optimiser, random streams, each env's place in its episode, the
   carried rollout frames, progress, the run's arguments and its scenario (``SCENARIO_KEY``), so a
   run can be resumed bit for bit and recorded or evaluated even after its spec file moved.
-- ``summary.json``: the final numbers (``SUMMARY_KEYS``), the scenario, the full arguments.
+- ``summary.json``: the final numbers, the scenario, the full arguments (``schema.SUMMARY``).
 - TensorBoard events with the scalars in ``Tag``: the only tags analysis reads.
 
 Everything is written beside its target and renamed (``camal_rl.files``), so a crash or a full
@@ -15,26 +15,45 @@ disk leaves the last good file in place.
 from __future__ import annotations
 
 import json
-import pickle
-import random
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from camal_rl.errors import RunFolderError
-from camal_rl.files import save_torch, write_text_atomic
+from camal_rl import checkpoints, schema
+from camal_rl.errors import CamalError, RunFolderError
+from camal_rl.files import write_json
 
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
+# camal-classify's folder holds one result per fold (and, while a fold trains, its checkpoint)
+FOLD_RESULTS = "fold_*.json"
+
+
+def fold_result(fold: int) -> str:
+    return f"fold_{fold:02d}.json"
+
+
+def fold_checkpoint(fold: int) -> str:
+    return f"fold_{fold:02d}.ckpt.pt"
+
+
+def fold_log(fold: int) -> str:
+    return f"fold_{fold:02d}.log"
+
+
+def fold_lock(fold: int) -> str:
+    return f".fold_{fold:02d}.lock"
+
+
+WRITER_LOCK = ".writer.lock"  # held by the one process that writes a run folder
 SCENARIO_KEY = "scenario"
 # What a checkpoint must hold to be resumed or played (older files may lack the last two).
-CHECKPOINT_KEYS = ("agent", "args", "env", "obs_shape", "num_actions")
-RESUME_KEYS = ("optimizer", "rng", "env_states", "storage", "iteration", "global_step", "next_done")
-SUMMARY_KEYS = ("env", "method", "seed", "global_step")
 # Trainer settings that say how a run ran, not what it learned: a resume, a sweep or a comparison
 # may see them differ between runs that still count as the same experiment.
 HOW_A_RUN_RUNS = frozenset({"progress", "cuda", "cuda_graph", "compile", "threads", "env_workers", "resume", "run_dir",
@@ -79,46 +98,36 @@ EVAL_SUMMARY_TAGS = {"eval_return_mean": Tag.EVAL_RETURN, "eval_iou_mean": Tag.E
 # Writing
 # ---------------------------------------------------------------------------------------
 def save_json(obj: Any, path: Path) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, default=str))
-
-
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    write_json(path, obj)
 
 
 # ---------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------
+CHECKPOINT_FORMAT = 2  # 2: data only (weights-only loading), the storage env-major
+
+
+def checkpoint_schema(for_resume: bool) -> dict:
+    resume = {name: replace(key, required=for_resume) for name, key in schema.CHECKPOINT_TO_RESUME.items()}
+    return {**schema.CHECKPOINT_TO_PLAY, **resume}
+
+
 def load_checkpoint(run_dir: str | Path, *, purpose: str = "--resume", for_resume: bool = False) -> dict:
-    """The checkpoint of ``run_dir``, checked for the keys its use needs; ``RunFolderError`` otherwise."""
+    """The checkpoint of ``run_dir``, data only (nothing in it runs), checked against its schema for what
+    ``purpose`` needs; ``RunFolderError`` otherwise."""
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         raise RunFolderError(f"no checkpoint at {path}; {purpose} needs a run folder written by camal-train "
                              f"(it saves {CHECKPOINT} every --checkpoint-interval iterations)")
+    checkpoint = checkpoints.load(path)
+    if checkpoint.get("format") != CHECKPOINT_FORMAT and "format" in checkpoint:
+        raise RunFolderError(f"{path} has checkpoint format {checkpoint['format']!r}; this camal-rl reads format "
+                             f"{CHECKPOINT_FORMAT}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises many types for a damaged file
-        raise RunFolderError(f"checkpoint {path} is corrupt or unreadable ({type(error).__name__}); delete the run "
-                             f"folder {path.parent} and train again") from None
-    if not isinstance(checkpoint, dict):
-        raise RunFolderError(f"checkpoint {path} is not a camal-train checkpoint (it holds a {type(checkpoint).__name__})")
-    needed = CHECKPOINT_KEYS + (RESUME_KEYS if for_resume else ())
-    missing = [key for key in needed if key not in checkpoint]
-    if missing:
-        older = " (an older camal-rl wrote it: it can be recorded, not resumed)" if set(missing) <= set(RESUME_KEYS) else ""
-        raise RunFolderError(f"checkpoint {path} lacks {', '.join(missing)}{older}; {purpose} needs a complete "
-                             f"checkpoint written by camal-train")
+        schema.check_record(checkpoint, checkpoint_schema(for_resume), f"checkpoint {path}")
+        schema.check_record(checkpoint["scenario"], schema.SCENARIO, f"the scenario recorded in {path}")
+    except schema.SchemaError as error:
+        raise RunFolderError(f"{error}; {purpose} needs a checkpoint written by camal-train") from None
     return checkpoint
 
 
@@ -129,10 +138,10 @@ def _saved_value(run_dir: str | Path, key: str):
     run_dir = Path(run_dir)
     try:
         if (run_dir / SUMMARY).is_file():
-            return json.loads((run_dir / SUMMARY).read_text())[key]
+            return read_summary(run_dir / SUMMARY).get(key)
         if (run_dir / CHECKPOINT).is_file():
-            return torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False, mmap=True)[key]
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError):
+            return checkpoints.load(run_dir / CHECKPOINT, mmap=True).get(key)
+    except (OSError, CamalError):
         pass
     return None
 
@@ -163,7 +172,8 @@ def restore_agent(agent: torch.nn.Module, checkpoint: dict, source: Path) -> Non
 
 
 def read_summary(path: str | Path) -> dict:
-    """A run's ``summary.json``; ``RunFolderError`` naming the file and why when it cannot be used."""
+    """A run's ``summary.json``, checked against its schema; ``RunFolderError`` naming the file and why
+    when it cannot be used."""
     path = Path(path)
     if path.is_dir():
         path = path / SUMMARY
@@ -174,12 +184,26 @@ def read_summary(path: str | Path) -> dict:
                              f"--at-step)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RunFolderError(f"{path} is not valid JSON ({error})") from None
-    if not isinstance(record, dict):
-        raise RunFolderError(f"{path} holds a {type(record).__name__}, not a run summary")
-    missing = [key for key in SUMMARY_KEYS if key not in record]
-    if missing:
-        raise RunFolderError(f"{path} lacks {', '.join(missing)}; it was not written by camal-train")
+    try:
+        record = schema.check_record(record, schema.SUMMARY, str(path))
+        if "scenario" in record:
+            schema.check_record(record["scenario"], schema.SCENARIO, f"the scenario recorded in {path}")
+    except schema.SchemaError as error:
+        raise RunFolderError(str(error)) from None
     return record
+
+
+def read_fold(path: str | Path) -> dict:
+    """One ``camal-classify`` fold result, checked against its schema (NaN, as older files wrote a missing
+    value, reads as null); ``RunFolderError`` naming the file and why otherwise."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+        return schema.check_record(record, schema.FOLD, str(path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunFolderError(f"{path} is not valid JSON ({error})") from None
+    except schema.SchemaError as error:
+        raise RunFolderError(str(error)) from None
 
 
 def holds_a_run(folder: Path) -> list[str]:
@@ -224,20 +248,62 @@ def saved_run(checkpoint_or_summary: dict) -> SavedRun:
 # The trainer's side: one run per folder, its checkpoint and its summary
 # ---------------------------------------------------------------------------------------
 @contextmanager
-def run_folder(run_dir: Path) -> Iterator[Path]:
+def one_writer(folder: Path, lock_name: str = WRITER_LOCK) -> Iterator[None]:
+    """Hold an OS lock (``flock``) on ``folder/lock_name`` for the block: a second process that wants to
+    write there is refused at once with one line naming the holder. The OS frees the lock when its
+    holder ends, killed or not, so nothing stale is left to clean up."""
+    import fcntl
+
+    handle = open(folder / lock_name, "a+")  # noqa: SIM115 (held open for the block)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise RunFolderError(f"{folder} is being written by another process (pid {holder}); a folder has one "
+                             f"writer: wait for it to end, or choose another folder") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing releases the lock
+
+
+@contextmanager
+def run_folder(run_dir: Path, *, fresh: bool) -> Iterator[Path]:
     """The folder of a run for the run's life: made where missing (a read-only or missing parent fails
-    here, before any engine starts) and removed again when the run ends having written nothing."""
-    fresh = not run_dir.exists()
+    here, before any engine starts), written by this process alone (``one_writer``), and removed again
+    when the run ends having written nothing. A fresh run checks again, holding the lock, that no
+    other run has landed there since its arguments were checked."""
+    made = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        yield run_dir
+        with one_writer(run_dir):
+            if fresh:
+                check_fresh_run_dir(run_dir)
+            yield run_dir
     except BaseException:
-        if fresh and not holds_a_run(run_dir):
+        if made and not holds_a_run(run_dir):
+            (run_dir / WRITER_LOCK).unlink(missing_ok=True)
             try:
                 run_dir.rmdir()
             except OSError:
                 pass
         raise
+
+
+def reload_if_moved_on(run_dir: Path, checkpoint: dict) -> dict:
+    """The checkpoint a resume continues from, read again under the folder's lock: a writer that ended
+    between the first reading and the lock may have moved the run on, and its settings must still hold."""
+    again = load_checkpoint(run_dir, for_resume=True)
+    if again["iteration"] != checkpoint["iteration"] or again["args"] != checkpoint["args"]:
+        raise RunFolderError(f"{run_dir} was written by another process while this one started (it is at "
+                             f"iteration {again['iteration']} now); start the resume again")
+    return again
 
 
 def check_fresh_run_dir(run_dir: Path) -> None:
@@ -256,10 +322,10 @@ def check_fresh_run_dir(run_dir: Path) -> None:
 
 def save_checkpoint(run_dir: Path, *, agent, optimizer, args: dict, spec, envs, storage, **progress) -> None:
     """Everything a bit-for-bit resume needs; ``args`` is the run's arguments as a dict."""
-    save_torch({
-        "agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "env": args["env"],
-        SCENARIO_KEY: spec.record(), "obs_shape": agent.obs_shape, "num_actions": agent.num_actions,
-        "action_names": envs.action_names, "args": args, "rng": rng_state(),
+    checkpoints.save({
+        "format": CHECKPOINT_FORMAT, "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
+        "env": args["env"], SCENARIO_KEY: spec.record(), "obs_shape": agent.obs_shape, "num_actions": agent.num_actions,
+        "action_names": envs.action_names, "args": args, "rng": checkpoints.rng_state(),
         "env_states": envs.state(),  # each env's episode seed and actions: replayed on resume
         "storage": storage.state(), **progress,
     }, Path(run_dir) / CHECKPOINT)
@@ -274,15 +340,15 @@ def restore_checkpoint(checkpoint: dict, run_dir: Path, *, agent, optimizer, env
     optimizer.load_state_dict(checkpoint["optimizer"])
     envs.restore(checkpoint["env_states"])
     storage.load_state(checkpoint["storage"])
-    if not np.array_equal(envs.frames, checkpoint["storage"]["frames"][-1].numpy()):
+    if not np.array_equal(envs.frames, storage.newest_frames().cpu().numpy()):
         print("camal-train: warning: the replayed environments differ from the checkpoint's frames; "
               "the run continues but not bit-identically", file=sys.stderr)
-    set_rng_state(checkpoint["rng"])
+    checkpoints.set_rng_state(checkpoint["rng"])
 
 
 def make_summary(args: dict, *, method: str, spec, global_step: int, last_eval: dict, recent_returns,
                  dead_attention_step, train_time: float, eval_time: float, **machine) -> dict:
-    """``summary.json``: the final numbers (``SUMMARY_KEYS`` and more), the scenario and the arguments."""
+    """``summary.json``: the final numbers (``schema.SUMMARY``), the scenario and the arguments."""
     return {
         "env": spec.name,
         SCENARIO_KEY: spec.record(),
@@ -297,6 +363,8 @@ def make_summary(args: dict, *, method: str, spec, global_step: int, last_eval: 
         "eval_iou_frames": last_eval.get("iou_frames"),
         "eval_iou_skipped_empty_mask": last_eval.get("iou_skipped_empty_mask"),
         "eval_zero_map_fraction": last_eval.get("zero_map_fraction"),
+        "eval_normalised_return": (spec.normalize_return(last_eval["return_mean"])
+                                   if last_eval.get("return_mean") is not None else None),
         "train_return_recent": float(np.mean(recent_returns)) if len(recent_returns) else None,
         "attention_dead": dead_attention_step is not None,
         "attention_dead_since_step": dead_attention_step,

@@ -36,10 +36,10 @@ the Table 1/2/5 shapes. When all runs are done the report is written to ``<stora
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import itertools
+import math
 import os
 import subprocess
 import sys
@@ -49,10 +49,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 
+import tyro
 from tqdm import tqdm
 
-from camal_rl import analysis, arguments, doom, runs
+from camal_rl import analysis, arguments, doom, runs, schema
 from camal_rl.errors import CamalError, Interrupted, run_cli
 from camal_rl.files import die_with_parent
 
@@ -86,6 +88,17 @@ class Storage:
             except (ImportError, ValueError) as error:
                 raise SweepError(f"storage {self.location} needs fsspec's {protocol!r} driver ({error}); install it "
                                  f"(for s3://: pip install s3fs; gs://: gcsfs) or use a shared path") from None
+
+    def fetch(self, job: Job, scratch: Path) -> Path:
+        """A local copy of what tells a job's settings (its summary, else its checkpoint; a fold's result)."""
+        target = scratch / job.folder
+        target.mkdir(parents=True, exist_ok=True)
+        names = [runs.fold_result(job.fold)] if job.fold is not None else [runs.SUMMARY, runs.CHECKPOINT]
+        for name in names:
+            if self.exists(f"{job.folder}/{name}"):
+                self.fs.get_file(self.remote(f"{job.folder}/{name}"), str(target / name))
+                break
+        return target
 
     def remote(self, relative: str) -> str:
         return f"{self.remote_root.rstrip('/')}/{relative}"
@@ -138,14 +151,14 @@ class Job:
 
     @property
     def result_file(self) -> str:
-        return f"{self.folder}/summary.json" if self.fold is None else f"{self.folder}/fold_{self.fold:02d}.json"
+        return f"{self.folder}/{runs.SUMMARY if self.fold is None else runs.fold_result(self.fold)}"
 
     def state(self, storage: Storage) -> str:
         if storage.exists(self.result_file):
             return "finished"
-        if self.fold is None and storage.exists(f"{self.folder}/checkpoint.pt"):
+        if self.fold is None and storage.exists(f"{self.folder}/{runs.CHECKPOINT}"):
             return "resumable"
-        if self.fold is not None and storage.exists(f"{self.folder}/fold_{self.fold:02d}.ckpt.pt"):
+        if self.fold is not None and storage.exists(f"{self.folder}/{runs.fold_checkpoint(self.fold)}"):
             return "resumable"  # camal-classify continues the fold from its last finished epoch
         return "new"
 
@@ -160,7 +173,7 @@ class Job:
 
     @property
     def log(self) -> str:
-        return f"{self.name}.log" if self.fold is None else f"{self.folder}/fold_{self.fold:02d}.log"
+        return f"{self.name}.log" if self.fold is None else f"{self.folder}/{runs.fold_log(self.fold)}"
 
 
 def plan(envs: list[str], methods: list[str], seeds: list[int], train_args=()) -> list[Job]:
@@ -191,10 +204,7 @@ def train_settings(flags: tuple[str, ...]):
         with contextlib.redirect_stderr(tyro_says):
             parsed = arguments.parse(ppo.Args, list(flags))
     except SystemExit:
-        said = [line.strip(" │╭╮╰╯─") for line in tyro_says.getvalue().splitlines()]
-        said = [line for line in said if line]
-        why = said[1] if len(said) > 1 else "see camal-train --help"
-        raise SweepError(f"the flags after -- are not camal-train's ({why}); "
+        raise SweepError(f"the flags after -- are not camal-train's ({_tyro_reason(tyro_says)}); "
                          f"check them with camal-train --help") from None
     return arguments.resolve(parsed)
 
@@ -218,12 +228,48 @@ def _check_unique(what: str, values: list) -> None:
 
 def plan_classify(models: list[str], datasets: list[str], methods: list[str], folds: int, classify_args=()) -> list[Job]:
     _check_known("classification method(s)", methods, list(CLASSIFY_METHODS))
+    for what, names in (("models", models), ("datasets", datasets), ("methods", methods)):
+        _check_unique(what, names)
+        for name in names:
+            unsafe = schema.safe_name(name)
+            if unsafe:
+                raise SweepError(f"--{what}: {unsafe}")
     jobs = []
     for model, dataset, method in itertools.product(models, datasets, methods):
         folder = f"{model}__{dataset}__{method}"
         args = ("--model", model, "--dataset", dataset, "--method", method, "--folds", str(folds), *classify_args)
-        jobs += [Job(f"{folder}__fold{fold:02d}", folder, "camal_rl.vision.train", args, fold) for fold in range(folds)]
+        settings = classify_settings(args)
+        moved = [name for name, value in (("--model", model), ("--dataset", dataset), ("--method", method),
+                                          ("--folds", folds)) if getattr(settings, name[2:]) != value]
+        if moved or settings.only_folds is not None:
+            raise SweepError(f"the flags after -- change {', '.join(moved) or '--only-folds'} of {folder}; the grid "
+                             f"sets those: give --models / --datasets / --methods / --folds instead")
+        jobs += [Job(f"{folder}__fold{fold:02d}", folder, "camal_rl.vision.train", args, fold, settings=settings)
+                 for fold in range(folds)]
     return jobs
+
+
+def classify_settings(flags: tuple[str, ...]):
+    """The ``ClassifyArgs`` a classification job's flags give, checked as ``camal-classify`` checks them."""
+    import tyro
+
+    from camal_rl.vision import train as classify
+
+    tyro_says = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(tyro_says):
+            settings = tyro.cli(classify.ClassifyArgs, args=list(flags))
+    except SystemExit:
+        raise SweepError(f"the flags after -- are not camal-classify's ({_tyro_reason(tyro_says)}); check them "
+                         f"with camal-classify --help") from None
+    classify.check_args(settings)
+    return settings
+
+
+def _tyro_reason(said: io.StringIO) -> str:
+    lines = [line.strip(" │╭╮╰╯─") for line in said.getvalue().splitlines()]
+    lines = [line for line in lines if line]
+    return lines[1] if len(lines) > 1 else "see --help"
 
 
 def _check_known(what: str, given: list[str], known: list[str]) -> None:
@@ -394,23 +440,41 @@ def run_ray(jobs: list[Job], location: str, *, address: str | None, num_cpus: in
 
 
 def settings_clash(storage: Storage, job: Job) -> str | None:
-    """What differs between the settings ``job`` asks for and those its existing run folder was
-    trained with, budget included (None if nothing does, or there is nothing to compare)."""
-    if job.fold is not None or not storage.is_local:
-        return None
-    saved = runs.saved_args(storage.root / job.folder)
-    if saved is None:
-        return None
-    try:
-        had = arguments.saved_settings(type(job.settings), saved, storage.root / job.folder)
-    except CamalError as error:
-        return f"{job.folder} cannot be read ({error})"
+    """What differs between the settings ``job`` asks for and those its existing results were made
+    with, budget included (None if nothing does, or there is nothing to compare), on every storage."""
+    with tempfile.TemporaryDirectory(prefix="camal-sweep-check-") as scratch:
+        folder = storage.root / job.folder if storage.is_local else storage.fetch(job, Path(scratch))
+        if job.fold is not None:
+            return _fold_clash(folder, job)
+        saved = runs.saved_args(folder)
+        if saved is None:
+            if (folder / runs.CHECKPOINT).exists() or (folder / runs.SUMMARY).exists():
+                return f"{job.folder} cannot be read (camal-train --resume {job.folder} says why)"
+            return None
+        try:
+            had = arguments.saved_settings(type(job.settings), saved, folder)
+        except CamalError as error:
+            return f"{job.folder} cannot be read ({error})"
     asked = job.settings
     differ = [f"{f.name} {getattr(had, f.name)!r} (this sweep: {getattr(asked, f.name)!r})"
               for f in fields(asked) if f.name not in runs.HOW_A_RUN_RUNS
               and getattr(had, f.name) != getattr(asked, f.name)]
     shown = ", ".join(differ[:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
     return f"{job.folder} has {shown}" if differ else None
+
+
+def _fold_clash(folder: Path, job: Job) -> str | None:
+    """A finished fold made with other settings than the job asks: what differs."""
+    from camal_rl.vision import train as classify
+
+    result = folder / runs.fold_result(job.fold)
+    if not result.exists():
+        return None
+    try:
+        classify.check_same_settings(runs.read_fold(result).get("args", {}), job.settings, result)
+    except CamalError as error:
+        return str(error)
+    return None
 
 
 def refuse_mixed_settings(storage: Storage, jobs: list[Job], states: dict[str, str]) -> None:
@@ -435,10 +499,33 @@ def run_grid(jobs: list[Job], location: str, *, workers: int | str = "auto", lau
              compare: bool = True, reps: int = 2000, cpus_per_run: float = 1, gpus_per_run: float = 0,
              max_retries: int = 3, wait_for_resources: bool = False, gpu_memory_per_run: int | None = None) -> dict:
     """Skip the finished jobs, run the rest (locally or on Ray), then write the report (local storage).
-    ``workers``: runs at a time, or "auto" (``plan_box``) for the local launcher."""
+    ``workers``: runs at a time, or "auto" (``plan_box``) for the local launcher. A local storage has
+    one sweep at a time (a second is refused at once)."""
     storage = Storage(location)
-    if storage.is_local:
-        storage.root.mkdir(parents=True, exist_ok=True)
+    if not storage.is_local:
+        return _run_grid(jobs, storage, workers=workers, launcher=launcher, ray_address=ray_address,
+                         cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, max_retries=max_retries,
+                         wait_for_resources=wait_for_resources, gpu_memory_per_run=gpu_memory_per_run)
+    storage.root.mkdir(parents=True, exist_ok=True)
+    with runs.one_writer(storage.root, SWEEP_LOCK):
+        result = _run_grid(jobs, storage, workers=workers, launcher=launcher, ray_address=ray_address,
+                           cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, max_retries=max_retries,
+                           wait_for_resources=wait_for_resources, gpu_memory_per_run=gpu_memory_per_run)
+        if compare:
+            try:
+                analysis.compare([storage.root], storage.root / "report", reps=reps, skip_broken=True)
+                result["report"] = str(storage.root / "report" / "report.md")
+            except analysis.AnalysisError as error:
+                print(f"camal-sweep: no report: {error}", file=sys.stderr)
+    return result
+
+
+SWEEP_LOCK = ".sweep.lock"
+
+
+def _run_grid(jobs: list[Job], storage: Storage, *, workers, launcher, ray_address, cpus_per_run, gpus_per_run,
+              max_retries, wait_for_resources, gpu_memory_per_run) -> dict:
+    location = storage.location
     states = {job.name: job.state(storage) for job in jobs}
     refuse_mixed_settings(storage, jobs, states)
     todo = [job for job in jobs if states[job.name] != "finished"]
@@ -472,18 +559,12 @@ def run_grid(jobs: list[Job], location: str, *, workers: int | str = "auto", lau
                       runs_at_a_time=box.runs if box else workers)
         print(f"camal-sweep: this box trained {steps:,} agent steps in {seconds:,.0f} s over {len(todo)} run(s): "
               f"{result['box_steps_per_second']:,.0f} agent steps/s in all", flush=True)
-    if compare and storage.is_local:
-        try:
-            analysis.compare([storage.root], storage.root / "report", reps=reps, skip_broken=True)
-            result["report"] = str(storage.root / "report" / "report.md")
-        except analysis.AnalysisError as error:
-            print(f"camal-sweep: no report: {error}", file=sys.stderr)
     return result
 
 
 def local_box_plan(jobs: list[Job], workers: int | str, gpu_memory_per_run: int | None) -> BoxPlan:
     cores, gpu_free = box_resources()
-    training = [job.settings for job in jobs if job.settings is not None]
+    training = [job.settings for job in jobs if job.fold is None]
     if any(not settings.cuda for settings in training):
         gpu_free = None
     paper_frames = any(settings.paper_frames for settings in training)
@@ -506,57 +587,84 @@ def sweep_classify(models, datasets, methods, folds, out, *, classify_args=(), *
     return run_grid(plan_classify(models, datasets, methods, folds, tuple(classify_args)), str(out), **launch)
 
 
-def cli(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="camal-sweep", description=__doc__.splitlines()[0],
-                                     epilog="Arguments after -- go to camal-train (or camal-classify with --task classify)")
-    parser.add_argument("--task", choices=["train", "classify"], default="train")
-    parser.add_argument("--envs", nargs="+", default=list(doom.PAPER_SCENARIOS))
-    parser.add_argument("--methods", nargs="+", default=None, help="default: camal vanilla")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
-    parser.add_argument("--models", nargs="+", default=["resnet18"])
-    parser.add_argument("--datasets", nargs="+", default=["oxford_pets"])
-    parser.add_argument("--folds", type=int, default=10)
-    parser.add_argument("--out", default="runs/sweep", help="where the run folders go (local launcher)")
-    parser.add_argument("--storage", default=None, help="a path every node sees, or an fsspec URI (default: --out)")
-    parser.add_argument("--workers", default="auto",
-                        help="runs at a time (local; auto: from the cores and GPU memory, see above) / CPUs of a Ray "
-                             "cluster started here (auto: all)")
-    parser.add_argument("--gpu-memory-per-run", type=float, default=None,
-                        help="GiB of GPU memory one run needs, for --workers auto (default: 6 at paper frames, else 2)")
-    parser.add_argument("--launcher", choices=["local", "ray"], default="local")
-    parser.add_argument("--ray-address", default=None, help="an existing Ray cluster, e.g. auto (default: start one here)")
-    parser.add_argument("--cpus-per-run", type=float, default=1)
-    parser.add_argument("--gpus-per-run", type=float, default=0, help="fractions share a GPU, e.g. 0.25")
-    parser.add_argument("--max-retries", type=int, default=3, help="Ray retries of a run whose worker or node died")
-    parser.add_argument("--wait-for-resources", action="store_true", help="submit even if no node can run it yet")
-    parser.add_argument("--no-compare", action="store_true")
-    parser.add_argument("--reps", type=int, default=2000)
+@dataclass
+class SweepArgs:
+    """Grids of training runs, on this machine or on a Ray cluster. Arguments after -- go to camal-train
+    (or camal-classify with --task classify)."""
+
+    task: Literal["train", "classify"] = "train"
+    """train: camal-train per env x method x seed; classify: camal-classify per model x dataset x method x fold"""
+    envs: list[str] = field(default_factory=lambda: list(doom.PAPER_SCENARIOS))
+    """scenarios (names or spec files) of a train sweep"""
+    methods: list[str] | None = None
+    """None: camal vanilla"""
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    """training seeds, one run each"""
+    models: list[str] = field(default_factory=lambda: ["resnet18"])
+    """architectures of a classify sweep"""
+    datasets: list[str] = field(default_factory=lambda: ["oxford_pets"])
+    """datasets of a classify sweep"""
+    folds: int = 10
+    """cross-validation folds of a classify sweep"""
+    out: str = "runs/sweep"
+    """where the run folders go (local launcher)"""
+    storage: str | None = None
+    """a path every node sees, or an fsspec URI (None: --out)"""
+    workers: str = "auto"
+    """runs at a time (local; auto: from the cores and GPU memory) / CPUs of a Ray cluster started here (auto: all)"""
+    gpu_memory_per_run: float | None = None
+    """GiB of GPU memory one run needs, for --workers auto (None: 6 at paper frames, else 2)"""
+    launcher: Literal["local", "ray"] = "local"
+    """run here, or as Ray tasks"""
+    ray_address: str | None = None
+    """an existing Ray cluster, e.g. auto (None: start one here)"""
+    cpus_per_run: float = 1
+    """CPUs of one Ray task"""
+    gpus_per_run: float = 0
+    """GPUs of one Ray task; fractions share a GPU, e.g. 0.25"""
+    max_retries: int = 3
+    """Ray retries of a run whose worker or node died"""
+    wait_for_resources: bool = False
+    """submit even if no node can run it yet"""
+    compare: bool = True
+    """write the camal-compare report when all runs are done (local storage)"""
+    reps: int = 2000
+    """bootstrap repetitions of the report"""
+
+
+def check_sweep_args(options: SweepArgs) -> None:
+    """Every flag, before a job is planned: a ``SweepError`` (one line through ``run_cli``) otherwise."""
+    for name in ("envs", "methods", "seeds", "models", "datasets"):
+        if getattr(options, name) == []:  # argparse's nargs="+" refused an empty list too
+            raise SweepError(f"--{name} needs at least one value")
+    if options.workers != "auto" and not (options.workers.isascii() and options.workers.isdigit()
+                                          and int(options.workers) >= 1):
+        raise SweepError(f"--workers must be auto or a whole number >= 1, got {options.workers!r}")
+    if options.gpu_memory_per_run is not None and not 0 < options.gpu_memory_per_run < math.inf:
+        raise SweepError(f"--gpu-memory-per-run must be a number of GiB > 0, got {options.gpu_memory_per_run}")
+    for name, minimum in (("folds", 2), ("max_retries", 0), ("reps", analysis.MIN_REPS)):
+        if getattr(options, name) < minimum:
+            raise SweepError(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(options, name)}")
+    if not 0 < options.cpus_per_run < math.inf or not 0 <= options.gpus_per_run < math.inf:
+        raise SweepError("--cpus-per-run must be > 0 and --gpus-per-run >= 0 (finite numbers)")
+
+
+def cli(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
-    extra = []
+    extra = []  # after the first --: the flags of every camal-train (or camal-classify) job
     if "--" in argv:
         split = argv.index("--")
         argv, extra = argv[:split], argv[split + 1 :]
-    options = parser.parse_args(argv)
-    location = options.storage or options.out
-    common = dict(workers=options.workers, launcher=options.launcher,
-                  gpu_memory_per_run=None if options.gpu_memory_per_run is None else int(options.gpu_memory_per_run * GiB), ray_address=options.ray_address,
-                  compare=not options.no_compare, reps=options.reps, cpus_per_run=options.cpus_per_run,
-                  gpus_per_run=options.gpus_per_run, max_retries=options.max_retries,
-                  wait_for_resources=options.wait_for_resources)
+    options = tyro.cli(SweepArgs, args=argv, prog="camal-sweep")
 
     def main() -> dict:
-        if options.workers != "auto":
-            if not options.workers.isdigit() or int(options.workers) < 1:
-                raise SweepError(f"--workers must be auto or a whole number >= 1, got {options.workers!r}")
-            options.workers = int(options.workers)
-        if options.gpu_memory_per_run is not None and not options.gpu_memory_per_run > 0:
-            raise SweepError(f"--gpu-memory-per-run must be a number of GiB > 0, got {options.gpu_memory_per_run}")
-        common["workers"] = options.workers
-        for name, minimum in (("folds", 2), ("max_retries", 0), ("reps", analysis.MIN_REPS)):
-            if getattr(options, name) < minimum:
-                raise SweepError(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(options, name)}")
-        if not options.cpus_per_run > 0 or options.gpus_per_run < 0:
-            raise SweepError("--cpus-per-run must be > 0 and --gpus-per-run >= 0")
+        check_sweep_args(options)
+        gpu_memory = None if options.gpu_memory_per_run is None else int(options.gpu_memory_per_run * GiB)
+        common = dict(workers="auto" if options.workers == "auto" else int(options.workers), launcher=options.launcher,
+                      gpu_memory_per_run=gpu_memory, ray_address=options.ray_address, compare=options.compare,
+                      reps=options.reps, cpus_per_run=options.cpus_per_run, gpus_per_run=options.gpus_per_run,
+                      max_retries=options.max_retries, wait_for_resources=options.wait_for_resources)
+        location = options.storage or options.out
         if options.task == "classify":
             return sweep_classify(options.models, options.datasets, options.methods or ["vanilla", "camal"],
                                   options.folds, location, classify_args=extra, **common)

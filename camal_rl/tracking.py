@@ -24,9 +24,14 @@ def open_writer(run_dir: Path, config: dict, *, fresh: bool, track: bool = False
             import wandb
         except ImportError:
             raise ConfigError("--track needs Weights & Biases: pip install 'camal-rl[track]'") from None
-        wandb.init(project=project, entity=entity, group=group, name=run_dir.name,
-                   id=run_dir.name.replace("__", "-")[-128:], resume="allow", dir=str(run_dir), config=config,
-                   sync_tensorboard=True, save_code=False)
+        try:
+            wandb.init(project=project, entity=entity, group=group, name=run_dir.name,
+                       id=run_dir.name.replace("__", "-")[-128:], resume="allow", dir=str(run_dir), config=config,
+                       sync_tensorboard=True, save_code=False)
+        except Exception as error:  # W&B raises its own types for a missing key, a network, a bad entity
+            said = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+            raise ConfigError(f"--track: Weights & Biases did not start ({said}); log in with `wandb login` or set "
+                              f"WANDB_API_KEY, or set WANDB_MODE=offline to log without a network") from None
     writer = SummaryWriter(str(run_dir))
     if fresh:
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in config.items()))

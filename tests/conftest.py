@@ -64,3 +64,14 @@ def vizdoom_engines() -> set[str]:
 @pytest.fixture
 def engines():
     return vizdoom_engines
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """One tiny finished CAMAL run on Basic, trained once per session; tests copy it before touching it."""
+    from cli_helpers import TINY, command
+
+    run_dir = tmp_path_factory.mktemp("finished") / "basic__camal__1"
+    result = command("train", "--env", "basic", "--seed", "1", "--run-dir", run_dir, *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir

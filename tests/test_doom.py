@@ -234,3 +234,28 @@ def test_user_spec_found_by_name_through_search_path(tmp_path, monkeypatch):
     env = doom.make_env("my_basic", seed=0)
     assert env.action_space.n == 3  # one action per button of basic.cfg when none are given
     env.close()
+
+
+def test_one_frame_stack_for_numpy_and_torch_keeps_colour_frames_whole():
+    """A new episode's stack repeats its first frame with the channels in order (R G B R G B ...,
+    not R R R R G G ...), for numpy (the env) and torch (evaluation) alike."""
+    import torch
+
+    stacking = doom.FrameStack(frame_stack=4, channels=3)
+    frames = np.random.default_rng(0).integers(0, 255, (5, 2, 3, 4, 6), dtype=np.uint8)  # [time, envs, C, H, W]
+    stack = stacking.first(frames[0])
+    assert stack.shape == (2, 12, 4, 6) and all(np.array_equal(stack[:, 3 * k : 3 * k + 3], frames[0]) for k in range(4))
+    tensor_stack = stacking.first(torch.as_tensor(frames[0]))
+    for t in range(1, 5):
+        starts = np.array([t == 3, False])
+        stacking.push(stack, frames[t], starts)
+        stacking.push(tensor_stack, torch.as_tensor(frames[t]), torch.as_tensor(starts))
+        assert np.array_equal(stack, tensor_stack.numpy())
+    assert np.array_equal(stack[1], np.concatenate(list(frames[1:5, 1])))  # env 1: the last four frames
+    assert np.array_equal(stack[0], np.concatenate([frames[3, 0]] * 3 + [frames[4, 0]]))  # env 0 began at t = 3
+    env = doom.make_env("basic", seed=1, grayscale=False, obs_size=(30, 40))
+    try:
+        observation, _ = env.reset(seed=1)
+        assert np.array_equal(observation["image"], np.concatenate([env.frame] * 4))
+    finally:
+        env.close()

@@ -2,7 +2,6 @@
 the user wants or in one clear line on stderr with a non-zero exit, and no file of an earlier run
 changes. Runs are tiny (two envs, 64 steps) so this stays in CI."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -14,54 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import TINY, command, copy_of, fingerprint, one_line_error, tiny  # noqa: E402
 
 from camal_rl import errors, files, runs
 from camal_rl.statistics import MIN_REPS
-
-TINY = ["--total-timesteps", "256", "--num-envs", "2", "--num-steps", "64", "--num-minibatches", "2",
-        "--update-epochs", "1", "--eval-episodes", "1", "--eval-image-frames", "0", "--checkpoint-interval", "1",
-        "--no-progress", "--no-cuda", "--threads", "1"]
-
-
-def tiny(total_timesteps: int) -> list[str]:
-    return ["--total-timesteps", str(total_timesteps), *TINY[2:]]
-
-
-def command(program: str, *args, timeout: float = 300, env=None, cwd=None) -> subprocess.CompletedProcess:
-    modules = {"train": "camal_rl.ppo", "compare": "camal_rl.analysis", "record": "camal_rl.record",
-               "sweep": "camal_rl.sweep", "eval": "camal_rl.evaluation", "classify": "camal_rl.vision.train"}
-    return subprocess.run([sys.executable, "-m", modules[program], *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd)
-
-
-def one_line_error(result: subprocess.CompletedProcess, *words: str) -> str:
-    """The command failed with exactly one line on stderr, no traceback, containing ``words``."""
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode != 0, result.stdout[-2000:]
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
-
-
-def fingerprint(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """One tiny finished CAMAL run on Basic; tests copy it before touching it."""
-    run_dir = tmp_path_factory.mktemp("finished") / "basic__camal__1"
-    result = command("train", "--env", "basic", "--seed", "1", "--run-dir", run_dir, *TINY)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
-
-
-def copy_of(run_dir: Path, tmp_path: Path, name: str | None = None) -> Path:
-    target = tmp_path / (name or run_dir.name)
-    shutil.copytree(run_dir, target)
-    return target
 
 
 # ---------------------------------------------------------------------------------------

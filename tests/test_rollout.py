@@ -95,23 +95,25 @@ def test_stacks_match_a_frame_by_frame_reference_across_rollouts(staging):
         storage.carry_over()
 
 
-def test_checkpoint_state_keeps_the_step_major_layout():
-    """The storage is env-major inside; a checkpoint holds the stack's frames step-major ([S, E, ...])
-    as older checkpoints do, and loading it gives back the same observations."""
+def test_checkpoint_state_gives_back_the_same_observations():
+    """A checkpoint holds the frames the next stacks reach back to, env-major ([E, S, ...]), as tensors;
+    loading it gives back the same observations."""
     storage = FrameStorage(4, 4, 4, (1, 12, 16), (6, 8), torch.device("cpu"))
     fill(storage, np.random.default_rng(2), 4, 4)
     storage.carry_over()
     state = storage.state()
-    assert state["frames"].shape == (4, 4, 1, 12, 16)
-    assert torch.equal(state["frames"][-1], storage.frames[:, 3])  # the newest frame of each env
+    assert state["frames"].shape == (4, 4, 1, 12, 16) and all(isinstance(v, torch.Tensor) for v in state.values())
+    assert torch.equal(state["frames"][:, -1], storage.newest_frames())
     again = FrameStorage(4, 4, 4, (1, 12, 16), (6, 8), torch.device("cpu"))
     again.load_state(state)
     assert torch.equal(again.observation(0), storage.observation(0))
 
 
-def test_the_rollouts_policy_step_draws_what_get_action_and_value_draws():
+def test_the_rollouts_policy_step_draws_what_a_categorical_draws():
     """Agent.act skips the distribution object and the entropy; actions, log-probabilities and values
-    are bit-identical to get_action_and_value's from the same random state."""
+    are bit-identical to CleanRL's Categorical from the same random state."""
+    from torch.distributions.categorical import Categorical
+
     from camal_rl.agent import Agent
 
     torch.manual_seed(0)
@@ -121,7 +123,10 @@ def test_the_rollouts_policy_step_draws_what_get_action_and_value_draws():
         torch.manual_seed(7)
         action, logprob, value = agent.act(obs)
         torch.manual_seed(7)
-        reference_action, reference_logprob, _, reference_value, _ = agent.get_action_and_value(obs)
+        logits, reference_value, _ = agent(obs)
+        distribution = Categorical(logits=logits)
+        reference_action = distribution.sample()
+        reference_logprob = distribution.log_prob(reference_action)
     assert torch.equal(action, reference_action)
     assert torch.equal(logprob, reference_logprob) and torch.equal(value, reference_value)
     assert action.dtype == torch.long and len(set(action.tolist())) > 1  # a real draw, not a constant

@@ -12,7 +12,7 @@ Methods: ``vanilla`` (cross-entropy only), ``camal`` (+ lambda mean(beta - alpha
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,9 +26,9 @@ import tyro
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from camal_rl import camal
+from camal_rl import camal, checkpoints, runs, schema
 from camal_rl.errors import ConfigError, run_cli
-from camal_rl.files import save_torch, write_text_atomic
+from camal_rl.files import write_json
 from camal_rl.vision import data as vision_data
 from camal_rl.vision import faithfulness, models
 
@@ -87,6 +87,26 @@ class ClassifyArgs:
 
 def run_dir(args: ClassifyArgs) -> Path:
     return Path(args.out) / f"{args.model}__{args.dataset}__{args.method}"
+
+
+# Settings that say how a fold ran, not what it learned: a finished fold is reused whatever they were.
+HOW_A_FOLD_RUNS = frozenset({"out", "only_folds", "cuda", "num_workers", "progress"})
+
+
+def fold_settings(args: ClassifyArgs) -> dict:
+    """What a fold's result and checkpoint record of the settings that made them."""
+    return {name: value for name, value in asdict(args).items() if name not in HOW_A_FOLD_RUNS}
+
+
+def check_same_settings(saved: dict, args: ClassifyArgs, source: Path) -> None:
+    """A fold made under other settings is never handed back as this run's: refused, naming what differs."""
+    asked = fold_settings(args)
+    differ = [f"{name} {saved.get(name)!r} (now {value!r})" for name, value in asked.items()
+              if saved.get(name) != (list(value) if isinstance(value, tuple) else value)]
+    differ += [f"{name} {saved[name]!r} (unknown now)" for name in sorted(set(saved) - set(asked) - HOW_A_FOLD_RUNS)]
+    if differ:
+        raise ConfigError(f"{source} was made with other settings: {'; '.join(differ[:4])}; give another --out "
+                          f"(or the same settings), or delete it to train that fold again")
 
 
 def fold_indices(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -172,7 +192,7 @@ def faithfulness_scores(model, test_set, device, args: ClassifyArgs, fold: int) 
 
 def train_fold(args: ClassifyArgs, dataset, fold: int, train_idx, test_idx, device, writer) -> dict:
     folder = run_dir(args)
-    checkpoint_path = folder / f"fold_{fold:02d}.ckpt.pt"
+    checkpoint_path = folder / runs.fold_checkpoint(fold)
     train_set, test_set = split_datasets(dataset, train_idx, test_idx)
     if args.method == "prior":
         from camal_rl.vision.prior import PriorMasks
@@ -191,18 +211,7 @@ def train_fold(args: ClassifyArgs, dataset, fold: int, train_idx, test_idx, devi
                                   weight_decay=args.weight_decay)
     start_epoch = 0
     if checkpoint_path.exists():
-        try:
-            state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-        except Exception as error:
-            raise ConfigError(f"checkpoint {checkpoint_path} is corrupt or from another model "
-                             f"({type(error).__name__}); delete it to restart the fold") from None
-        start_epoch = state["epoch"] + 1
-        torch.set_rng_state(state["rng"])
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        generator.set_state(state["loader_rng"])
+        start_epoch = resume_fold(checkpoint_path, args, model, optimizer, generator)
     started = time.time()
     bar = tqdm(total=args.epochs, initial=start_epoch, unit="epoch", disable=not args.progress, desc=f"fold {fold}")
     for epoch in range(start_epoch, args.epochs):
@@ -224,9 +233,9 @@ def train_fold(args: ClassifyArgs, dataset, fold: int, train_idx, test_idx, devi
         writer.add_scalar("train/accuracy", correct / max(seen, 1), step)
         if regularisers:
             writer.add_scalar("train/camal_loss", np.mean(regularisers), step)
-        save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                    "rng": torch.get_rng_state(), "loader_rng": generator.get_state(),
-                    **({"cuda_rng": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {})}, checkpoint_path)
+        checkpoints.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                          "settings": fold_settings(args), "rng": checkpoints.rng_state(),
+                          "loader_rng": generator.get_state()}, checkpoint_path)
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", acc=f"{correct / max(seen, 1):.2f}")
     bar.close()
@@ -244,10 +253,28 @@ def train_fold(args: ClassifyArgs, dataset, fold: int, train_idx, test_idx, devi
     return result
 
 
+def resume_fold(path: Path, args: ClassifyArgs, model, optimizer, generator: torch.Generator) -> int:
+    """Continue a fold from its checkpoint (data only; made under these settings); the next epoch."""
+    state = checkpoints.load(path)
+    if not isinstance(state.get("settings"), dict) or not isinstance(state.get("epoch"), int):
+        raise ConfigError(f"checkpoint {path} is not a camal-classify fold checkpoint; delete it to restart the fold")
+    check_same_settings(state["settings"], args, path)
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        checkpoints.set_rng_state(state["rng"])
+        generator.set_state(state["loader_rng"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as error:
+        raise ConfigError(f"checkpoint {path} does not fit this model ({type(error).__name__}); delete it to "
+                          f"restart the fold") from None
+    return state["epoch"] + 1
+
+
 def check_args(args: ClassifyArgs) -> None:
     """Every value checked before data is read or a file written."""
     if args.folds < 2:
         raise ConfigError("--folds must be at least 2")
+    schema.check_seed(args.seed)
     for name, minimum in (("epochs", 1), ("batch_size", 1), ("image_size", 16), ("num_workers", 0),
                           ("faithfulness_steps", 1)):
         if getattr(args, name) < minimum:
@@ -263,39 +290,58 @@ def check_args(args: ClassifyArgs) -> None:
 
 
 def run(args: ClassifyArgs) -> list[dict]:
-    """All requested folds; finished ones (a ``fold_XX.json``) are read back, not retrained."""
+    """All requested folds; finished ones (a ``fold_XX.json`` made with these settings) are read back,
+    not retrained. This process alone writes the requested folds while it runs (one lock per fold, so
+    a sweep's processes train a folder's folds side by side)."""
     if args.method == "prior" and not args.prior_weights:
         raise ConfigError("--method prior needs --prior-weights FILE (open_clip weights; nothing is downloaded)")
     check_args(args)
-    dataset = vision_data.load_dataset(args.dataset, args.data_root, resize=round(args.image_size * 256 / 224),
-                                       crop=args.image_size, seed=args.seed)
     if args.model not in models.ARCHITECTURES:
         raise ConfigError(f"unknown model {args.model!r}; choose one of {', '.join(models.ARCHITECTURES)}")
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    wanted = [fold for fold in range(args.folds) if args.only_folds is None or fold in args.only_folds]
     folder = run_dir(args)
     folder.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as held:
+        for fold in wanted:
+            held.enter_context(runs.one_writer(folder, runs.fold_lock(fold)))
+        finished = {fold: finished_fold(folder, fold, args) for fold in wanted
+                    if (folder / runs.fold_result(fold)).exists()}
+        return train_folds(args, folder, [fold for fold in wanted if fold not in finished], finished)
+
+
+def finished_fold(folder: Path, fold: int, args: ClassifyArgs) -> dict:
+    """A fold's result, if these settings made it; refused naming what differs otherwise."""
+    path = folder / runs.fold_result(fold)
+    result = runs.read_fold(path)
+    check_same_settings(result.get("args", {}), args, path)
+    return result
+
+
+def train_folds(args: ClassifyArgs, folder: Path, todo: list[int], finished: dict[int, dict]) -> list[dict]:
+    for fold in todo:  # a fold half-trained under other settings is refused before any data is read
+        if (folder / runs.fold_checkpoint(fold)).exists():
+            check_same_settings(checkpoints.load(folder / runs.fold_checkpoint(fold)).get("settings", {}), args,
+                                folder / runs.fold_checkpoint(fold))
+    if not todo:
+        return [finished[fold] for fold in sorted(finished)]
+    dataset = vision_data.load_dataset(args.dataset, args.data_root, resize=round(args.image_size * 256 / 224),
+                                       crop=args.image_size, seed=args.seed)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(folder))
-    results = []
     splits = fold_indices(dataset.labels, args.folds, args.seed)
-    try:
-        for fold, (train_idx, test_idx) in enumerate(splits):
-            if args.only_folds is not None and fold not in args.only_folds:
-                continue
-            result_path = folder / f"fold_{fold:02d}.json"
-            if result_path.exists():
-                results.append(json.loads(result_path.read_text()))
-                continue
+    results = dict(finished)
+    with contextlib.closing(SummaryWriter(str(folder))) as writer:
+        for fold in todo:
+            train_idx, test_idx = splits[fold]
             result = train_fold(args, dataset, fold, train_idx, test_idx, device, writer)
-            write_text_atomic(result_path, json.dumps(result, indent=2, default=float))
-            (folder / f"fold_{fold:02d}.ckpt.pt").unlink(missing_ok=True)
-            results.append(result)
-            print(f"fold {fold}: accuracy {result['test_accuracy']:.3f}  IoU {result['test_iou']:.3f}  "
+            write_json(folder / runs.fold_result(fold), result)
+            (folder / runs.fold_checkpoint(fold)).unlink(missing_ok=True)
+            results[fold] = result
+            iou = float("nan") if result["test_iou"] is None else result["test_iou"]
+            print(f"fold {fold}: accuracy {result['test_accuracy']:.3f}  IoU {iou:.3f}  "
                   f"deletion {result['deletion_auc']:.3f}  insertion {result['insertion_auc']:.3f}", flush=True)
-    finally:
-        writer.close()
-    return results
+    return [results[fold] for fold in sorted(results)]
 
 
 def cli() -> None:
