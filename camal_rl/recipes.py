@@ -1,6 +1,7 @@
 """Hyperparameter recipes: the paper's Table 8, and per-scenario recipes in the scenario specs.
 
-A recipe names values for the trainer's learning hyperparameters (``HYPERPARAMETERS``). The
+A recipe names values for the trainer's learning hyperparameters (``HYPERPARAMETERS``) and its
+budget (``total_timesteps``: what ``camal-train --env X`` trains for unless told). The
 paper's is ``PAPER`` (CleanRL's Atari recipe, Table 8 of arXiv:2605.08325). A scenario spec may
 carry its own under ``[recipes.<name>]``; a user's scenario carries its recipes the same way.
 ``--recipe default`` takes the scenario's ``tuned`` recipe where it has one, else ``paper``; a
@@ -14,7 +15,10 @@ PAPER = {
     "learning_rate": 2.5e-4, "num_envs": 8, "num_steps": 128, "anneal_lr": True, "gamma": 0.99, "gae_lambda": 0.95,
     "num_minibatches": 4, "update_epochs": 4, "clip_coef": 0.1, "clip_vloss": True, "ent_coef": 0.01, "vf_coef": 0.5,
     "clip_reward": True, "reward_scale": 1.0,
+    "total_timesteps": 10_000_000,  # the budget: the paper trained 10M agent steps per run
 }
+# A recipe's budget (as rl-baselines3-zoo's files carry n_timesteps): what a run trains for unless told.
+BUDGET = "total_timesteps"
 HYPERPARAMETERS = tuple(PAPER)
 TYPES = {name: type(value) for name, value in PAPER.items()}
 

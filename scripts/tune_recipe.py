@@ -83,14 +83,14 @@ def refuse_small_minibatches(recipe: dict, minimum: int) -> None:
 def known_points(spec: doom.ScenarioSpec, start_from: list[str]) -> list[dict]:
     """Trials to run first: Table 8, Stable-Baselines3's PPO defaults, then the scenario's recipes
     named in ``start_from`` (a ``ValueError`` names a recipe the scenario does not have)."""
-    paper = {k: v for k, v in recipes.PAPER.items() if k != "reward_scale"}
+    paper = {k: v for k, v in recipes.PAPER.items() if k not in ("reward_scale", recipes.BUDGET)}
     points = [paper, {**paper, "learning_rate": 3e-4, "num_steps": 256, "num_minibatches": 32, "update_epochs": 10,
                       "clip_coef": 0.2, "ent_coef": 0.0, "anneal_lr": False}]
     for name in start_from:
         if name not in spec.recipes:
             raise ValueError(f"--start-from {name}: scenario {spec.name} has no such recipe; "
                              f"it has {sorted(spec.recipes) or 'none'}")
-        recipe = {**recipes.PAPER, **spec.recipes[name]}
+        recipe = {k: v for k, v in {**recipes.PAPER, **spec.recipes[name]}.items() if k != recipes.BUDGET}
         if recipe["clip_reward"] or recipe["reward_scale"] == 1.0:
             recipe.pop("reward_scale")  # only sampled where rewards are scaled instead of clipped
         points.append(recipe)
