@@ -35,9 +35,9 @@ from tqdm import tqdm
 
 from camal_rl import arguments, camal, doom, runs, tracking, vector
 from camal_rl.agent import Agent, GraphedForward
-from camal_rl.errors import run_cli
+from camal_rl.errors import Interrupted, run_cli
 from camal_rl.evaluation import EVAL_SEED_OFFSET, attention_grid, attention_stats, evaluate
-from camal_rl.files import to_json
+from camal_rl.guide import ending_text
 from camal_rl.rollout import FrameStorage, env_options, pin_host_memory
 from camal_rl.run_state import RunState
 from camal_rl.runs import Tag
@@ -399,6 +399,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     storage: FrameStorage
     writer: SummaryWriter
+    groups: list[slice]
 
     def save_checkpoint(self, state: RunState, next_done: np.ndarray) -> None:
         self.writer.flush()
@@ -406,9 +407,19 @@ class Run:
                              spec=self.spec, envs=self.envs, storage=self.storage,
                              next_done=torch.from_numpy(next_done), **state.saved())
 
+    def summary(self, state: RunState, *, stopped: bool = False) -> dict:
+        return runs.make_summary(asdict(self.args), method=self.args.method, spec=self.spec,
+                                 global_step=state.global_step, last_eval=state.last_eval,
+                                 recent_returns=state.recent_returns, dead_attention_step=state.dead_attention_step,
+                                 train_time=state.train_seconds(), eval_time=state.eval_seconds(),
+                                 device=str(self.device), env_workers=self.envs.workers,
+                                 env_groups=len(self.groups), stopped=stopped)
 
-def train(args: Args, *, on_rollout: RolloutCallback | None = None) -> dict:
-    """Run (or resume) one training run; returns its summary."""
+
+def train(args: Args, *, on_rollout: RolloutCallback | None = None,
+          ending: Callable[[dict, Path], None] | None = None) -> dict:
+    """Run (or resume) one training run; returns its summary. ``ending(summary, run_dir)`` is told how
+    the run ended, finished or stopped (``summary["stopped"]``); the command line prints it."""
     args, run_dir, checkpoint = arguments.start_or_resume(args)
     if arguments.is_finished(args, checkpoint, run_dir):
         tqdm.write(f"camal-train: {run_dir} is finished ({checkpoint['global_step']:,} agent steps); nothing to do. "
@@ -462,18 +473,28 @@ def train(args: Args, *, on_rollout: RolloutCallback | None = None) -> dict:
                                       project=args.wandb_project_name, entity=args.wandb_entity,
                                       group=args.wandb_group)
         closing.callback(tracking.close_writer, writer)
-        run = Run(args, run_dir, spec, device, envs, eval_envs, agent, optimizer, storage, writer)
-        return train_loop(run, state, next_done, on_rollout)
+        groups = envs.groups(env_group_count(args, device, envs.workers))
+        run = Run(args, run_dir, spec, device, envs, eval_envs, agent, optimizer, storage, writer, groups)
+        try:
+            train_loop(run, state, next_done, on_rollout)
+        except Interrupted:
+            if ending is not None and state.last_checkpoint:
+                ending(run.summary(state, stopped=True), run_dir)
+            raise
+        summary = run.summary(state)
+        runs.save_json(summary, run_dir / runs.SUMMARY)
+    if ending is not None:
+        ending(summary, run_dir)
+    return summary
 
 
 # ---------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------
-def train_loop(run: Run, state: RunState, next_done: np.ndarray, on_rollout: RolloutCallback | None) -> dict:
+def train_loop(run: Run, state: RunState, next_done: np.ndarray, on_rollout: RolloutCallback | None) -> None:
     args, agent, optimizer, storage, envs, writer = (run.args, run.agent, run.optimizer, run.storage, run.envs,
                                                      run.writer)
     host = HostRollout(args.num_steps, args.num_envs, envs.rewards.dtype, run.device)
-    groups = envs.groups(env_group_count(args, run.device, envs.workers))
     policy, loss_fn = compiled_parts(agent, args, run.device)
 
     def episodes_ended(step: int, returns: np.ndarray, lengths: np.ndarray) -> None:
@@ -488,7 +509,7 @@ def train_loop(run: Run, state: RunState, next_done: np.ndarray, on_rollout: Rol
             # ---- rollout ----
             rollout_start = state.clock()
             host.dones[0] = next_done
-            actions, logprobs, values = rollout(agent, envs, storage, host, groups, policy=policy,
+            actions, logprobs, values = rollout(agent, envs, storage, host, run.groups, policy=policy,
                                                 episodes_ended=episodes_ended)
             rewards, dones, next_done_device = host.to_device(args)
             next_done = host.dones[-1].copy()
@@ -539,14 +560,6 @@ def train_loop(run: Run, state: RunState, next_done: np.ndarray, on_rollout: Rol
             state.show_progress(attention_log[Tag.IOU])
             if state.stop_requested():
                 break
-
-    summary = runs.make_summary(asdict(args), method=args.method, spec=run.spec, global_step=state.global_step,
-                                last_eval=state.last_eval, recent_returns=state.recent_returns,
-                                dead_attention_step=state.dead_attention_step, train_time=state.train_seconds(),
-                                eval_time=state.eval_seconds(), device=str(run.device), env_workers=envs.workers,
-                                env_groups=len(groups))
-    runs.save_json(summary, run.run_dir / runs.SUMMARY)
-    return summary
 
 
 # ---------------------------------------------------------------------------------------
@@ -600,8 +613,13 @@ def run_evaluation(run: Run, state: RunState) -> None:
 
 def cli(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    summary = run_cli("camal-train", lambda: train(arguments.parse(Args, argv)))
-    print(to_json({k: v for k, v in summary.items() if k not in ("args", runs.SCENARIO_KEY)}))
+    run_cli("camal-train", lambda: train(arguments.parse(Args, argv), ending=print_ending))
+
+
+def print_ending(summary: dict, run_dir: Path) -> None:
+    """What a person reads when a run ends or stops: how good the agent is, and what to run next
+    (``summary.json`` holds the same numbers for scripts)."""
+    tqdm.write(ending_text(summary, run_dir))
 
 
 if __name__ == "__main__":
