@@ -121,7 +121,7 @@ def evaluate_run(run_dir: str | Path, *, episodes: int, seed: int | None = None,
     from camal_rl.rollout import env_options
 
     run_dir = Path(run_dir)
-    checkpoint = runs.load_checkpoint(run_dir, purpose="camal-eval")
+    checkpoint = runs.load_agent(run_dir, purpose="camal-eval")
     run = runs.saved_run(checkpoint)
     spec = doom.spec_of_run(checkpoint, run.env)
     seed = run.seed if seed is None else seed
@@ -130,7 +130,7 @@ def evaluate_run(run_dir: str | Path, *, episodes: int, seed: int | None = None,
                              **env_options(run))
     try:
         agent = Agent((run.frame_stack * envs.frame_shape[0], *envs.frame_shape[1:]), envs.num_actions).to(device)
-        runs.restore_agent(agent, checkpoint, run_dir / runs.CHECKPOINT)
+        runs.restore_agent(agent, checkpoint, checkpoint["_source"])
         agent.eval()
         result = evaluate(agent, envs, episodes=episodes, frame_stack=run.frame_stack, attention=run.attention,
                           seed=seed, device=device)

@@ -42,14 +42,14 @@ class Player:
 
     def __init__(self, run_dir: str | Path, *, scale: int, device: torch.device):
         run_dir = Path(run_dir)
-        checkpoint = runs.load_checkpoint(run_dir, purpose="camal-record")
+        checkpoint = runs.load_agent(run_dir, purpose="camal-record")
         self.run = runs.saved_run(checkpoint)
         self.spec = doom.spec_of_run(checkpoint, self.run.env)
         self.label = f"{self.spec.name} / {self.run.method} / seed {self.run.seed}"
         self.env = doom.make_env(self.spec, seed=self.run.seed, render_mode="rgb_array", **env_options(self.run))
         self.agent = Agent(self.env.observation_space["image"].shape, int(self.env.action_space.n)).to(device)
         try:
-            runs.restore_agent(self.agent, checkpoint, run_dir / runs.CHECKPOINT)
+            runs.restore_agent(self.agent, checkpoint, checkpoint["_source"])
         except Exception:
             self.env.close()
             raise

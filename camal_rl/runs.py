@@ -131,6 +131,66 @@ def load_checkpoint(run_dir: str | Path, *, purpose: str = "--resume", for_resum
     return checkpoint
 
 
+# An exported agent's folder (``camal-export``): its weights as safetensors and what plays them as JSON
+EXPORTED_WEIGHTS = "model.safetensors"
+EXPORTED_CONFIG = "config.json"
+EXPORT_FORMAT = 1
+
+
+HUB_PREFIX = "hf:"  # hf:user/name plays an agent someone published on the Hugging Face Hub
+
+
+def hub_folder(source: str | Path) -> Path:
+    """The local copy of a Hub repository holding an exported agent (downloaded into the Hub's cache)."""
+    repo = str(source)[len(HUB_PREFIX):]
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise RunFolderError(f"{source}: playing an agent from the Hugging Face Hub needs huggingface_hub: "
+                             f"pip install 'camal-rl[hub]'") from None
+    try:
+        return Path(snapshot_download(repo_id=repo, allow_patterns=[EXPORTED_CONFIG, EXPORTED_WEIGHTS, "README.md"]))
+    except Exception as error:  # offline, no such repository, a bad name: the Hub raises many types
+        said = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        raise RunFolderError(f"{source}: the Hugging Face Hub did not give it ({type(error).__name__}: {said}); "
+                             f"offline, download it where there is a network (huggingface-cli download {repo} "
+                             f"--local-dir DIR) and give DIR") from None
+
+
+def is_exported_agent(folder: str | Path) -> bool:
+    folder = Path(folder)
+    return (folder / EXPORTED_WEIGHTS).is_file() and (folder / EXPORTED_CONFIG).is_file()
+
+
+def load_agent(source: str | Path, *, purpose: str) -> dict:
+    """What playing an agent needs (weights, settings, scenario, shapes; the keys of a checkpoint),
+    from a run folder (``checkpoint.pt``) or an exported agent's folder (safetensors and JSON): data
+    only either way. ``_source`` names the file the weights came from."""
+    source = hub_folder(source) if str(source).startswith(HUB_PREFIX) else Path(source)
+    if not is_exported_agent(source):
+        return {**load_checkpoint(source, purpose=purpose), "_source": source / CHECKPOINT}
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config_path, weights_path = source / EXPORTED_CONFIG, source / EXPORTED_WEIGHTS
+    try:
+        config = json.loads(config_path.read_text())
+        schema.check_record(config, schema.EXPORTED_AGENT, str(config_path))
+        schema.check_record(config["scenario"], schema.SCENARIO, f"the scenario in {config_path}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunFolderError(f"{config_path} is not valid JSON ({error})") from None
+    except schema.SchemaError as error:
+        raise RunFolderError(f"{error}; {purpose} needs an agent exported by camal-export") from None
+    if config["format"] != EXPORT_FORMAT:
+        raise RunFolderError(f"{config_path} has export format {config['format']}; this camal-rl reads format "
+                             f"{EXPORT_FORMAT}")
+    try:
+        weights = load_file(weights_path)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise RunFolderError(f"{weights_path} is not a safetensors file ({error}); export the agent again") from None
+    return {**config, "agent": weights, "_source": weights_path}
+
+
 def _saved_value(run_dir: str | Path, key: str):
     """``key`` of a run folder's summary, else of its last checkpoint (cheap: the checkpoint's tensors
     are mapped, not read), else None: a damaged folder counts as empty here; the commands that use it
@@ -159,7 +219,8 @@ def saved_args(run_dir: str | Path) -> dict | None:
 
 
 def restore_agent(agent: torch.nn.Module, checkpoint: dict, source: Path) -> None:
-    """Load the checkpoint's weights into ``agent`` (``camal_rl.agent.Agent``), checking they fit."""
+    """Load the weights of a checkpoint (or ``load_agent``'s result) into ``agent``
+    (``camal_rl.agent.Agent``), checking they fit."""
     if tuple(checkpoint.get("obs_shape", ())) != agent.obs_shape or checkpoint.get("num_actions") != agent.num_actions:
         raise RunFolderError(
             f"checkpoint {source} is for a network with observations {checkpoint.get('obs_shape')} and "

@@ -222,3 +222,12 @@ CHECKPOINT_TO_RESUME = {
     "last_eval": Key(TABLE), "dead_attention_step": COUNT, "grid": Key(LIST, nullable=True),
     "format": Key(INTEGER, low=1),
 }
+
+# config.json of an exported agent (``camal_rl.export``): what rebuilds and plays it, beside model.safetensors
+EXPORTED_AGENT = {
+    "format": Key(INTEGER, low=1), "library": Key(TEXT, choices=("camal-rl",)), "env": Key(TEXT, check=safe_name),
+    "scenario": Key(TABLE), "obs_shape": Key(LIST, check=list_of(INTEGER, low=1)), "num_actions": Key(INTEGER, low=1),
+    "action_names": Key(LIST, check=list_of(TEXT)), "global_step": Key(INTEGER, low=0), "method": Key(TEXT,
+                                                                                                      choices=METHODS),
+    "seed": SEED, "recipe": Key(TEXT, nullable=True), "args": Key(TABLE), "evaluation": Key(TABLE, required=False),
+}

@@ -19,7 +19,8 @@ def tiny(total_timesteps: int) -> list[str]:
 
 def command(program: str, *args, timeout: float = 300, env=None, cwd=None) -> subprocess.CompletedProcess:
     modules = {"train": "camal_rl.ppo", "compare": "camal_rl.analysis", "record": "camal_rl.record",
-               "sweep": "camal_rl.sweep", "eval": "camal_rl.evaluation", "classify": "camal_rl.vision.train"}
+               "sweep": "camal_rl.sweep", "eval": "camal_rl.evaluation", "classify": "camal_rl.vision.train",
+               "export": "camal_rl.export"}
     return subprocess.run([sys.executable, "-m", modules[program], *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd)
 
