@@ -10,6 +10,7 @@ frame stacks), extracted into a temporary folder; "new" is this checkout.
     python scripts/bench_train.py --cuda --frames paper 60x80 --num-envs 8 32 --paths old new
     python scripts/bench_train.py --sb3                             # + stable-baselines3 as a peer
     python scripts/bench_train.py --paths new --recipe default --repeats 5   # the scenario's CPU default recipe
+    python scripts/bench_train.py --paths new --compile off on --repeats 3    # eager vs torch.compile
 
 Prints one line per run as it finishes, then a table with CAMAL / Vanilla and new / old ratios:
 the best run of each configuration and, over ``--repeats`` rounds (odd rounds run the grid
@@ -101,12 +102,12 @@ def configurations(options, recipe: dict | None) -> list[tuple[dict, str, dict]]
     """(row labels, tree, ``ppo.Args`` values) of every run in one round."""
     env_counts = [recipe["num_envs"]] if recipe else options.num_envs
     grid = itertools.product(options.frames, env_counts, options.env_workers, options.env_groups, options.cuda_graph,
-                             options.paths, options.methods)
-    firsts = (options.env_workers[0], options.env_groups[0], options.cuda_graph[0])
+                             options.compile, options.paths, options.methods)
+    firsts = (options.env_workers[0], options.env_groups[0], options.cuda_graph[0], options.compile[0])
     runs = []
-    for frames, num_envs, workers_option, groups_option, graph, path, method in grid:
-        if path == "old" and (workers_option, groups_option, graph) != firsts:
-            continue  # the old path has one parallel option: run it once per (frames, envs)
+    for frames, num_envs, workers_option, groups_option, graph, compiled, path, method in grid:
+        if path == "old" and (workers_option, groups_option, graph, compiled) != firsts:
+            continue  # the old path has one parallel option and no compilation: run it once per (frames, envs)
         workers = None if workers_option == "auto" else int(workers_option)
         groups = None if groups_option == "auto" else int(groups_option)
         iterations = options.old_iterations if path == "old" and options.old_iterations else options.iterations
@@ -120,10 +121,12 @@ def configurations(options, recipe: dict | None) -> list[tuple[dict, str, dict]]
                   "async_envs": num_envs > 8 if workers is None else workers > 0}
         if graph == "on":
             values["cuda_graph"] = True
+        if compiled == "on":
+            values["compile"] = True
         if recipe:
             values["recipe"] = options.recipe
         labels = {"frames": frames, "num_envs": num_envs, "path": path, "method": method,
-                  "workers": workers_option, "groups": groups_option, "graph": graph}
+                  "workers": workers_option, "groups": groups_option, "graph": graph, "compile": compiled}
         runs.append((labels, path, values))
     return runs
 
@@ -132,7 +135,10 @@ def path_label(labels: dict, result: dict) -> str:
     if labels["path"] == "old":
         return "old"
     label = f"new, workers {result.get('workers', labels['workers'])}, groups {result.get('groups', labels['groups'])}"
-    return label + (", CUDA graph" if labels["graph"] == "on" else "")
+    return label + (", CUDA graph" if labels["graph"] == "on" else "") + (COMPILED if labels["compile"] == "on" else "")
+
+
+COMPILED = ", compiled"
 
 
 def run_rounds(options, trees: dict[str, Path], recipe: dict | None) -> list[dict]:
@@ -183,6 +189,21 @@ def report(rows: list[dict], options) -> None:
             if ratios and best_new and best_old:
                 print(f"{path} / old, {frames}, {num_envs} envs, {method}: {best_new / best_old:.2f}x best vs best; "
                       f"within rounds median {benchkit.ratio_summary(ratios, 'x')}")
+    compiled_ratios(by_round, options.methods)
+
+
+def compiled_ratios(by_round: dict, methods: list[str]) -> None:
+    """torch.compile against eager: each compiled configuration over its eager twin, within rounds."""
+    for (frames, num_envs, path), results in by_round.items():
+        eager = by_round.get((frames, num_envs, path.replace(COMPILED, "")))
+        if COMPILED not in path or eager is None:
+            continue
+        for method in methods:
+            if method in results and method in eager:
+                ratios = benchkit.round_ratios(results[method], eager[method])
+                if ratios:
+                    print(f"compiled / eager, {path.replace(COMPILED, '')}, {frames}, {num_envs} envs, {method}: "
+                          f"within rounds median {benchkit.ratio_summary(ratios, 'x')}")
 
 
 def storage_figures(steps: int = 128, envs: int = 8, stack: int = 4) -> str:
@@ -252,6 +273,9 @@ def parse_options() -> tuple[argparse.Namespace, argparse.ArgumentParser]:
     parser.add_argument("--cuda", action="store_true")
     parser.add_argument("--cuda-graph", nargs="+", default=["off"], choices=["off", "on"],
                         help="new path: the rollout's forward from a CUDA graph (on needs --cuda)")
+    parser.add_argument("--compile", nargs="+", default=["off"], choices=["off", "on"],
+                        help="new path: torch.compile of the update's loss and the policy forward (the first "
+                             "iteration, which compiles, is left out of steady steps/s)")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per run")
     parser.add_argument("--sb3", action="store_true",
                         help="also stable-baselines3 PPO on our env (pip install -e '.[bench]')")
