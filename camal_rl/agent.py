@@ -15,8 +15,11 @@ import torch.nn as nn
 
 from camal_rl import camal
 
+# Orthogonal init's default gain for ReLU layers.
+SQRT_2 = np.sqrt(2)
 
-def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+
+def layer_init(layer, std=SQRT_2, bias_const=0.0):
     torch.nn.init.orthogonal_(layer.weight, std)
     torch.nn.init.constant_(layer.bias, bias_const)
     return layer

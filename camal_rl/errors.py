@@ -73,13 +73,13 @@ def run_cli(prog: str, main: Callable[[], T]) -> T:
         return main()
     except CamalError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     except OSError as error:
         print(f"{prog}: error: {describe_os_error(error)}", file=sys.stderr)
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     except KeyboardInterrupt as interruption:  # Ctrl-C, or SIGTERM through stop_on_sigterm
         signum = getattr(interruption, "signum", signal.SIGINT)
         message = getattr(interruption, "message", "") or "interrupted"
         name = signal.Signals(signum).name
         print(f"{prog}: stopped by {name}: {message}", file=sys.stderr)
-        raise SystemExit(128 + int(signum))
+        raise SystemExit(128 + int(signum)) from None
