@@ -3,8 +3,9 @@
 Per fold (stratified, default 10) it trains with AdamW and writes ``fold_XX.json`` into
 ``OUT/<model>__<dataset>__<method>/``: test accuracy, mean attention IoU (tau 0.7, the attention
 of the true class, ``--attention``, Grad-CAM by default, vs the mask; empty masks skipped and
-counted), deletion and insertion AUC on one test image per class. ``camal-compare`` reads these files for its Wilcoxon tables. A rerun
-resumes at the first unfinished fold (and inside it at the last finished epoch).
+counted), deletion and insertion AUC on one test image per class. ``camal-compare`` reads these
+files for its Wilcoxon tables. A rerun resumes at the first unfinished fold (and inside it at the
+last finished epoch).
 
 Methods: ``vanilla`` (cross-entropy only), ``camal`` (+ lambda mean(beta - alpha)), ``suppress``
 (+ lambda mean(beta)), ``prior`` (CAMAL against CLIP pseudo-regions instead of the masks).
@@ -44,7 +45,7 @@ class ClassifyArgs:
     data_root: str | None = None
     """the folder holding the data set's published layout"""
     method: Literal["vanilla", "camal", "suppress", "prior"] = "camal"
-    """vanilla: cross-entropy only; camal: + lambda mean(beta - alpha); suppress: + lambda mean(beta); prior: CAMAL against CLIP regions"""
+    """vanilla: cross-entropy only; camal: + lambda mean(beta - alpha); suppress: + lambda mean(beta); prior: CAMAL against CLIP regions"""  # noqa: E501
     camal_coef: float = 1.0
     """lambda of Eq. 2"""
     attention: camal.AttentionName = "gradcam"
@@ -152,7 +153,7 @@ def evaluate(model, loader, device, args: ClassifyArgs) -> dict:
     for images, masks, labels in loader:
         images, masks, labels = images.to(device), masks.to(device), labels.to(device)
 
-        def forward():
+        def forward(images=images, labels=labels):
             logits, features = model(images)
             return features, target_scores(logits, labels), (logits,)
 
@@ -175,7 +176,7 @@ def faithfulness_scores(model, test_set, device, args: ClassifyArgs, fold: int) 
         image, _, _ = test_set[position]
         image = image.to(device)
 
-        def forward():
+        def forward(image=image):
             logits, features = model(image[None])
             predicted = logits.argmax(1)
             return features, target_scores(logits, predicted), (predicted,)
@@ -206,7 +207,8 @@ def train_fold(args: ClassifyArgs, dataset, fold: int, train_idx, test_idx, devi
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, generator=generator,
                               num_workers=args.num_workers, drop_last=len(train_set) > args.batch_size)
     test_loader = DataLoader(test_set, batch_size=args.batch_size, num_workers=args.num_workers)
-    model = models.create(args.model, dataset.num_classes, pretrained=args.pretrained, image_size=args.image_size).to(device)
+    model = models.create(args.model, dataset.num_classes, pretrained=args.pretrained,
+                          image_size=args.image_size).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr or models.default_learning_rate(args.model),
                                   weight_decay=args.weight_decay)
     start_epoch = 0
@@ -284,7 +286,8 @@ def check_args(args: ClassifyArgs) -> None:
     for name, value, low_open in (("lr", args.lr, True), ("camal_coef", args.camal_coef, False),
                                   ("weight_decay", args.weight_decay, False)):
         if value is not None and not (math.isfinite(value) and (value > 0 if low_open else value >= 0)):
-            raise ConfigError(f"--{name.replace('_', '-')} must be a finite number {'> 0' if low_open else '>= 0'}, got {value}")
+            bound = "> 0" if low_open else ">= 0"
+            raise ConfigError(f"--{name.replace('_', '-')} must be a finite number {bound}, got {value}")
     if not 0 < args.prior_threshold < 1:
         raise ConfigError(f"--prior-threshold must lie between 0 and 1, got {args.prior_threshold}")
 
