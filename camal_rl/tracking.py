@@ -34,7 +34,8 @@ def open_writer(run_dir: Path, config: dict, *, fresh: bool, track: bool = False
                               f"WANDB_API_KEY, or set WANDB_MODE=offline to log without a network") from None
     writer = SummaryWriter(str(run_dir))
     if fresh:
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in config.items()))
+        writer.add_text("hyperparameters",
+                        "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in config.items()))
     return writer
 
 
@@ -43,7 +44,7 @@ def log_episodes(writer: SummaryWriter, step: int, returns, lengths) -> None:
     (readers see the scalars ``add_scalar`` would write; one event instead of two per episode saves
     host time: docs/performance.md, "Small choices")."""
     values = []
-    for episodic_return, length in zip(returns, lengths):
+    for episodic_return, length in zip(returns, lengths, strict=True):
         values.append(Summary.Value(tag=Tag.EPISODIC_RETURN, simple_value=float(episodic_return)))
         values.append(Summary.Value(tag=Tag.EPISODIC_LENGTH, simple_value=float(length)))
     if values:

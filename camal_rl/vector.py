@@ -80,7 +80,7 @@ class _Buffers:
             total += int(np.prod(shape)) * np.dtype(dtype).itemsize
         # MAP_SHARED anonymous memory survives fork as the same pages in every worker.
         self.memory = mmap.mmap(-1, max(total, 1)) if shared else bytearray(max(total, 1))
-        for (name, dtype, shape), offset in zip(layout, offsets):
+        for (name, dtype, shape), offset in zip(layout, offsets, strict=True):
             setattr(self, name, np.ndarray(shape, dtype=dtype, buffer=self.memory, offset=offset))
 
 
@@ -93,7 +93,7 @@ def _run_envs(envs: list[doom.DoomEnv], indices: range, buffers: _Buffers, comma
         rows = slice(indices.start, indices.stop)
         # the small per-env results go into the shared arrays once per group, not once per env
         outcomes = []
-        for env, i, action in zip(envs, indices, buffers.actions[rows].tolist()):
+        for env, i, action in zip(envs, indices, buffers.actions[rows].tolist(), strict=True):
             if action < 0:  # inactive this step (evaluation envs that have played their share)
                 outcomes.append((0.0, False, False, False))
                 continue
@@ -104,12 +104,12 @@ def _run_envs(envs: list[doom.DoomEnv], indices: range, buffers: _Buffers, comma
             frames[i], masks[i] = env.frame, env.mask
         if not outcomes:
             return None
-        rewards, terminated, truncated, starts = zip(*outcomes)
+        rewards, terminated, truncated, starts = zip(*outcomes, strict=True)
         buffers.rewards[rows], buffers.terminated[rows], buffers.truncated[rows] = rewards, terminated, truncated
         buffers.episode_starts[rows] = starts
         return None
     if command == Message.RESET:
-        for env, i in zip(envs, indices):
+        for env, i in zip(envs, indices, strict=True):
             env.reset(seed=payload[i])
             buffers.frames[i], buffers.masks[i] = env.frame, env.mask
             buffers.episode_starts[i] = True
@@ -117,7 +117,7 @@ def _run_envs(envs: list[doom.DoomEnv], indices: range, buffers: _Buffers, comma
     if command == Message.STATES:
         return [env.episode_state() for env in envs]
     if command == Message.REPLAY:
-        for env, i in zip(envs, indices):
+        for env, i in zip(envs, indices, strict=True):
             env.replay(payload[i])
             buffers.frames[i], buffers.masks[i] = env.frame, env.mask
             buffers.episode_starts[i] = False
@@ -302,7 +302,7 @@ class DoomVector:
         else:
             split = np.linspace(0, self.workers, count + 1).round().astype(int)
             bounds = [self._groups[w].start for w in split[:-1]] + [self.num_envs]
-        return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+        return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def _workers_of(self, envs: slice) -> list[int]:
         return [w for w, group in enumerate(self._groups) if envs.start <= group.start and group.stop <= envs.stop]
