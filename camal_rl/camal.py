@@ -147,7 +147,8 @@ def _check_linear(features: torch.Tensor, scores: torch.Tensor, linear: LinearAb
     weight, output, head = linear.weight, linear.output, linear.relu_head
     if weight.dim() != 2 or weight.shape[1] != channels * height * width or output.shape != (batch, weight.shape[0]):
         raise ValueError(
-            f"the linear layer above features {tuple(features.shape)} must have a weight [N, {channels * height * width}] "
+            f"the linear layer above features {tuple(features.shape)} must have a weight "
+            f"[N, {channels * height * width}] "
             f"and an output [{batch}, N]; got weight {tuple(weight.shape)} and output {tuple(output.shape)}"
         )
     if head is not None and head.shape != (weight.shape[0],):
@@ -160,7 +161,8 @@ def _check_linear(features: torch.Tensor, scores: torch.Tensor, linear: LinearAb
             offsets = scores - hidden @ head  # the head's bias, the same for every sample
             spread = (offsets.max() - offsets.min()) / (1 + (hidden @ head.abs()).max() + scores.abs().max())
         if spread > 1e3 * torch.finfo(scores.dtype).eps:
-            raise ValueError("relu_head does not make the scores: scores - relu(output) @ relu_head varies over the batch; "
+            raise ValueError("relu_head does not make the scores: "
+                             "scores - relu(output) @ relu_head varies over the batch; "
                              "give relu_head only when scores = relu(output) @ relu_head + a constant")
 
 
@@ -401,7 +403,8 @@ def alpha_beta(attention: torch.Tensor, mask: torch.Tensor | GridMask) -> tuple[
             _check_mask(attention, mask)  # raises with the shapes
         mask = grid_mask(mask, tuple(attention.shape[-2:]), dtype=attention.dtype)
     elif tuple(mask.inside.shape) != tuple(attention.shape):
-        raise ValueError(f"a GridMask of shape {tuple(mask.inside.shape)} does not fit attention {tuple(attention.shape)}")
+        raise ValueError(f"a GridMask of shape {tuple(mask.inside.shape)} "
+                         f"does not fit attention {tuple(attention.shape)}")
     alpha = (attention * mask.inside).sum(dim=(1, 2)) / mask.inside_count.clamp_min(1.0)
     beta = (attention * mask.outside).sum(dim=(1, 2)) / mask.outside_count.clamp_min(1.0)
     # a full mask's outside weights are 0 only up to float cancellation: make beta exactly 0

@@ -1,8 +1,8 @@
 """Evaluating a trained agent: return, attention IoU and all-zero maps over seeded episodes.
 
 The trainer's periodic evaluation and ``camal-eval RUN [RUN ...] --episodes N`` are this one
-function, so both give the same numbers for the same run and seed. Evaluation draws actions from its own generator and plays its
-own envs: it never touches the training streams.
+function, so both give the same numbers for the same run and seed. Evaluation draws actions from
+its own generator and plays its own envs: it never touches the training streams.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def evaluate(agent: Agent, envs: vector.DoomVector, *, episodes: int, frame_stac
     while (played < share).any():
         active = played < share
         masks = torch.as_tensor(envs.masks, device=device)
-        action, _, maps = act_with_attention(agent, stacks, tuple(masks.shape[-2:]), method=attention, generator=generator)
+        action, _, maps = act_with_attention(agent, stacks, tuple(masks.shape[-2:]), method=attention,
+                                             generator=generator)
         has_object = masks.flatten(1).any(1).bool() & torch.as_tensor(active, device=device)
         if has_object.any():
             ious += camal.attention_iou(maps[has_object], masks[has_object]).tolist()
@@ -76,7 +77,8 @@ def evaluate(agent: Agent, envs: vector.DoomVector, *, episodes: int, frame_stac
     }
     if keep_frames and candidates:
         picks = np.linspace(0, len(candidates) - 1, min(keep_frames, len(candidates))).round().astype(int)
-        result["frames"] = (torch.stack([candidates[i][0] for i in picks]), torch.stack([candidates[i][1] for i in picks]))
+        result["frames"] = (torch.stack([candidates[i][0] for i in picks]),
+                            torch.stack([candidates[i][1] for i in picks]))
     return result
 
 
@@ -87,7 +89,7 @@ def attention_grid(agent: Agent, stacks: torch.Tensor, masks: torch.Tensor, *, f
     maps = value_attention(agent, stacks, size, method=attention)  # no sampling: the training RNG stays untouched
     channels = stacks.shape[1] // frame_stack
     tiles = []
-    for stack, mask, heat in zip(stacks.cpu().numpy(), masks.cpu().numpy(), maps.cpu().numpy()):
+    for stack, mask, heat in zip(stacks.cpu().numpy(), masks.cpu().numpy(), maps.cpu().numpy(), strict=True):
         newest = overlay.to_rgb(stack[-channels:])
         screen = overlay.fit_height(newest, size[0])  # the frame at the mask's resolution
         tiles.append(overlay.fit_height(overlay.draw_attention(screen, heat, mask), tile_height))
@@ -143,9 +145,11 @@ def evaluate_run(run_dir: str | Path, *, episodes: int, seed: int | None = None,
 
 
 def format_table(results: list[dict]) -> str:
-    header = ("| run | env | method | seed | step | episodes | return (mean ± std) | normalised | eval IoU | all-zero maps |\n"
+    header = ("| run | env | method | seed | step | episodes | return (mean ± std) | normalised "
+              "| eval IoU | all-zero maps |\n"
               "|---|---|---|---|---|---|---|---|---|---|")
-    rows = [f"| {Path(r['run']).name} | {r['env']} | {r['method']} | {r['seed']} | {r['global_step']:,} | {r['episodes']} | "
+    rows = [f"| {Path(r['run']).name} | {r['env']} | {r['method']} | {r['seed']} | {r['global_step']:,} "
+            f"| {r['episodes']} | "
             f"{r['return_mean']:.1f} ± {r['return_std']:.1f} | {r['normalised_return']:.3f} | "
             + ("-" if not np.isfinite(r["iou_mean"]) else f"{r['iou_mean']:.3f}") + " | "
             + ("-" if not np.isfinite(r["zero_map_fraction"]) else f"{r['zero_map_fraction']:.0%}") + " |"

@@ -97,7 +97,8 @@ def export(run_dir: str | Path, out: str | Path, *, episodes: int = 10, seed: in
     spec = doom.spec_of_run(checkpoint, saved.env)
     evaluation = evaluate_run(run_dir, episodes=episodes, seed=seed, device=device)
     config = {
-        "format": runs.EXPORT_FORMAT, "library": "camal-rl", "env": spec.name, "scenario": portable_scenario(checkpoint[runs.SCENARIO_KEY]),
+        "format": runs.EXPORT_FORMAT, "library": "camal-rl", "env": spec.name,
+        "scenario": portable_scenario(checkpoint[runs.SCENARIO_KEY]),
         "obs_shape": list(checkpoint["obs_shape"]), "num_actions": checkpoint["num_actions"],
         "action_names": list(checkpoint["action_names"]), "global_step": int(checkpoint["global_step"]),
         "method": saved.method, "seed": saved.seed, "recipe": saved.args.get("recipe"), "args": saved.args,

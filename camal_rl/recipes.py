@@ -68,7 +68,8 @@ def apply(args, spec, given: set[str]) -> None:
         args.recipe, values = resolve(args.recipe, spec.recipes)
     except KeyError:
         have = ", ".join(["default", "paper", *sorted(spec.recipes)])
-        raise ConfigError(f"--recipe {args.recipe!r}: scenario {spec.name} has no such recipe; choose one of {have}") from None
+        raise ConfigError(f"--recipe {args.recipe!r}: scenario {spec.name} has no such recipe; "
+                          f"choose one of {have}") from None
     for name, value in values.items():
         if name not in given:
             setattr(args, name, value)

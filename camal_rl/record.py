@@ -136,8 +136,9 @@ def transcode(source: str | Path, out: str | Path, *, crf: int = 28) -> Path:
 
     out = Path(out)
     with atomic_path(out) as partial:
-        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-i", str(source), "-c:v", "libx264",
-                        "-pix_fmt", "yuv420p", "-crf", str(crf), "-movflags", "+faststart", str(partial)], check=True)
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-i", str(source),
+                        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(crf), "-movflags", "+faststart",
+                        str(partial)], check=True)
     return out
 
 
@@ -250,13 +251,14 @@ def attention_panel(pairs: list[tuple[str, str]], out: str | Path, *, seed: int 
             for player in players:
                 player.close()
     figure, axes = plt.subplots(len(rows), 4, figsize=(13, 2.9 * len(rows)), squeeze=False)
-    for axis_row, row in zip(axes, rows):
+    for axis_row, row in zip(axes, rows, strict=True):
         frame = row["frame"]
         axis_row[0].imshow(frame["screen"])
         axis_row[0].set_title(f"{row['env']}: frame (step {frame['step']})", fontsize=9)
         axis_row[1].imshow(frame["mask"], cmap="gray", vmin=0, vmax=1)
         axis_row[1].set_title(f"label mask ({frame['area']} px)", fontsize=9)
-        for column, (attention, iou, label) in enumerate(zip(row["maps"], row["ious"], row["labels"]), start=2):
+        panels = zip(row["maps"], row["ious"], row["labels"], strict=True)
+        for column, (attention, iou, label) in enumerate(panels, start=2):
             axis_row[column].imshow(overlay.draw_attention(frame["screen"], attention, frame["mask"]))
             dead = ", map all zero" if float(attention.max()) == 0 else ""
             axis_row[column].set_title(f"{label} of V(s), IoU {iou:.2f}{dead}", fontsize=9)
@@ -269,7 +271,7 @@ def attention_panel(pairs: list[tuple[str, str]], out: str | Path, *, seed: int 
         figure.savefig(partial, dpi=110)
     plt.close(figure)
     return [{"env": r["env"], "step": r["frame"]["step"], "mask_pixels": r["frame"]["area"],
-             **{f"iou_{method}": iou for method, iou in zip(r["methods"], r["ious"])}} for r in rows]
+             **{f"iou_{method}": iou for method, iou in zip(r["methods"], r["ious"], strict=True)}} for r in rows]
 
 
 @dataclass

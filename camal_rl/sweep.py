@@ -132,7 +132,8 @@ class Storage:
 def _snapshot(folder: Path) -> dict:
     if not folder.exists():
         return {}
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file()}
 
 
 # ---------------------------------------------------------------------------------------
@@ -226,7 +227,8 @@ def _check_unique(what: str, values: list) -> None:
                          f"so each must be given once")
 
 
-def plan_classify(models: list[str], datasets: list[str], methods: list[str], folds: int, classify_args=()) -> list[Job]:
+def plan_classify(models: list[str], datasets: list[str], methods: list[str], folds: int,
+                  classify_args=()) -> list[Job]:
     _check_known("classification method(s)", methods, list(CLASSIFY_METHODS))
     for what, names in (("models", models), ("datasets", datasets), ("methods", methods)):
         _check_unique(what, names)
@@ -367,7 +369,8 @@ def box_resources() -> tuple[int, int | None]:
 # ---------------------------------------------------------------------------------------
 # Launchers
 # ---------------------------------------------------------------------------------------
-def run_local(jobs: list[Job], location: str, workers: int, threads: int, extra_flags: tuple[str, ...] = ()) -> dict[str, int]:
+def run_local(jobs: list[Job], location: str, workers: int, threads: int,
+              extra_flags: tuple[str, ...] = ()) -> dict[str, int]:
     """Run ``workers`` jobs at a time. Ctrl-C or SIGTERM stops the sweep: no further job starts, the
     running ones get SIGTERM and keep their last checkpoint, and the same command continues them."""
     codes = {}
@@ -395,11 +398,13 @@ def check_cluster(resources: dict, nodes: list[dict], cpus_per_run: float, gpus_
     alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
     if gpus_per_run > 0 and not any(r.get("GPU", 0) >= gpus_per_run for r in alive):
         raise SweepError(f"--gpus-per-run {gpus_per_run} but no node of the Ray cluster has that many GPUs "
-                         f"(cluster: {resources.get('GPU', 0):g} GPU, {resources.get('CPU', 0):g} CPU); add a GPU node, "
+                         f"(cluster: {resources.get('GPU', 0):g} GPU, {resources.get('CPU', 0):g} CPU); "
+                         f"add a GPU node, "
                          f"drop --gpus-per-run, or pass --wait-for-resources if an autoscaler will add one")
     if not any(r.get("CPU", 0) >= cpus_per_run for r in alive):
         largest = max((r.get("CPU", 0) for r in alive), default=0)
-        raise SweepError(f"--cpus-per-run {cpus_per_run:g} but the largest node of the Ray cluster has {largest:g} CPUs")
+        raise SweepError(f"--cpus-per-run {cpus_per_run:g} but the largest node of the Ray cluster "
+                         f"has {largest:g} CPUs")
 
 
 def run_ray(jobs: list[Job], location: str, *, address: str | None, num_cpus: int | None, cpus_per_run: float,

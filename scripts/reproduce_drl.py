@@ -100,7 +100,8 @@ def main() -> None:
         saved = runs / "setting.json"
         if saved.exists():
             setting = json.loads(saved.read_text())
-        analysis.compare([runs], report, reps=options.reps, setting=setting, skip_broken=True)  # the report lists what it left out
+        # the report lists what it left out
+        analysis.compare([runs], report, reps=options.reps, setting=setting, skip_broken=True)
         print(f"wrote {report / 'report.md'}", flush=True)
 
     if not options.skip_media:

@@ -58,7 +58,8 @@ class Preprocess:
         picture = TF.to_image(image.convert("RGB"))
         mask_tensor = torch.as_tensor(np.asarray(mask, dtype=np.uint8))[None]
         picture = TF.center_crop(TF.resize(picture, self.resize, antialias=True), self.crop)
-        mask_tensor = TF.center_crop(TF.resize(mask_tensor, self.resize, interpolation=TF.InterpolationMode.NEAREST), self.crop)
+        mask_tensor = TF.center_crop(TF.resize(mask_tensor, self.resize, interpolation=TF.InterpolationMode.NEAREST),
+                                     self.crop)
         picture = TF.to_dtype(picture, torch.float32, scale=True)
         if self.normalize:
             picture = TF.normalize(picture, IMAGENET_MEAN, IMAGENET_STD)
@@ -146,7 +147,8 @@ class Flowers102(MaskedImages):
             indices = setid[self.SPLITS[split]].ravel()
         for index in indices:
             image = _require(base / "jpg" / f"image_{index:05d}.jpg", "Flowers102 image")
-            segmentation = _require(base / "segmim" / f"segmim_{index:05d}.jpg", "Flowers102 segmentation (102segmentations.tgz)")
+            segmentation = _require(base / "segmim" / f"segmim_{index:05d}.jpg",
+                                    "Flowers102 segmentation (102segmentations.tgz)")
             self.items.append((image, segmentation, int(labels[index - 1]) - 1))
         self.num_classes = 102
         self.class_names = [f"flower {i + 1}" for i in range(102)]

@@ -110,7 +110,8 @@ ARCHITECTURES: dict[str, Architecture] = {
                              to_spatial=tokens_to_spatial, learning_rate=1e-4, math_attention_for_double_backward=True),
     "swin_v2_t": Architecture(_torchvision("swin_v2_t"), lambda m: m.features[-1], head="head",
                               to_spatial=_channels_last_to_spatial, learning_rate=1e-4),
-    "maxvit_t": Architecture(_torchvision("maxvit_t"), lambda m: m.blocks[-1], head="classifier.-1", learning_rate=1e-4),
+    "maxvit_t": Architecture(_torchvision("maxvit_t"), lambda m: m.blocks[-1], head="classifier.-1",
+                             learning_rate=1e-4),
     "small_cnn": Architecture(lambda num_classes, image_size: SmallCNN(num_classes), lambda m: m.features),
 }
 

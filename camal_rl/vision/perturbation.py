@@ -16,13 +16,14 @@ import torch
 from scipy import ndimage, stats
 
 from camal_rl import camal
-from camal_rl.statistics import wilcoxon_greater
 from camal_rl.files import save_figure
+from camal_rl.statistics import wilcoxon_greater
 
 PERTURBATIONS = ("shift", "erode", "dilate")
 
 
-def blob_masks(count: int, size: int = 224, coverage: tuple[float, float] = (0.25, 0.6), seed: int = 0) -> list[np.ndarray]:
+def blob_masks(count: int, size: int = 224, coverage: tuple[float, float] = (0.25, 0.6),
+               seed: int = 0) -> list[np.ndarray]:
     """Generated object masks as large as the paper's data sets' (pets and flowers fill a
     quarter to over half of a 224x224 crop): unions of two or three rotated ellipses around the
     centre, kept when their area falls in ``coverage``. For when the real sets are not on disk."""
@@ -102,7 +103,8 @@ def study(masks: list[np.ndarray], severities=tuple(range(0, 9))) -> dict:
             b = np.asarray(per_image[("suppress", measure)], float)
             both = np.isfinite(a) & np.isfinite(b)
             differences = a[both] - b[both]
-            p = wilcoxon_greater(a[both], b[both]) if both.sum() >= 2 and not np.allclose(differences, 0) else float("nan")
+            testable = both.sum() >= 2 and not np.allclose(differences, 0)
+            p = wilcoxon_greater(a[both], b[both]) if testable else float("nan")
             summary[f"wilcoxon_{measure}_p"] = p
         results[kind] = {"summary": summary, "curves": {k: np.asarray(v) for k, v in curves.items()},
                          "severities": severities}
@@ -123,7 +125,8 @@ def table(results: dict, dataset: str) -> str:
     for kind in PERTURBATIONS:
         s = results[kind]["summary"]
         sp, pp = s["wilcoxon_spearman_p"], s["wilcoxon_pearson_p"]
-        lines.append(f"| {dataset} | {kind.capitalize()} | {cell(s, 'camal_spearman', sp)} | {cell(s, 'suppress_spearman', sp)} "
+        lines.append(f"| {dataset} | {kind.capitalize()} | {cell(s, 'camal_spearman', sp)} "
+                     f"| {cell(s, 'suppress_spearman', sp)} "
                      f"| {cell(s, 'camal_pearson', pp)} | {cell(s, 'suppress_pearson', pp)} |")
     return "\n".join(lines)
 

@@ -79,7 +79,8 @@ class ClipGradCAM:
         images, labels = images.to(self.device), labels.to(self.device)
 
         def forward():
-            embedding = F.normalize(self.model.encode_image(self.to_clip_input(images, imagenet_normalized)).float(), dim=-1)
+            clip_input = self.to_clip_input(images, imagenet_normalized)
+            embedding = F.normalize(self.model.encode_image(clip_input).float(), dim=-1)
             return self._features, (embedding * self.text[labels]).sum(-1), ()
 
         _, maps = camal.inspect_attention(forward, tuple(images.shape[-2:]))
@@ -141,9 +142,10 @@ class PriorMasks(Dataset):
         for start in tqdm(range(0, len(missing), self.batch_size), disable=not progress, desc="CLIP regions"):
             chunk = missing[start : start + self.batch_size]
             items = [self.base[i] for i in chunk]
-            regions = self.clip.regions(torch.stack([item[0] for item in items]), torch.tensor([item[2] for item in items]),
+            regions = self.clip.regions(torch.stack([item[0] for item in items]),
+                                        torch.tensor([item[2] for item in items]),
                                         threshold=self.threshold, imagenet_normalized=self.imagenet_normalized)
-            for index, region in zip(chunk, regions):
+            for index, region in zip(chunk, regions, strict=True):
                 self._store(self._key(index), region)
             self.computed += len(chunk)
 
