@@ -29,7 +29,8 @@ def load_script():
 @pytest.fixture
 def short_scenario(tmp_path):
     """Make a Basic spec file outside envs/ whose episodes end after ``episode_timeout`` tics (4 per agent step)."""
-    def make(episode_timeout: int = 60, actions=(("MOVE_LEFT",), ("MOVE_RIGHT",), ("ATTACK",)), name: str = "short_basic"):
+    def make(episode_timeout: int = 60, actions=(("MOVE_LEFT",), ("MOVE_RIGHT",), ("ATTACK",)),
+             name: str = "short_basic"):
         spec = tmp_path / f"{name}.toml"
         listed = ", ".join("[" + ", ".join(f'"{b}"' for b in action) + "]" for action in actions)
         spec.write_text(f'config = "basic"\nmask_categories = ["Monster"]\nactions = [{listed}]\n'

@@ -183,7 +183,7 @@ def test_implicit_resize_equals_explicit_resize():
     mask[1] = 1  # full
     implicit = camal.alpha_beta(small, mask)
     explicit = camal.alpha_beta(camal.resize(small, (60, 80)), mask)
-    for a, b in zip(implicit, explicit):
+    for a, b in zip(implicit, explicit, strict=True):
         assert (a - b).abs().max() < 1e-5
     (grad_implicit,) = torch.autograd.grad(camal.camal_loss(small, mask), small)
     (grad_explicit,) = torch.autograd.grad(camal.camal_loss(camal.resize(small, (60, 80)), mask), small)
@@ -270,7 +270,8 @@ class FlattenHead(nn.Module):
         features = self.conv(x)
         fc_output = self.fc(features.flatten(1))
         relu_head = self.value.weight[0] if head else None
-        return self.value(F.relu(fc_output)).squeeze(-1), features, camal.LinearAbove(fc_output, self.fc.weight, relu_head)
+        above = camal.LinearAbove(fc_output, self.fc.weight, relu_head)
+        return self.value(F.relu(fc_output)).squeeze(-1), features, above
 
 
 @pytest.mark.parametrize("create_graph", [True, False])

@@ -31,7 +31,8 @@ def test_compiled_update_steps_equal_the_eager_ones():
     args = arguments.resolve(ppo.Args(env="basic", compile=True))
     eager_agent = Agent((4, 60, 80), 3)
     compiled_agent = copy.deepcopy(eager_agent)
-    optimizers = [torch.optim.Adam(a.parameters(), lr=1e-3, eps=1e-5, fused=True) for a in (eager_agent, compiled_agent)]
+    optimizers = [torch.optim.Adam(a.parameters(), lr=1e-3, eps=1e-5, fused=True)
+                  for a in (eager_agent, compiled_agent)]
     policy, loss_fn = ppo.compiled_parts(compiled_agent, args, torch.device("cpu"))
     assert loss_fn is not ppo.ppo_camal_loss and policy is not None
     for step in range(3):

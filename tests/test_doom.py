@@ -75,7 +75,8 @@ def test_observation_mask_is_the_label_buffer_at_screen_resolution():
     for step in range(40):
         state = env.game.get_state()
         targets = [label.value for label in state.labels
-                   if label.object_category in env.scenario.mask_categories or label.object_name in env.scenario.mask_objects]
+                   if label.object_category in env.scenario.mask_categories
+                   or label.object_name in env.scenario.mask_objects]
         expected = np.isin(state.labels_buffer, [v for v in targets if v not in (0, 1, 255)]).astype(np.uint8)
         assert obs["mask"].shape == (120, 160) == env.screen.shape[:2]  # never resized
         assert np.array_equal(obs["mask"], expected)
@@ -108,7 +109,8 @@ def test_kill_just_before_the_time_limit_is_terminal_not_truncated(tmp_path):
     seed, before = found
     spec = tmp_path / "tight_basic.toml"
     # the kill lands within the last step (4 tics) before the limit, 1 tic or more ahead of it
-    spec.write_text('config = "basic"\nmask_categories = ["Monster"]\nactions = [["MOVE_LEFT"], ["MOVE_RIGHT"], ["ATTACK"]]\n'
+    spec.write_text('config = "basic"\nmask_categories = ["Monster"]\n'
+                    'actions = [["MOVE_LEFT"], ["MOVE_RIGHT"], ["ATTACK"]]\n'
                     f"episode_timeout = {before + 5}\n")
     env = doom.make_env(str(spec), seed=0)
     env.reset(seed=seed)
@@ -145,7 +147,7 @@ def test_episodes_are_seeded_and_replayable():
     env.close()
     replayed = doom.make_env("defend_the_center", seed=99, frame_stack=1)
     replayed.replay(saved)
-    for action, frame in zip(later, frames):
+    for action, frame in zip(later, frames, strict=True):
         replayed.play(action)
         assert np.array_equal(replayed.frame, frame)
     replayed.close()
@@ -244,7 +246,8 @@ def test_one_frame_stack_for_numpy_and_torch_keeps_colour_frames_whole():
     stacking = doom.FrameStack(frame_stack=4, channels=3)
     frames = np.random.default_rng(0).integers(0, 255, (5, 2, 3, 4, 6), dtype=np.uint8)  # [time, envs, C, H, W]
     stack = stacking.first(frames[0])
-    assert stack.shape == (2, 12, 4, 6) and all(np.array_equal(stack[:, 3 * k : 3 * k + 3], frames[0]) for k in range(4))
+    assert stack.shape == (2, 12, 4, 6)
+    assert all(np.array_equal(stack[:, 3 * k : 3 * k + 3], frames[0]) for k in range(4))
     tensor_stack = stacking.first(torch.as_tensor(frames[0]))
     for t in range(1, 5):
         starts = np.array([t == 3, False])

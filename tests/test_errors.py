@@ -65,7 +65,8 @@ def test_a_full_disk_names_the_file(tmp_path):
     (tmp_path / "checkpoint.partial.pt").symlink_to("/dev/full")  # every write to it: ENOSPC
     with pytest.raises(OSError) as caught:
         files.save_torch({"weights": torch.zeros(1000)}, target)
-    assert "disk is full" in errors.describe_os_error(caught.value) and "checkpoint" in errors.describe_os_error(caught.value)
+    described = errors.describe_os_error(caught.value)
+    assert "disk is full" in described and "checkpoint" in described
     assert not target.exists()
 
 
@@ -330,11 +331,13 @@ def test_a_run_from_a_spec_file_outside_envs_compares_and_records(tmp_path, shor
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     summary = json.loads((tmp_path / "runs" / "camal" / runs.SUMMARY).read_text())
-    assert summary["env"] == "mybasic" and summary["scenario"]["random_score"] == -70.0 and summary["global_step"] == 384
+    assert summary["env"] == "mybasic" and summary["scenario"]["random_score"] == -70.0
+    assert summary["global_step"] == 384
     normalised = results["rl"]["per_env"]["mybasic/camal"]["normalised_return"][0]
     assert normalised == pytest.approx((summary["eval_return_mean"] + 70.0) / 165.0)
     video = tmp_path / "v.mp4"
-    result = command("record", tmp_path / "runs" / "camal", tmp_path / "runs" / "vanilla", "--out", video, "--max-steps", "5")
+    result = command("record", tmp_path / "runs" / "camal", tmp_path / "runs" / "vanilla", "--out", video,
+                     "--max-steps", "5")
     assert result.returncode == 0 and video.stat().st_size > 0, result.stderr
 
 
@@ -344,7 +347,8 @@ def test_record_refuses_pairs_it_cannot_show_honestly(finished_run, tmp_path, sh
     result = command("train", "--env", short_scenario(80, name="mybasic"), "--run-dir", other, *tiny(128))
     assert result.returncode == 0, result.stderr[-2000:]
     one_line_error(command("record", finished_run, other, "--out", tmp_path / "v.mp4"), "different scenarios")
-    one_line_error(command("record", "--panel", finished_run, other, "--out", tmp_path / "p.png"), "different scenarios")
+    one_line_error(command("record", "--panel", finished_run, other, "--out", tmp_path / "p.png"),
+                   "different scenarios")
     assert not (tmp_path / "v.mp4").exists() and not (tmp_path / "p.png").exists()
 
 
@@ -379,8 +383,8 @@ def test_every_command_checks_its_flags_first(tmp_path, program, flags, words):
 @pytest.mark.slow
 def test_a_sweep_over_a_spec_file_trains_and_reports(tmp_path, short_scenario):
     spec = short_scenario(80, name="mybasic")
-    result = command("sweep", "--envs", spec, "--methods", "camal", "vanilla", "--seeds", "1", "--out", tmp_path / "grid",
-                     "--reps", MIN_REPS, "--", *tiny(128), cwd=tmp_path)
+    result = command("sweep", "--envs", spec, "--methods", "camal", "vanilla", "--seeds", "1",
+                     "--out", tmp_path / "grid", "--reps", MIN_REPS, "--", *tiny(128), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     report = (tmp_path / "grid" / "report" / "report.md").read_text()
     assert "mybasic" in report and "too few runs for a verdict" in report

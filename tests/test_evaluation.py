@@ -13,9 +13,9 @@ pytestmark = pytest.mark.slow
 
 
 def tiny_run(tmp_path, name="run", **overrides):
-    values = dict(env="basic", seed=4, total_timesteps=256, num_envs=2, num_steps=64, num_minibatches=2, update_epochs=1,
-                  eval_episodes=3, eval_interval=0, eval_image_frames=2, progress=False, cuda=False, threads=2,
-                  run_dir=str(tmp_path / name))
+    values = dict(env="basic", seed=4, total_timesteps=256, num_envs=2, num_steps=64, num_minibatches=2,
+                  update_epochs=1, eval_episodes=3, eval_interval=0, eval_image_frames=2, progress=False, cuda=False,
+                  threads=2, run_dir=str(tmp_path / name))
     values.update(overrides)
     return ppo.train(ppo.Args(**values))
 

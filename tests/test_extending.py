@@ -15,7 +15,8 @@ from camal_rl.errors import ConfigError
 
 def tiny_args(tmp_path, **overrides):
     values = dict(env="basic", seed=1, total_timesteps=128, num_envs=2, num_steps=64, num_minibatches=2,
-                  update_epochs=1, eval_episodes=1, progress=False, cuda=False, threads=2, run_dir=str(tmp_path / "run"))
+                  update_epochs=1, eval_episodes=1, progress=False, cuda=False, threads=2,
+                  run_dir=str(tmp_path / "run"))
     values.update(overrides)
     return ppo.Args(**values)
 
@@ -52,7 +53,8 @@ def test_a_scenario_is_a_spec_file_in_camal_envs_with_its_own_recipe(tmp_path, m
     assert saved["clip_coef"] == recipes.PAPER["clip_coef"]  # what the recipe leaves out comes from Table 8
     paper = arguments.resolve(ppo.Args(env="quick_basic", recipe="paper", num_envs=2, num_steps=64, learning_rate=5e-4))
     assert paper.num_minibatches == 4 and paper.learning_rate == 5e-4  # a flag beats its recipe value
-    (folder / "broken.toml").write_text('config = "basic"\nmask_categories = ["Monster"]\n[recipes.tuned]\nlearnin_rate = 1\n')
+    (folder / "broken.toml").write_text('config = "basic"\nmask_categories = ["Monster"]\n'
+                                        '[recipes.tuned]\nlearnin_rate = 1\n')
     with pytest.raises(doom.SpecError, match="learnin_rate"):
         doom.load_spec("broken")
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["scenario"]["frame_skip"] == 2
@@ -87,7 +89,8 @@ def test_a_classifier_is_one_row_of_the_registry(monkeypatch):
 def test_basic_trains_with_its_tuned_recipe_and_the_paper_is_one_flag_away():
     tuned = arguments.resolve(ppo.Args(env="basic"))
     recipe = doom.load_spec("basic").recipes["tuned"]
-    assert tuned.recipe == "tuned" and tuned.learning_rate == recipe["learning_rate"] and tuned.num_steps == recipe["num_steps"]
+    assert tuned.recipe == "tuned"
+    assert tuned.learning_rate == recipe["learning_rate"] and tuned.num_steps == recipe["num_steps"]
     paper = arguments.resolve(ppo.Args(env="basic", recipe="paper"))
     assert {name: getattr(paper, name) for name in recipes.PAPER} == recipes.PAPER
     other = arguments.resolve(ppo.Args(env="health_gathering"))  # no tuned recipe: Table 8

@@ -233,11 +233,12 @@ def test_the_agents_attention_through_its_fc_layer_is_the_full_gradients(method)
         assert torch.equal(logits, agent(images)[0])
         maps = camal.attention(features, value, method=method, linear=fc_layer if through_fc else None)
         camal.camal_loss(camal.normalize(maps), grid_masks).backward()
-        results.append((maps.detach(), [p.grad.clone() for p in (agent.fc[1].weight, agent.critic.weight, agent.conv[0].weight)]))
+        weights = (agent.fc[1].weight, agent.critic.weight, agent.conv[0].weight)
+        results.append((maps.detach(), [p.grad.clone() for p in weights]))
     (maps_full, grads_full), (maps_fc, grads_fc) = results
     assert maps_full.amax() > 0
     assert torch.allclose(maps_full, maps_fc, rtol=1e-4, atol=1e-6 * maps_full.amax().item())
-    for full, through in zip(grads_full, grads_fc):
+    for full, through in zip(grads_full, grads_fc, strict=True):
         assert full.abs().amax() > 0
         assert torch.allclose(full, through, rtol=1e-3, atol=1e-4 * full.abs().amax().item())
 
@@ -306,7 +307,8 @@ def test_dead_attention_is_logged_warned_and_recorded(tmp_path, monkeypatch, cap
     assert "all zero on 100% of frames" in capsys.readouterr().err
     assert summary["attention_dead"] and summary["attention_dead_since_step"] == 128
     assert scalars(tmp_path / "run")["attention/zero_map_fraction"][128] == 1.0
-    vanilla = ppo.train(tiny_args(tmp_path, total_timesteps=128, eval_episodes=1, camal_coef=0.0, run_dir=str(tmp_path / "v")))
+    vanilla = ppo.train(tiny_args(tmp_path, total_timesteps=128, eval_episodes=1, camal_coef=0.0,
+                                  run_dir=str(tmp_path / "v")))
     assert "warning" not in capsys.readouterr().err and not vanilla["attention_dead"]  # Vanilla is never warned
 
 

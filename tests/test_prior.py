@@ -35,7 +35,7 @@ def test_prior_masks_are_cached(tmp_path):
     first = [wrapped[i][1] for i in range(4)]
     assert wrapped.computed == 4 and len(list((tmp_path / "cache").glob("*.npy"))) == 4
     second = [wrapped[i][1] for i in range(4)]
-    assert wrapped.computed == 4 and all(torch.equal(a, b) for a, b in zip(first, second))
+    assert wrapped.computed == 4 and all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
     # a new wrapper (another fold, another process) reads the disk cache instead of CLIP
     again = prior.PriorMasks(digits, digits.class_names, clip=clip, cache_dir=tmp_path / "cache")
     assert torch.equal(again[2][1], first[2]) and again.computed == 0

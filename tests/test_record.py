@@ -21,7 +21,8 @@ def tiny_run(tmp_path_factory):
 
 
 def video_info(path):
-    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True)
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                           capture_output=True, text=True)
     codec = re.search(r"Video: (\w+)", probe.stderr).group(1)
     frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
     return codec, frames

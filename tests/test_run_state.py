@@ -123,7 +123,8 @@ def test_a_second_signal_stops_at_once(tmp_path):
                     os.kill(os.getpid(), signal.SIGINT)
                     os.kill(os.getpid(), signal.SIGINT)
                     pytest.fail("the second signal did not stop the loop")
-    assert "stopped after iteration 6" in stopped.value.message and "last checkpoint is iteration 4" in stopped.value.message
+    assert "stopped after iteration 6" in stopped.value.message
+    assert "last checkpoint is iteration 4" in stopped.value.message
 
 
 def test_the_handlers_are_put_back(tmp_path):

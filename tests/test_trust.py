@@ -180,4 +180,5 @@ def test_a_checkpoint_holds_only_data(finished_run):
     with zipfile.ZipFile(finished_run / runs.CHECKPOINT) as archive:
         data = archive.read(next(name for name in archive.namelist() if name.endswith("data.pkl")))
     named = {argument for opcode, argument, _ in pickletools.genops(data) if opcode.name in ("GLOBAL", "STACK_GLOBAL")}
-    assert named and all(name.startswith(("torch ", "torch._utils _rebuild_tensor", "collections OrderedDict")) for name in named), named
+    allowed = ("torch ", "torch._utils _rebuild_tensor", "collections OrderedDict")
+    assert named and all(name.startswith(allowed) for name in named), named

@@ -28,12 +28,14 @@ def play(envs: vector.DoomVector, steps: int, seed: int = 0, grouped: bool = Fal
             envs.step(actions)
         trace.append((envs.frames.copy(), envs.masks.copy(), envs.rewards.copy(), envs.terminated.copy(),
                       envs.truncated.copy(), envs.episode_starts.copy(),
-                      np.where(envs.episode_starts, envs.finished_returns, 0.0)))  # only meaningful where an episode ended
+                      # finished returns are only meaningful where an episode ended
+                      np.where(envs.episode_starts, envs.finished_returns, 0.0)))
     return trace
 
 
 def same(a, b) -> bool:
-    return len(a) == len(b) and all(all(np.array_equal(x, y) for x, y in zip(p, q)) for p, q in zip(a, b))
+    return len(a) == len(b) and all(all(np.array_equal(x, y) for x, y in zip(p, q, strict=True))
+                                    for p, q in zip(a, b, strict=True))
 
 
 def test_workers_and_groups_give_the_in_process_numbers(short_basic):
@@ -105,7 +107,7 @@ def test_state_and_restore_continue_exactly(short_basic):
     assert any(state["episode_index"] > 0 for state in saved) and all(state["actions"] for state in saved)
     with vector.DoomVector(short_basic, num_envs=3, seed=11, workers=0) as fresh:
         fresh.restore(saved)
-        for actions, (frames, masks, rewards, starts) in zip(later_actions, expected):
+        for actions, (frames, masks, rewards, starts) in zip(later_actions, expected, strict=True):
             fresh.step(actions)
             assert np.array_equal(fresh.frames, frames) and np.array_equal(fresh.masks, masks)
             assert np.array_equal(fresh.rewards, rewards) and np.array_equal(fresh.episode_starts, starts)
@@ -126,7 +128,8 @@ def test_a_dead_worker_is_a_clear_error_and_its_engines_are_ended(short_basic, e
     assert len(engines) == 2  # one ViZDoom engine per env of the worker
     os.kill(victim.pid, signal.SIGKILL)
     victim.join(timeout=10)
-    with pytest.raises(vector.EnvWorkerError, match=r"env worker 1 \(envs 2-3, pid \d+\) died \(exit code -9\).*--resume"):
+    with pytest.raises(vector.EnvWorkerError,
+                       match=r"env worker 1 \(envs 2-3, pid \d+\) died \(exit code -9\).*--resume"):
         envs.step(np.zeros(4, dtype=int))
     envs.close()
     deadline = time.time() + 15

@@ -32,7 +32,7 @@ def write_pets(tmp_path):
     (base / "images").mkdir(parents=True)
     (base / "annotations" / "trimaps").mkdir(parents=True)
     lines = []
-    for i, (name, cls) in enumerate([("Abyssinian_1", 1), ("beagle_2", 4), ("beagle_7", 4)]):
+    for name, cls in [("Abyssinian_1", 1), ("beagle_2", 4), ("beagle_7", 4)]:
         square_image(base / "images" / f"{name}.jpg")
         trimap = np.full((48, 60), 2, np.uint8)
         trimap[8:28, 10:30] = 1

@@ -11,7 +11,8 @@ from camal_rl.vision import models  # noqa: E402
 SIZES = {"maxvit_t": 224}  # MaxViT's 7x7 windows need 224; the rest run at 64
 
 
-@pytest.mark.parametrize("name", ["resnet18", "convnext_tiny", "efficientnet_b0", "vit_b_16", "swin_v2_t", "maxvit_t", "small_cnn"])
+@pytest.mark.parametrize("name", ["resnet18", "convnext_tiny", "efficientnet_b0", "vit_b_16", "swin_v2_t", "maxvit_t",
+                                  "small_cnn"])
 def test_attention_and_camal_gradient(name):
     torch.manual_seed(0)
     size = SIZES.get(name, 64)

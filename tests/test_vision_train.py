@@ -32,7 +32,8 @@ def test_camal_resists_the_decoy_shortcut(tmp_path):
     assert camal["test_accuracy"] > vanilla["test_accuracy"] + 0.1
     assert camal["test_iou"] > vanilla["test_iou"] + 0.1
     on_disk = json.loads((tmp_path / "small_cnn__decoy_digits__camal" / "fold_00.json").read_text())
-    for key in ("task", "model", "dataset", "method", "fold", "test_accuracy", "test_iou", "deletion_auc", "insertion_auc"):
+    for key in ("task", "model", "dataset", "method", "fold", "test_accuracy", "test_iou", "deletion_auc",
+                "insertion_auc"):
         assert key in on_disk
     assert on_disk["task"] == "classification" and 0 <= on_disk["deletion_auc"] <= 1
 
@@ -65,7 +66,8 @@ def test_a_full_disk_at_the_fold_checkpoint_is_one_line_naming_it(tmp_path):
     folder.mkdir()
     (folder / "fold_00.ckpt.partial.pt").symlink_to("/dev/full")  # every write to it: ENOSPC
     result = subprocess.run([sys.executable, "-m", "camal_rl.vision.train", "--model", "small_cnn", "--dataset",
-                             "decoy_digits", "--method", "vanilla", "--epochs", "1", "--folds", "10", "--only-folds", "0",
+                             "decoy_digits", "--method", "vanilla", "--epochs", "1", "--folds", "10",
+                             "--only-folds", "0",
                              "--image-size", "40", "--faithfulness-steps", "2", "--out", str(tmp_path), "--no-progress",
                              "--no-cuda"], capture_output=True, text=True)
     assert result.returncode == 1, result.stderr
