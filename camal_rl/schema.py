@@ -90,8 +90,8 @@ def check_record(record: Any, schema: dict[str, Key], where: str) -> dict:
     if not isinstance(record, dict):
         raise SchemaError(f"{where}: holds {type(record).__name__}, not a table of named values")
     unknown = sorted(str(name) for name in set(record) - set(schema))
-    if unknown:
-        raise SchemaError(f"{where}: has key(s) this camal-rl does not know ({', '.join(unknown[:5])}); "
+    if unknown:  # repr: a key holding a line break still makes one line
+        raise SchemaError(f"{where}: has key(s) this camal-rl does not know ({', '.join(map(repr, unknown[:5]))}); "
                           f"a newer version or a hand edit wrote it")
     for name, key in schema.items():
         if name not in record:
@@ -113,6 +113,12 @@ def safe_name(name: Any) -> str | None:
         return (f"{str(name)[:40]!r} cannot name a file: use letters, digits and _ . + - (starting with a letter or "
                 f"digit, no '..', at most 100 characters)")
     return None
+
+
+def a_path(value: Any) -> str | None:
+    """What is wrong with ``value`` as a path, or None: no file system takes a NUL character (Python's
+    path functions raise ``ValueError`` on one)."""
+    return "holds a NUL character, which no path can" if isinstance(value, str) and "\x00" in value else None
 
 
 def list_of(kind: str, *, low: float = -math.inf, high: float = math.inf) -> Callable[[Any], str | None]:
@@ -150,7 +156,8 @@ METHODS = ("camal", "vanilla", "suppress")
 
 # A scenario as a run records it (``ScenarioSpec.record``): enough to rebuild the env without the spec file.
 SCENARIO = {
-    "name": Key(TEXT, check=safe_name), "config": Key(TEXT), "mask_categories": Key(LIST, check=list_of(TEXT)),
+    "name": Key(TEXT, check=safe_name), "config": Key(TEXT, check=a_path),
+    "mask_categories": Key(LIST, check=list_of(TEXT)),
     "mask_objects": Key(LIST, check=list_of(TEXT)), "actions": Key(LIST, check=list_of(LIST)),
     "frame_skip": Key(INTEGER, low=1, high=1000), "resolution": Key(TEXT), "episode_timeout": COUNT,
     "random_score": Key(NUMBER), "reference_score": Key(NUMBER), "description": Key(TEXT, required=False),
@@ -160,7 +167,7 @@ SCENARIO = {
 # a scenario spec file (envs/*.toml, or a user's): its keys and their types; ``doom.load_spec`` checks the rest
 SPEC_FILE = {
     "name": Key(TEXT, required=False, check=safe_name), "description": Key(TEXT, required=False),
-    "config": Key(TEXT), "mask_categories": Key(LIST, required=False, check=list_of(TEXT)),
+    "config": Key(TEXT, check=a_path), "mask_categories": Key(LIST, required=False, check=list_of(TEXT)),
     "mask_objects": Key(LIST, required=False, check=list_of(TEXT)),
     "custom_objects": Key(LIST, required=False, check=list_of(TEXT)),
     "actions": Key(LIST, required=False, check=list_of(LIST)), "frame_skip": Key(INTEGER, required=False, low=1,
