@@ -1,46 +1,56 @@
 """Search a scenario's PPO recipe with Optuna (TPE), as CleanRL's tuner does; resumable.
 
-Each trial trains CAMAL (the package's default method) with one sampled recipe on every search
-seed for ``--steps`` agent steps and scores its normalised training-return curve: the mean, over
-30 equal slices of the budget, of the normalised return of the episodes that ended in each slice
-(a slice without an episode keeps the last value; the curve starts at 0, a random policy).
-``--objective area`` (the default) scores the whole curve's mean, favouring recipes that learn
-early; ``end`` scores its last quarter, for scenarios where a recipe that learns fast then stalls
-(DefendCenter's carried-over recipe) should lose to one that keeps climbing.
-The study lives in an SQLite file in ``--out``: a killed search started again goes on where it was.
-It stores the search's settings (scenario, method, objective, steps, seeds, minibatch bound) and
-refuses to resume with others, naming what differs, so ``best.toml`` states the budget its trials had.
+Each trial trains every ``--methods`` (CAMAL and Vanilla by default) with one sampled recipe on
+every search seed and scores each run's normalised training-return curve: the mean, over 30 equal
+slices, of the normalised return of the episodes that ended in each slice (a slice without an
+episode keeps the last value; the curve starts at 0, a random policy). ``--objective`` picks the
+slices:
 
-    python scripts/tune_recipe.py --env basic --trials 20 --steps 30000 --seeds 101 102 \
-        --out reports/recipe_search/basic
-    python scripts/tune_recipe.py --env defend_the_center --start-from from_basic --steps 100000 --out ...
+- ``wall`` (the default): slices of the first ``--minutes`` of wall-clock time, engine start-up
+  included: what a person on this machine waits for, so a recipe that learns per second wins over
+  one that learns per agent step but runs many passes of the network per step. Each run trains
+  toward the scenario's budget (its annealing follows it) and is stopped at ``--minutes``.
+- ``area``: slices of ``--steps`` agent steps (learning per agent step, as the first searches did).
+- ``end``: the last quarter of those slices (keeps climbing).
+
+A trial's score is the worse of the methods' (``--combine worst``, the default: a recipe that
+helps one method only loses, so the search favours no method; ``mean`` averages them). Runs go two
+at a time with one torch thread each, the same for every trial. ``--budget-hours`` bounds the
+search's wall time: no trial starts once the trials so far took that long.
+The study lives in an SQLite file in ``--out``: a killed search started again goes on where it
+was. It stores the search's settings and refuses to resume with others, naming what differs, so
+``best.toml`` states the budget its trials had.
+
+    python scripts/tune_recipe.py --env basic --minutes 4 --budget-hours 2 --seeds 101 102 \
+        --out reports/recipe_search_neutral/basic
+    python scripts/tune_recipe.py --env defend_the_center --objective area --steps 100000 --out ...
 
 The first trials are known points: Table 8, Stable-Baselines3's PPO defaults and any of the
 scenario's own recipes named by ``--start-from``. A sampled recipe whose minibatches would hold
-fewer than ``--min-minibatch`` samples is pruned before it trains (hundreds of tiny optimiser
-steps per iteration make such a trial run for many times the others' wall time). Where
-``--give-up-after`` trials in a row are pruned or fail, no recipe can complete: the search stops
-with one line saying why and a non-zero exit.
+fewer than ``--min-minibatch`` samples is pruned before it trains. Where ``--give-up-after``
+trials in a row are pruned or fail, no recipe can complete: the search stops with one line saying
+why and a non-zero exit.
 
-Writes ``trials.csv`` (every trial: parameters, score per seed, wall time) and ``best.toml`` (the
-winner as a ``[recipes.tuned]`` table to paste into the scenario spec) into ``--out``.
+Writes ``trials.csv`` (every trial: parameters, score per method and seed, wall time) and
+``best.toml`` (the winner as a ``[recipes.tuned]`` table to paste into the scenario spec) into
+``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from camal_rl import analysis, doom, recipes, runs
+from camal_rl import arguments, doom, ppo, recipes, runs
 from camal_rl.errors import CamalError, run_cli
 from camal_rl.files import write_text_atomic
 
@@ -105,43 +115,72 @@ def flags(recipe: dict) -> list[str]:
     return out
 
 
-OBJECTIVES = {"area": "area under the normalised training-return curve",
+OBJECTIVES = {"wall": "area under the normalised training-return curve over wall-clock time",
+              "area": "area under the normalised training-return curve over agent steps",
               "end": "normalised training return over the last quarter of the budget"}
 
 
-def training_curve(run_dir: Path, spec: doom.ScenarioSpec, steps: int, bins: int) -> list[float]:
-    """The normalised training return per slice of the budget (see above)."""
-    episodes = analysis.read_scalars(run_dir, runs.Tag.EPISODIC_RETURN)
-    edges = np.linspace(0, steps, bins + 1)
+def slices(events: list[tuple[float, float]], end: float, bins: int) -> list[float]:
+    """The mean of each of ``bins`` equal slices of [0, end] over (position, value) points; a slice
+    without a point keeps the last value, from 0 (a random policy's normalised return)."""
+    edges = np.linspace(0, end, bins + 1)
     curve, last = [], 0.0
     for low, high in zip(edges[:-1], edges[1:], strict=True):
-        inside = [spec.normalize_return(value) for step, value in episodes if low < step <= high]
+        inside = [value for position, value in events if low < position <= high]
         last = float(np.mean(inside)) if inside else last
         curve.append(last)
     return curve
 
 
+def training_curve(run_dir: Path, spec: doom.ScenarioSpec, end: float, bins: int, *,
+                   started: float | None = None) -> list[float]:
+    """The normalised training return per slice of ``end`` agent steps, or with ``started`` (the
+    epoch second the run's process began) per slice of ``end`` seconds of wall-clock time."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    returns = events.Scalars(runs.Tag.EPISODIC_RETURN) if runs.Tag.EPISODIC_RETURN in events.Tags()["scalars"] else []
+    points = [((e.wall_time - started) if started is not None else e.step, spec.normalize_return(e.value))
+              for e in returns]
+    return slices(points, end, bins)
+
+
 def score(curve: list[float], objective: str) -> float:
-    return float(np.mean(curve if objective == "area" else curve[-max(1, len(curve) // 4):]))
+    return float(np.mean(curve[-max(1, len(curve) // 4):] if objective == "end" else curve))
 
 
-def train_once(env: str, recipe: dict, seed: int, steps: int, method_flags: list[str], root: Path,
-               objective: str) -> tuple[float, float]:
-    run_dir = root / f"seed{seed}"
+METHOD_FLAGS = {"camal": [], "vanilla": ["--camal-coef", "0"]}
+
+
+def train_once(env: str, recipe: dict, seed: int, method: str, options, root: Path) -> tuple[float, float]:
+    """One run of a trial; (its score, its wall seconds). ``RuntimeError`` naming the seed when it failed."""
+    run_dir = root / f"{method}_seed{seed}"
+    wall = options.objective == "wall"
+    steps = options.total_timesteps if wall else options.steps
     command = [sys.executable, "-m", "camal_rl.ppo", "--env", env, "--seed", str(seed), "--recipe", "paper",
-               *flags(recipe), *method_flags, "--total-timesteps", str(steps), "--eval-episodes", "0",
-               "--checkpoint-interval", "1000000", "--threads", "1", "--no-progress", "--no-cuda",
-               "--run-dir", str(run_dir)]
+               *flags(recipe), *METHOD_FLAGS[method], "--total-timesteps", str(steps), "--eval-episodes", "0",
+               "--checkpoint-interval", "1000000", "--checkpoint-minutes", "0", "--threads", "1", "--no-progress",
+               "--no-cuda", "--run-dir", str(run_dir)]
     started = time.time()
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"
-        raise RuntimeError(f"seed {seed}: {last}")
-    return score(training_curve(run_dir, doom.load_spec(env), steps, bins=30), objective), time.time() - started
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = process.communicate(timeout=options.minutes * 60 if wall else None)
+    except subprocess.TimeoutExpired:  # the wall-clock budget is spent: stop it (it saves and ends)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate()
+    if process.returncode not in (0, 128 + signal.SIGTERM):
+        last = stderr.strip().splitlines()[-1] if stderr.strip() else "failed"
+        raise RuntimeError(f"{method} seed {seed}: {last}")
+    spec = doom.load_spec(env)
+    curve = (training_curve(run_dir, spec, options.minutes * 60, 30, started=started) if wall
+             else training_curve(run_dir, spec, steps, 30))
+    return score(curve, options.objective), time.time() - started
 
 
 # What a search is: a resumed search must train and score its trials as the stored ones were.
-SEARCH_SETTINGS = ("env", "method", "objective", "steps", "seeds", "min_minibatch")
+SEARCH_SETTINGS = ("env", "methods", "combine", "objective", "steps", "minutes", "total_timesteps", "seeds",
+                   "min_minibatch")
 
 
 class SearchError(CamalError):
@@ -152,14 +191,24 @@ def parse_options(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="basic")
     parser.add_argument("--trials", type=int, default=20, help="trials in all (a resumed study counts those done)")
-    parser.add_argument("--steps", type=int, default=30_000, help="agent steps per trial and seed")
+    parser.add_argument("--objective", choices=sorted(OBJECTIVES), default="wall",
+                        help="wall: the first --minutes of wall-clock time; area: --steps agent steps (learn early); "
+                             "end: their last quarter (keep climbing)")
+    parser.add_argument("--minutes", type=float, default=4.0, help="wall-clock minutes per run (--objective wall)")
+    parser.add_argument("--total-timesteps", type=int, default=None,
+                        help="the budget each run trains toward with --objective wall (its annealing follows it); "
+                             "default: the scenario's default recipe's")
+    parser.add_argument("--steps", type=int, default=30_000, help="agent steps per run (--objective area, end)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[101, 102],
                         help="search seeds (keep them apart from verification seeds)")
-    parser.add_argument("--method", choices=["camal", "vanilla"], default="camal")
+    parser.add_argument("--methods", nargs="+", choices=sorted(METHOD_FLAGS), default=["camal", "vanilla"])
+    parser.add_argument("--combine", choices=["worst", "mean"], default="worst",
+                        help="a trial's score from its methods' (each the mean over seeds): the worse, so the search "
+                             "favours no method, or the mean")
+    parser.add_argument("--budget-hours", type=float, default=None,
+                        help="start no trial once the search's trials took this many hours of wall time")
     parser.add_argument("--start-from", nargs="*", default=[], metavar="RECIPE",
                         help="also try these recipes of the scenario first (e.g. from_basic)")
-    parser.add_argument("--objective", choices=sorted(OBJECTIVES), default="area",
-                        help="area: the whole training curve (learn early); end: its last quarter (keep climbing)")
     parser.add_argument("--min-minibatch", type=int, default=64, help="prune recipes with smaller minibatches")
     parser.add_argument("--give-up-after", type=int, default=10, metavar="N",
                         help="stop (non-zero exit) after N trials in a row that were pruned or failed")
@@ -171,6 +220,10 @@ def parse_options(argv=None) -> argparse.Namespace:
     for flag in ("trials", "steps", "give_up_after"):
         if getattr(options, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(options, flag)}")
+    if not options.minutes > 0 or (options.budget_hours is not None and not options.budget_hours > 0):
+        parser.error("--minutes and --budget-hours must be > 0")
+    if len(set(options.methods)) != len(options.methods):
+        parser.error(f"--methods names one twice: {options.methods}")
     return options
 
 
@@ -216,14 +269,10 @@ def check_settings(study, settings: dict, path: Path) -> dict:
 
 
 def make_objective(options):
-    """The trial: sample a recipe, train it on every search seed, score the curves. A pruned or failed
-    trial keeps its reason (user attribute ``why``) for the line that ends a search that cannot go on."""
+    """The trial: sample a recipe, train it with every method on every search seed (two runs at a
+    time), score the curves. A pruned or failed trial keeps its reason (user attribute ``why``) for
+    the line that ends a search that cannot go on."""
     import optuna
-
-    method_flags = ["--camal-coef", "0"] if options.method == "vanilla" else []
-
-    def train_seed(trial_dir: Path, recipe: dict, seed: int) -> tuple[float, float]:
-        return train_once(options.env, recipe, seed, options.steps, method_flags, trial_dir, options.objective)
 
     def objective(trial) -> float:
         recipe = sample_recipe(trial)
@@ -232,22 +281,33 @@ def make_objective(options):
         except optuna.TrialPruned as pruned:
             trial.set_user_attr("why", f"pruned: {pruned}")
             raise
+        cells = [(method, seed) for method in options.methods for seed in options.seeds]
+        started = time.time()
         try:
-            with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(len(options.seeds)) as pool:
-                results = list(pool.map(partial(train_seed, Path(scratch), recipe), options.seeds))
+            with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(2) as pool:
+                results = list(pool.map(lambda cell: train_once(options.env, recipe, cell[1], cell[0], options,
+                                                                Path(scratch)), cells))
         except RuntimeError as error:
             trial.set_user_attr("why", f"failed: {error}")
+            trial.set_user_attr("wall_seconds", time.time() - started)
             print(f"trial {trial.number} failed: {error}", flush=True)
             return float("nan")  # Optuna marks the trial failed, with one line instead of a traceback
-        scores = [score for score, _ in results]
-        wall = max(seconds for _, seconds in results)
+        scores = {method: [score for (m, _), (score, _) in zip(cells, results, strict=True) if m == method]
+                  for method in options.methods}
+        per_method = {method: float(np.mean(values)) for method, values in scores.items()}
+        value = min(per_method.values()) if options.combine == "worst" else float(np.mean(list(per_method.values())))
         trial.set_user_attr("scores", scores)
-        trial.set_user_attr("wall_seconds", wall)
-        print(f"trial {trial.number}: {options.objective} {np.mean(scores):.3f} {scores} in {wall:.0f} s: "
-              f"{json.dumps(recipe)}", flush=True)
-        return float(np.mean(scores))
+        trial.set_user_attr("wall_seconds", time.time() - started)
+        shown_scores = ", ".join(f"{method} {score:.3f}" for method, score in per_method.items())
+        print(f"trial {trial.number}: {options.objective} {value:.3f} ({shown_scores}) in "
+              f"{time.time() - started:.0f} s: {json.dumps(recipe)}", flush=True)
+        return value
 
     return objective
+
+
+def search_hours(study) -> float:
+    return sum(t.user_attrs.get("wall_seconds", 0.0) for t in study.trials) / 3600
 
 
 def completed(study) -> list:
@@ -256,11 +316,17 @@ def completed(study) -> list:
     return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
 
 
-def run_trials(study, objective, trials: int, give_up_after: int, path: Path) -> None:
-    """Trials until ``trials`` have completed (pruned and failed ones do not count); ``SearchError``
-    after ``give_up_after`` pruned or failed trials in a row, where no recipe can complete."""
+def run_trials(study, objective, trials: int, give_up_after: int, path: Path,
+               budget_hours: float | None = None) -> None:
+    """Trials until ``trials`` have completed (pruned and failed ones do not count) or the trials so far
+    took ``budget_hours``; ``SearchError`` after ``give_up_after`` pruned or failed trials in a row,
+    where no recipe can complete."""
     in_a_row = 0
     while len(completed(study)) < trials:
+        if budget_hours is not None and search_hours(study) >= budget_hours:
+            print(f"the search's budget is spent: its trials took {search_hours(study):.2f} h of the "
+                  f"{budget_hours:g} h allowed ({len(completed(study))} complete)", flush=True)
+            return
         study.optimize(objective, n_trials=1)
         last = study.trials[-1]
         in_a_row = 0 if last.state.name == "COMPLETE" else in_a_row + 1
@@ -283,17 +349,21 @@ def main(argv=None) -> None:
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "study.db"
-    name = f"{spec.name}-{options.method}" + ("" if options.objective == "area" else f"-{options.objective}")
+    name = f"{spec.name}-{'-'.join(options.methods)}-{options.objective}"
     study = open_study(path, name)
-    settings = {"env": spec.name, "method": options.method, "objective": options.objective, "steps": options.steps,
-                "seeds": options.seeds, "min_minibatch": options.min_minibatch}
+    if options.total_timesteps is None:
+        options.total_timesteps = arguments.resolve(ppo.Args(env=options.env)).total_timesteps
+    settings = {"env": spec.name, "methods": options.methods, "combine": options.combine,
+                "objective": options.objective, "steps": options.steps, "minutes": options.minutes,
+                "total_timesteps": options.total_timesteps, "seeds": options.seeds,
+                "min_minibatch": options.min_minibatch}
     settings = check_settings(study, settings, path)
     study.sampler = sampler_for(study, options.sampler_seed)
     if not study.trials:
         for point in starts:
             study.enqueue_trial(point)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # each trial prints its own line
-    run_trials(study, make_objective(options), options.trials, options.give_up_after, path)
+    run_trials(study, make_objective(options), options.trials, options.give_up_after, path, options.budget_hours)
     write_results(study, settings, out)
 
 
@@ -315,20 +385,29 @@ def write_results(study, settings: dict, out: Path) -> None:
     """``trials.csv`` (every complete trial, best first) and ``best.toml`` (the winner), each stating the
     search's stored settings, so a resumed search reports the budget its trials had."""
     done = completed(study)
+    if not done:
+        print("no trial completed: nothing to write")
+        return
     names = sorted({k for t in done for k in t.params})
     objective = settings["objective"]
-    lines = [f"trial,{objective}," + ",".join(names) + ",scores,wall_seconds"]
+    methods = settings["methods"]
+    lines = [f"trial,{objective}," + ",".join(names) + "," + ",".join(f"{m}_scores" for m in methods)
+             + ",wall_seconds"]
     for t in sorted(done, key=lambda t: -t.value):
-        lines.append(f"{t.number},{t.value:.4f}," + ",".join(str(t.params.get(n, "")) for n in names)
-                     + f",\"{t.user_attrs.get('scores')}\",{t.user_attrs.get('wall_seconds', 0):.0f}")
+        scores = t.user_attrs.get("scores", {})
+        lines.append(f"{t.number},{t.value:.4f}," + ",".join(str(t.params.get(n, "")) for n in names) + ","
+                     + ",".join(f"\"{scores.get(m)}\"" for m in methods)
+                     + f",{t.user_attrs.get('wall_seconds', 0):.0f}")
     best = study.best_trial
     recipe = {**best.params, "reward_scale": best.params.get("reward_scale", 1.0)}
     body = "\n".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in sorted(recipe.items()))
+    budget = (f"the first {settings['minutes']:g} wall-clock minutes of runs toward {settings['total_timesteps']:,} "
+              f"agent steps" if objective == "wall" else f"{settings['steps']:,} agent steps")
     write_text_atomic(out / "trials.csv", "\n".join(lines) + "\n")
     write_text_atomic(out / "best.toml",
-                      f"# Optuna TPE, {len(done)} trials, {settings['steps']:,} agent steps x seeds "
-                      f"{settings['seeds']}, method {settings['method']}, objective: {OBJECTIVES[objective]} "
-                      f"({best.value:.3f})\n"
+                      f"# Optuna TPE, {len(done)} trials ({search_hours(study):.2f} h), {budget} x seeds "
+                      f"{settings['seeds']}, methods {' '.join(methods)} ({settings['combine']} counts), objective: "
+                      f"{OBJECTIVES[objective]} ({best.value:.3f})\n"
                       f"[recipes.tuned]\n{body}\n")
     print(f"best trial {best.number}: {objective} {best.value:.3f}; wrote {out / 'best.toml'} and {out / 'trials.csv'}")
 

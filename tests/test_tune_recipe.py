@@ -100,14 +100,15 @@ def search(tune, tmp_path, monkeypatch):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     calls = []
 
-    def trained(env, recipe, seed, steps, method_flags, root, objective):
-        calls.append((seed, steps))
+    def trained(env, recipe, seed, method, options, root):
+        calls.append((seed, options.steps))
         return 0.1 * len(calls), 1.0
 
     monkeypatch.setattr(tune, "train_once", trained)
 
     def run(*flags):
-        tune.main(["--env", "basic", "--seeds", "101", "--out", str(tmp_path), *flags])
+        tune.main(["--env", "basic", "--seeds", "101", "--methods", "camal", "--objective", "area",
+                   "--out", str(tmp_path), *flags])
 
     run.calls = calls
     return run
@@ -123,7 +124,7 @@ def test_a_search_whose_trials_are_all_pruned_stops(tune, search, tmp_path):
 
 
 def test_a_search_whose_runs_all_fail_stops(tune, search, tmp_path, monkeypatch, capsys):
-    def fails(env, recipe, seed, steps, *rest):
+    def fails(env, recipe, seed, method, *rest):
         raise RuntimeError(f"seed {seed}: the loss became nan in iteration 1")
 
     monkeypatch.setattr(tune, "train_once", fails)
@@ -146,24 +147,24 @@ def test_a_failed_trial_between_complete_ones_does_not_stop_the_search(tune, sea
 
     monkeypatch.setattr(tune, "train_once", sometimes)
     search("--trials", "2", "--steps", "1000", "--give-up-after", "2")
-    assert "2 trials, 1,000 agent steps" in (tmp_path / "best.toml").read_text()
+    assert "2 trials (0.00 h), 1,000 agent steps" in (tmp_path / "best.toml").read_text()
 
 
 def test_a_resumed_search_keeps_its_budget(tune, search, tmp_path):
     search("--trials", "1", "--steps", "1000")
     best = (tmp_path / "best.toml").read_text()
-    assert best.startswith("# Optuna TPE, 1 trials, 1,000 agent steps x seeds [101], method camal")
+    assert best.startswith("# Optuna TPE, 1 trials (0.00 h), 1,000 agent steps x seeds [101], methods camal")
     with pytest.raises(tune.SearchError, match=r"was searched with --steps 1000, not 2000; resume it with its own"):
         search("--trials", "2", "--steps", "2000")
     with pytest.raises(tune.SearchError, match=r"--steps 1000, not 3000; --seeds 101, not 101 102; "
                                                r"--min-minibatch 64, not 32;"):
-        tune.main(["--env", "basic", "--seeds", "101", "102", "--out", str(tmp_path), "--trials", "2",
-                   "--steps", "3000", "--min-minibatch", "32"])
+        tune.main(["--env", "basic", "--seeds", "101", "102", "--methods", "camal", "--objective", "area",
+                   "--out", str(tmp_path), "--trials", "2", "--steps", "3000", "--min-minibatch", "32"])
     assert (tmp_path / "best.toml").read_text() == best and search.calls == [(101, 1000)]
     search("--trials", "2", "--steps", "1000")  # the same settings resume it
-    assert (tmp_path / "best.toml").read_text().startswith("# Optuna TPE, 2 trials, 1,000 agent steps")
+    assert (tmp_path / "best.toml").read_text().startswith("# Optuna TPE, 2 trials (0.00 h), 1,000 agent steps")
     assert search.calls == [(101, 1000), (101, 1000)]
-    with pytest.raises(tune.SearchError, match=r"holds the search 'basic-camal', not 'basic-camal-end'"):
+    with pytest.raises(tune.SearchError, match=r"holds the search 'basic-camal-area', not 'basic-camal-end'"):
         search("--trials", "2", "--steps", "1000", "--objective", "end")
 
 
@@ -181,3 +182,33 @@ def test_a_corrupt_study_is_one_line(tune, tmp_path, capsys):
     assert capsys.readouterr().err.splitlines() == [
         f"tune_recipe: error: {tmp_path / 'study.db'} cannot be read as an Optuna study ((sqlite3.DatabaseError) file "
         "is not a database); move it away to start a new search, or give another --out"]
+
+
+def test_a_trial_scores_the_worse_method_and_the_budget_ends_the_search(tune, tmp_path, monkeypatch):
+    """Each trial trains every method; with --combine worst its value is the worse method's mean over
+    seeds (a recipe that helps one method only loses). Once the trials took --budget-hours, none starts."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    scores = {"camal": 0.8, "vanilla": 0.3}
+    calls = []
+
+    def trained(env, recipe, seed, method, options, root):
+        calls.append((method, seed))
+        return scores[method] + 0.01 * seed, 1800.0  # half an hour of wall time per run
+
+    monkeypatch.setattr(tune, "train_once", trained)
+    monkeypatch.setattr(tune.time, "time", iter(range(0, 10**9, 1800)).__next__)  # each trial: 1800 s
+    tune.main(["--env", "basic", "--seeds", "1", "2", "--minutes", "1", "--budget-hours", "1", "--trials", "5",
+               "--out", str(tmp_path)])
+    trials = tune.open_study(tmp_path / "study.db", "basic-camal-vanilla-wall").trials
+    assert len(trials) == 2  # 0.5 h each: the third would start past the hour
+    assert trials[0].value == pytest.approx(0.3 + 0.015)  # vanilla's mean over seeds 1 and 2: the worse
+    scores_of = trials[0].user_attrs["scores"]
+    assert scores_of["camal"] == pytest.approx([0.81, 0.82]) and scores_of["vanilla"] == pytest.approx([0.31, 0.32])
+    assert sorted(set(calls)) == [("camal", 1), ("camal", 2), ("vanilla", 1), ("vanilla", 2)]
+    best = (tmp_path / "best.toml").read_text()
+    assert "methods camal vanilla (worst counts)" in best and "the first 1 wall-clock minutes" in best
+
+
+def test_the_wall_clock_curve_takes_episodes_by_when_they_ended(tune):
+    curve = tune.slices([(40.0, 0.5), (50.0, 1.0), (130.0, 2.0)], 120.0, 4)
+    assert curve == [0.0, 0.75, 0.75, 0.75]  # nothing before 30 s; 30-60 s: both; then kept; 130 s is past the end
