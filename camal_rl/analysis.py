@@ -457,6 +457,7 @@ def compare(paths: list[str], out: str | Path, *, reps: int = 2000, seed: int = 
         raise AnalysisError("nothing to compare: give run folders, folders holding them, or fold result files")
     stats.check_reps(reps)
     stats.check_min_runs(min_runs)
+    schema.check_seed(seed)  # the bootstrap's numpy seed
     if at_step is not None and at_step < 1:
         raise AnalysisError(f"--at-step must be a positive agent step, got {at_step}")
     found = find_results(paths, at_step=at_step, skip_broken=skip_broken)
