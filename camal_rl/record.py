@@ -317,6 +317,8 @@ def check_record_args(options: RecordArgs) -> None:
         raise ConfigError(f"--max-steps must be >= 1, got {options.max_steps}")
     if options.max_seconds is not None and not 0 < options.max_seconds < math.inf:
         raise ConfigError(f"--max-seconds must be a finite number > 0, got {options.max_seconds}")
+    if options.max_seconds is not None and options.max_seconds * options.fps == math.inf:
+        raise ConfigError(f"--max-seconds {options.max_seconds} at --fps {options.fps} is too many frames to count")
     if options.panel and len(options.runs) % 2:
         raise ConfigError("--panel takes pairs of run folders: CAMAL_RUN VANILLA_RUN [...]")
 
