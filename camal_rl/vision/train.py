@@ -276,6 +276,8 @@ def check_args(args: ClassifyArgs) -> None:
     """Every value checked before data is read or a file written."""
     if args.folds < 2:
         raise ConfigError("--folds must be at least 2")
+    if schema.safe_name(args.dataset):  # it names the run's folder under --out
+        raise ConfigError(f"--dataset {schema.safe_name(args.dataset)}")
     schema.check_seed(args.seed)
     for name, minimum in (("epochs", 1), ("batch_size", 1), ("image_size", 16), ("num_workers", 0),
                           ("faithfulness_steps", 1)):
