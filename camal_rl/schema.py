@@ -116,9 +116,11 @@ def safe_name(name: Any) -> str | None:
 
 
 def a_path(value: Any) -> str | None:
-    """What is wrong with ``value`` as a path, or None: no file system takes a NUL character (Python's
-    path functions raise ``ValueError`` on one)."""
-    return "holds a NUL character, which no path can" if isinstance(value, str) and "\x00" in value else None
+    """What is wrong with ``value`` as a path a file names, or None: a control character (a NUL, which
+    no file system takes and Python's path functions raise ``ValueError`` on; a line break, which would
+    split the one line that names the path)."""
+    bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None) if isinstance(value, str) else None
+    return None if bad is None else f"holds the control character {bad!r}; give a plain path"
 
 
 def list_of(kind: str, *, low: float = -math.inf, high: float = math.inf) -> Callable[[Any], str | None]:
