@@ -23,7 +23,7 @@ import torch
 import tyro
 from tqdm import tqdm
 
-from camal_rl import camal, doom, recipes, runs
+from camal_rl import camal, doom, recipes, runs, schema
 from camal_rl.agent import MIN_OBS_SIZE, default_attention
 from camal_rl.errors import ConfigError, RunFolderError
 from camal_rl.rollout import PAPER_FRAMES
@@ -204,12 +204,22 @@ def default_run_dir(args) -> Path:
 
 
 def saved_settings(args_class, saved: dict, source: Path):
-    """The settings a run was trained with, from its checkpoint's arguments."""
+    """The settings a run was trained with, from its checkpoint's arguments: every key known, every
+    value of its field's type; what the run learned with must all be there (how it ran may be missing)."""
     known = {f.name for f in dataclasses.fields(args_class)}
     unknown = sorted(set(saved) - known)
     if unknown:
-        raise RunFolderError(f"{source} holds settings this camal-rl does not know ({', '.join(unknown[:5])}); "
-                             f"a newer version wrote it: play or resume it with that version")
+        shown = ", ".join(map(repr, unknown[:5]))
+        raise RunFolderError(f"{source} holds settings this camal-rl does not know ({shown}); a newer version wrote "
+                             f"it: play or resume it with that version")
+    missing = sorted(known - set(saved) - runs.HOW_A_RUN_RUNS)
+    if missing:
+        raise RunFolderError(f"{source} lacks the setting(s) {', '.join(missing[:5])}; it was not written by this "
+                             f"camal-rl")
+    try:
+        schema.check_types(saved, typing.get_type_hints(args_class), f"{source}: its settings")
+    except schema.SchemaError as error:
+        raise RunFolderError(str(error)) from None
     values = {name: tuple_if_list(value) for name, value in saved.items()}
     return args_class(**values)
 

@@ -127,7 +127,7 @@ def evaluate_run(run_dir: str | Path, *, episodes: int, seed: int | None = None,
     run = runs.saved_run(checkpoint)
     spec = doom.spec_of_run(checkpoint, run.env)
     seed = run.seed if seed is None else seed
-    num_envs = num_envs or min(episodes, int(run.args.get("num_envs") or 8))
+    num_envs = num_envs or min(episodes, run.num_envs)
     envs = vector.DoomVector(spec, num_envs=min(num_envs, episodes), seed=seed + EVAL_SEED_OFFSET, workers=0,
                              **env_options(run))
     try:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -280,25 +281,61 @@ def method_name(camal_coef: float, regularizer: str) -> str:
     return "vanilla" if camal_coef == 0 else regularizer
 
 
+@dataclass(frozen=True)
+class PlaySettings:
+    """What playing a run reads of its saved arguments, each checked against these types."""
+
+    env: str
+    seed: int = 1
+    camal_coef: float = 1.0
+    regularizer: str = "camal"
+    paper_frames: bool = False
+    attention: str | None = None
+    frame_stack: int = 4
+    frame_skip: int | None = None
+    obs_size: tuple[int, int] = (60, 80)
+    grayscale: bool = True
+    resolution: str | None = None
+    num_envs: int = 8
+
+
 class SavedRun:
-    """The settings a recorded or evaluated run needs, read from its saved arguments (any version)."""
+    """The settings a recorded or evaluated run needs, read from its saved arguments and checked."""
 
     def __init__(self, saved_args: dict):
         from camal_rl.agent import default_attention
+        from camal_rl.camal import ATTENTION_METHODS
+        from camal_rl.doom import is_resolution
         from camal_rl.rollout import PAPER_FRAMES
 
         self.args = dict(saved_args)
-        self.env = str(self.args["env"])
-        self.seed = int(self.args.get("seed", 1))
-        self.method = method_name(self.args.get("camal_coef", 1.0), self.args.get("regularizer", "camal"))
-        paper_frames = bool(self.args.get("paper_frames", False))
-        self.attention = self.args.get("attention") or default_attention(paper_frames)
-        self.frame_stack = int(self.args.get("frame_stack", 4))
-        self.frame_skip = self.args.get("frame_skip")
-        frames = PAPER_FRAMES if paper_frames else {}
-        self.obs_size = tuple(frames.get("obs_size", self.args.get("obs_size", (60, 80))))
-        self.grayscale = frames.get("grayscale", self.args.get("grayscale", True))
-        self.resolution = frames.get("resolution", self.args.get("resolution"))
+        read = {f.name: self.args[f.name] for f in fields(PlaySettings) if f.name in self.args}
+        try:
+            schema.check_types(read, typing.get_type_hints(PlaySettings), "the run's saved settings")
+            settings = PlaySettings(**{name: schema_value(value) for name, value in read.items()})
+        except (schema.SchemaError, TypeError) as error:
+            raise RunFolderError(f"{str(error).splitlines()[0]}; it was not written by this camal-rl") from None
+        self.env, self.seed = settings.env, settings.seed
+        self.method = method_name(settings.camal_coef, settings.regularizer)
+        self.attention = settings.attention or default_attention(settings.paper_frames)
+        self.frame_stack, self.frame_skip = settings.frame_stack, settings.frame_skip
+        frames = PAPER_FRAMES if settings.paper_frames else {}
+        self.obs_size = tuple(frames.get("obs_size", settings.obs_size))
+        self.grayscale = frames.get("grayscale", settings.grayscale)
+        self.resolution = frames.get("resolution", settings.resolution)
+        self.num_envs = settings.num_envs
+        problem = (f"attention {self.attention!r} is not registered" if self.attention not in ATTENTION_METHODS else
+                   f"resolution {self.resolution!r} is not ViZDoom's" if self.resolution is not None
+                   and not is_resolution(self.resolution) else
+                   "frame_stack, frame_skip and num_envs must be >= 1"
+                   if min(self.frame_stack, self.frame_skip or 1, self.num_envs) < 1 else
+                   f"obs_size {self.obs_size} is not a frame size" if min(self.obs_size) < 1 else None)
+        if problem:
+            raise RunFolderError(f"the run's saved settings: {problem}; it was not written by this camal-rl")
+
+
+def schema_value(value):
+    return tuple(value) if isinstance(value, list) else value
 
 
 def saved_run(checkpoint_or_summary: dict) -> SavedRun:

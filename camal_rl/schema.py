@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import re
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +80,39 @@ def _problem(value: Any, key: Key) -> str | None:
     if key.choices and value not in key.choices:
         return f"is {value!r}, not one of {', '.join(map(str, key.choices))}"
     return key.check(value) if key.check is not None else None
+
+
+def type_problem(value: Any, annotation: Any) -> str | None:
+    """What is wrong with ``value`` as a value of the type ``annotation`` (a dataclass field's: bool,
+    int, float, str, ``X | None``, ``Literal[...]``, ``tuple[int, int]``), or None. Numbers must be finite."""
+    origin, members = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is type(None):
+        return None if value is None else "is not null"
+    if origin in (typing.Union, types.UnionType):
+        problems = [type_problem(value, member) for member in members]
+        return None if any(problem is None for problem in problems) else next(p for p in problems if p)
+    if origin is typing.Literal:
+        return None if value in members else f"is {value!r}, not one of {', '.join(map(repr, members))}"
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return f"is {type(value).__name__} {str(value)[:40]!r}, not a list"
+        wanted = members if not (len(members) == 2 and members[1] is Ellipsis) else (members[0],) * len(value)
+        if len(value) != len(wanted):
+            return f"holds {len(value)} values, not {len(wanted)}"
+        problems = (type_problem(item, kind) for item, kind in zip(value, wanted, strict=True))
+        return next((problem for problem in problems if problem), None)
+    kind = {bool: FLAG, int: INTEGER, float: NUMBER, str: TEXT}.get(annotation)
+    if kind is None:
+        return None  # a type this check does not know: the user of the value checks it
+    return _problem(value, Key(kind))
+
+
+def check_types(values: dict, annotations: dict[str, Any], where: str) -> None:
+    """Every value of ``values`` of its field's type (``annotations``: ``typing.get_type_hints`` of a dataclass)."""
+    for name, value in values.items():
+        problem = type_problem(value, annotations[name]) if name in annotations else None
+        if problem:
+            raise SchemaError(f"{where}: {name!r} {problem}")
 
 
 def _bound(value: float) -> str:

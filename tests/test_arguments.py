@@ -79,5 +79,5 @@ def test_a_resume_takes_the_runs_settings_and_refuses_what_disagrees(tmp_path):
 
 
 def test_settings_a_newer_version_wrote_are_refused_by_name(tmp_path):
-    with pytest.raises(RunFolderError, match="does not know .warp_drive."):
+    with pytest.raises(RunFolderError, match="does not know .'warp_drive'."):
         arguments.saved_settings(ppo.Args, {"env": "basic", "warp_drive": 1}, tmp_path / runs.CHECKPOINT)
