@@ -1,0 +1,197 @@
+"""This trainer against Sample Factory 2.1.1's APPO defaults, side by side on this machine: the same
+wall-clock time per scenario, one run at a time, the training mean of the last 20 episodes at
+fixed times.
+
+    python scripts/vs_sample_factory.py --minutes 10 --sf-python .venv-sf/bin/python \\
+        --out reports/vs_sample_factory
+
+Ours: ``camal-train --env X --seed S`` (CAMAL, the scenario's default recipe and budget), stopped
+at ``--minutes`` (a stop saves and ends) or ending at its budget, whichever comes first; a run
+that ended keeps its last training mean. Sample Factory: ``sf_examples.vizdoom.train_vizdoom``
+with its defaults (APPO, a GRU core, 128x72 frames, its own action sets),
+stopped at the same time (its ``--train_for_seconds`` never fires in 2.1.1: a Ctrl-C stops it); only
+its reporting window is set to ours (``--stats_avg 20``) and its rewards are
+scaled back (its Basic trains on rewards x 0.01). TakeCover is not one of its registered Doom envs:
+it is registered here from ViZDoom's own ``take_cover.cfg`` with an idle action added, as Sample
+Factory does for the others. Sample Factory needs gymnasium < 1 and numpy < 2, so it runs from its
+own virtual environment (``--sf-python``); set one up with
+``python3 -m venv .venv-sf && .venv-sf/bin/pip install sample-factory==2.1.1 'gymnasium<1' 'numpy<2' vizdoom torch``.
+
+Times count from the process start (engines and workers starting included). Prints a table and
+writes ``results.json`` and ``README.md`` into ``--out``; a scenario already there is kept (the
+script resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import benchkit
+
+from camal_rl import doom, runs
+from camal_rl.files import write_json, write_text_atomic
+
+SF_ENVS = {"basic": "doom_basic", "defend_the_center": "doom_defend_the_center",
+           "defend_the_line": "doom_defend_the_line", "take_cover": "doom_take_cover"}
+WINDOW = 20  # episodes in a training mean, as CleanRL's and this trainer's progress bar
+
+# Run in Sample Factory's own environment: register TakeCover like its other Doom envs, then train. A
+# file, not -c: Sample Factory spawns its workers, which import this module again (and need TakeCover).
+SF_RUNNER = r"""
+import os, sys
+import vizdoom
+from gymnasium.spaces import Discrete
+from sf_examples.vizdoom.doom import doom_utils
+take_cover = os.path.join(vizdoom.scenarios_path, "take_cover.cfg")
+doom_utils.DOOM_ENVS.append(doom_utils.DoomSpec("doom_take_cover", take_cover, Discrete(1 + 2), 1.0))
+from sf_examples.vizdoom.train_vizdoom import main
+if __name__ == "__main__":
+    sys.exit(main())
+"""
+
+
+def mean_at(points: list[tuple[float, float]], seconds: float) -> float | None:
+    """The last value logged at or before ``seconds`` (None before the first)."""
+    before = [value for when, value in points if when <= seconds]
+    return before[-1] if before else None
+
+
+def ours(env: str, seed: int, minutes: float, folder: Path) -> list[tuple[float, float]]:
+    """Our trainer for ``minutes`` (or its budget); (seconds since start, mean of the last 20 episodes)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = folder / f"ours_{env}"
+    if not (folder / f"ours_{env}.started").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        started = time.time()
+        process = subprocess.Popen([sys.executable, "-m", "camal_rl.ppo", "--env", env, "--seed", str(seed),
+                                    "--run-dir", str(run_dir), "--no-progress", "--no-cuda"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            process.wait(timeout=minutes * 60)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGTERM)  # it finishes its iteration, saves and ends
+            process.wait()
+        (folder / f"ours_{env}.started").write_text(str(started))
+    started = float((folder / f"ours_{env}.started").read_text())
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    returns = [(e.wall_time - started, e.value) for e in events.Scalars(runs.Tag.EPISODIC_RETURN)]
+    return [(when, sum(v for _, v in returns[max(0, i + 1 - WINDOW): i + 1]) / min(WINDOW, i + 1))
+            for i, (when, _) in enumerate(returns)]
+
+
+def stop_after(process: subprocess.Popen, seconds: float) -> None:
+    """Let ``process`` (a session of its own) run ``seconds``, then stop it as Ctrl-C would and end what
+    is left of its session (Sample Factory 2.1.1 never counts its training time, so its
+    ``--train_for_seconds`` does not stop it; its workers' engines would outlive it)."""
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def sample_factory(env: str, seed: int, minutes: float, folder: Path, sf_python: str) -> list[tuple[float, float]]:
+    """Sample Factory's APPO defaults for ``minutes``; (seconds since start, its 20-episode mean reward)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train_dir = folder / "sample_factory"
+    experiment = f"sf_{env}"
+    summary = train_dir / experiment / ".summary" / "0"
+    if not (folder / f"sf_{env}.started").exists():
+        shutil.rmtree(train_dir / experiment, ignore_errors=True)
+        runner = folder / "sf_runner.py"
+        runner.write_text(SF_RUNNER)
+        started = time.time()
+        with open(folder / f"sf_{env}.log", "w") as log:
+            process = subprocess.Popen([sf_python, str(runner), f"--env={SF_ENVS[env]}", f"--experiment={experiment}",
+                                        f"--train_dir={train_dir}", f"--seed={seed}", f"--stats_avg={WINDOW}",
+                                        "--device=cpu"], stdout=log, stderr=subprocess.STDOUT,
+                                       env={**os.environ, "PYTHONPATH": ""}, start_new_session=True)
+            stop_after(process, minutes * 60)
+        (folder / f"sf_{env}.started").write_text(str(started))
+    started = float((folder / f"sf_{env}.started").read_text())
+    scaling = 0.01 if env == "basic" else 1.0  # its DoomSpec's reward_scaling
+    events = EventAccumulator(str(summary), size_guidance={"scalars": 0})
+    events.Reload()
+    tag = "reward/reward"
+    if tag not in events.Tags()["scalars"]:
+        return []
+    return [(e.wall_time - started, e.value / scaling) for e in events.Scalars(tag)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--envs", nargs="+", default=list(doom.PAPER_SCENARIOS), choices=sorted(SF_ENVS))
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--sf-python", default=".venv-sf/bin/python", help="Python of Sample Factory's own venv")
+    parser.add_argument("--runs", default="runs/vs_sample_factory", help="where both trainers' run folders go")
+    parser.add_argument("--out", required=True, help="where results.json and README.md go")
+    options = parser.parse_args()
+    if not Path(options.sf_python).exists():
+        parser.error(f"--sf-python {options.sf_python} does not exist; set up Sample Factory's venv (see --help)")
+    out, scratch = Path(options.out), Path(options.runs)
+    out.mkdir(parents=True, exist_ok=True)
+    scratch.mkdir(parents=True, exist_ok=True)
+    machine = benchkit.machine_line()
+    print(machine, flush=True)
+    marks = sorted({m for m in (1, 2, 5, 10, 15, 30, 60) if m <= options.minutes} | {options.minutes})
+    results = {"machine": machine, "minutes": options.minutes, "seed": options.seed, "marks_minutes": marks,
+               "scenarios": {}}
+    for env in options.envs:
+        spec = doom.load_spec(env)
+        curves = {"ours (CAMAL, default recipe)": ours(env, options.seed, options.minutes, scratch),
+                  "Sample Factory 2.1.1 APPO defaults": sample_factory(env, options.seed, options.minutes, scratch,
+                                                                       options.sf_python)}
+        results["scenarios"][env] = {
+            trainer: {"at_minutes": [mean_at(curve, m * 60) for m in marks],
+                      "best": max((value for _, value in curve), default=None), "points": len(curve),
+                      "normalised_best": (spec.normalize_return(max(value for _, value in curve)) if curve else None)}
+            for trainer, curve in curves.items()}
+        write_json(out / "results.json", results)
+        for trainer, row in results["scenarios"][env].items():
+            cells = " | ".join("-" if v is None else f"{v:.1f}" for v in row["at_minutes"])
+            print(f"| {env} | {trainer} | {cells} | {row['best'] if row['best'] is None else round(row['best'], 1)} |",
+                  flush=True)
+    write_text_atomic(out / "README.md", report(results))
+
+
+def report(results: dict) -> str:
+    marks = results["marks_minutes"]
+    lines = ["# This trainer against Sample Factory, side by side", "",
+             f"Training mean of the last {WINDOW} episodes (raw game return) at each time since the process "
+             f"started, one run at a time, seed {results['seed']}, {results['minutes']:g} minutes each.",
+             f"{results['machine']}.", "",
+             "Command: `python scripts/vs_sample_factory.py --minutes "
+             f"{results['minutes']:g} --sf-python .venv-sf/bin/python --out reports/vs_sample_factory`", "",
+             "| scenario | trainer | " + " | ".join(f"{m:g} min" for m in marks) + " | best |",
+             "|---|---|" + "---|" * (len(marks) + 1)]
+    for env, rows in results["scenarios"].items():
+        for trainer, row in rows.items():
+            cells = " | ".join("-" if v is None else f"{v:.1f}" for v in row["at_minutes"])
+            best = "-" if row["best"] is None else f"{row['best']:.1f}"
+            lines.append(f"| {env} | {trainer} | {cells} | {best} |")
+    lines += ["", "Ours stops at its scenario budget when that comes first (Basic's 50,000 agent steps take about "
+              "two minutes); its training mean then stays where it ended. `-`: no mean logged yet."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
