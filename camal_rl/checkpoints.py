@@ -31,13 +31,13 @@ def load(path: str | Path, *, mmap: bool = False) -> dict:
     except FileNotFoundError:
         raise
     except Exception as error:  # torch raises many types for damaged or foreign files
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        if "weights only" in str(error).lower() or "weights_only" in str(error):
+        text = str(error)
+        if "Unsupported global" in text:  # the weights-only loader met a class or function: code, refused
             raise RunFolderError(f"{path} holds more than tensors and plain values, so it was not opened (camal-rl "
                                  f"reads data-only checkpoints and never runs code from a file); it was not "
                                  f"written by this camal-rl") from None
-        raise RunFolderError(f"{path} is corrupt or not a checkpoint ({type(error).__name__}: {first[:120]}); "
-                             f"delete it and train again") from None
+        raise RunFolderError(f"{path} is corrupt or not a checkpoint ({type(error).__name__}); delete it (or its "
+                             f"run folder) and train again") from None
     if not isinstance(data, dict):
         raise RunFolderError(f"{path} is not a camal-rl checkpoint (it holds a {type(data).__name__})")
     return data

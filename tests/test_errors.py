@@ -87,7 +87,8 @@ def test_a_folder_holding_a_run_is_refused_and_left_unchanged(finished_run, tmp_
 def test_after_the_corrupt_checkpoint_advice_a_new_run_holds_only_its_own_curves(finished_run, tmp_path):
     run_dir = copy_of(finished_run, tmp_path)
     (run_dir / runs.CHECKPOINT).write_bytes(b"damaged")
-    advice = one_line_error(command("train", "--resume", run_dir, "--no-progress"), "corrupt", "delete the run folder")
+    advice = one_line_error(command("train", "--resume", run_dir, "--no-progress"), "corrupt",
+                            "delete it (or its run folder)")
     assert str(run_dir) in advice
     shutil.rmtree(run_dir)  # what the line says to do
     result = command("train", "--run-dir", run_dir, "--seed", "2", *tiny(128))
@@ -124,13 +125,13 @@ def test_resume_with_a_longer_budget_trains_on_and_says_so(finished_run, tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.parametrize("damage, words", [
-    (lambda c: {k: v for k, v in c.items() if k != "agent"}, ["lacks agent"]),
-    (lambda c: {k: v for k, v in c.items() if k != "env_states"}, ["lacks env_states", "older"]),
-    (lambda c: [1, 2, 3], ["not a camal-train checkpoint"]),
+    (lambda c: {k: v for k, v in c.items() if k != "agent"}, ["lacks 'agent'"]),
+    (lambda c: {k: v for k, v in c.items() if k != "env_states"}, ["lacks 'env_states'", "--resume needs"]),
+    (lambda c: [1, 2, 3], ["not a camal-rl checkpoint"]),
 ])
 def test_a_checkpoint_missing_keys_is_one_line(finished_run, tmp_path, damage, words):
     run_dir = copy_of(finished_run, tmp_path)
-    checkpoint = torch.load(run_dir / runs.CHECKPOINT, weights_only=False)
+    checkpoint = torch.load(run_dir / runs.CHECKPOINT, weights_only=True)
     torch.save(damage(checkpoint), run_dir / runs.CHECKPOINT)
     one_line_error(command("train", "--resume", run_dir, "--total-timesteps", "512"), str(run_dir), *words)
 

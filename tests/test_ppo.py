@@ -67,7 +67,7 @@ def test_crash_and_resume_continue_bit_identically(tmp_path):
     with pytest.raises(Crash):
         ppo.train(tiny_args(tmp_path, checkpoint_interval=2), on_rollout=crash_at_third)
     run_dir = tmp_path / "run"
-    checkpoint = torch.load(run_dir / runs.CHECKPOINT, weights_only=False)
+    checkpoint = torch.load(run_dir / runs.CHECKPOINT, weights_only=True)
     assert checkpoint["iteration"] == 2 and checkpoint["global_step"] == 256
     assert any(state["actions"] for state in checkpoint["env_states"])  # mid-episode: the replay matters
     assert not (run_dir / runs.SUMMARY).exists()
@@ -171,7 +171,7 @@ def test_vanilla_and_camal_share_the_first_rollout(tmp_path):
     for key in ["obs", "masks", "actions", "rewards"]:
         assert torch.equal(rollouts["vanilla"][1][key], rollouts["camal"][1][key]), key
     # ... while the updates differ: the CAMAL term changed the trunk's weights
-    weights = [torch.load(tmp_path / m / runs.CHECKPOINT, weights_only=False)["agent"]["conv.0.weight"] for m in "vc"]
+    weights = [torch.load(tmp_path / m / runs.CHECKPOINT, weights_only=True)["agent"]["conv.0.weight"] for m in "vc"]
     assert not torch.equal(*weights)
     assert json.loads((tmp_path / "v" / runs.SUMMARY).read_text())["method"] == "vanilla"
 
@@ -293,7 +293,7 @@ def test_a_dying_env_worker_stops_the_run_clearly_and_it_resumes(tmp_path):
     args = tiny_args(tmp_path, env_workers=2, eval_episodes=0, total_timesteps=3 * 2 * 64)
     with pytest.raises(vector.EnvWorkerError, match="died .*--resume"):
         ppo.train(args, on_rollout=kill_a_worker)
-    assert torch.load(tmp_path / "run" / runs.CHECKPOINT, weights_only=False)["iteration"] == 1
+    assert torch.load(tmp_path / "run" / runs.CHECKPOINT, weights_only=True)["iteration"] == 1
     summary = ppo.train(ppo.Args(resume=str(tmp_path / "run"), progress=False, cuda=False))
     assert summary["global_step"] == 3 * 2 * 64
 
