@@ -151,8 +151,7 @@ def record(run_dirs: list[str], out: str | Path, *, episodes: int = 1, seed: int
     if not 1 <= len(run_dirs) <= 2:
         raise ConfigError("give one run folder, or two to compare side by side")
     out = Path(out)
-    if out.suffix.lower() not in (".mp4", ".avi"):
-        raise ConfigError(f"--out must end in .mp4 (H.264) or .avi (Motion JPEG), got {out.name}")
+    check_out(out, panel=False)
     device = torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
     players = []
     try:
@@ -219,9 +218,24 @@ def panel_frame(player: Player, seed: int, max_steps: int = 300) -> dict:
     return best
 
 
+VIDEO_SUFFIXES = {".mp4": "H.264", ".avi": "Motion JPEG"}
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
+
+
+def check_out(out: str | Path, *, panel: bool) -> None:
+    """A video is .mp4 or .avi, a panel a picture: the suffix chooses the writer."""
+    suffix = Path(out).suffix.lower()
+    if panel and suffix not in PICTURE_SUFFIXES:
+        raise ConfigError(f"--panel draws a picture: --out must end in {', '.join(PICTURE_SUFFIXES)}, got "
+                          f"{Path(out).name}")
+    if not panel and suffix not in VIDEO_SUFFIXES:
+        raise ConfigError(f"--out must end in .mp4 (H.264) or .avi (Motion JPEG), got {Path(out).name}")
+
+
 def attention_panel(pairs: list[tuple[str, str]], out: str | Path, *, seed: int = 0, cuda: bool = False) -> list[dict]:
     """Figure-11-style panel: per (CAMAL run, Vanilla run) pair one row with the frame, its label
     mask, and each agent's attention of V(s) on that same observation (IoU at tau 0.7 in the title)."""
+    check_out(out, panel=True)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -321,6 +335,8 @@ def check_record_args(options: RecordArgs) -> None:
         raise ConfigError(f"--max-seconds {options.max_seconds} at --fps {options.fps} is too many frames to count")
     if options.panel and len(options.runs) % 2:
         raise ConfigError("--panel takes pairs of run folders: CAMAL_RUN VANILLA_RUN [...]")
+    if options.out is not None:
+        check_out(options.out, panel=options.panel)
 
 
 def cli(argv: list[str] | None = None) -> None:
