@@ -356,6 +356,21 @@ def _forget_parent_reaper() -> None:
 os.register_at_fork(after_in_child=_forget_parent_reaper)
 
 
+def _engine_says(call, *args):
+    """``call(*args)`` with what the engine library writes to stderr caught (it writes with C, not Python):
+    (the result, the text)."""
+    with tempfile.TemporaryFile() as caught:
+        saved = os.dup(2)
+        try:
+            os.dup2(caught.fileno(), 2)
+            result = call(*args)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        return result, caught.read().decode(errors="replace")
+
+
 def engine_folder() -> Path:
     """Where this user's ViZDoom engines keep their files."""
     folder = Path(tempfile.gettempdir()) / f"camal-rl-vizdoom-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
@@ -423,9 +438,11 @@ class DoomEnv(gym.Env):
         self.render_mode = render_mode
 
         game = vzd.DoomGame()
-        if not game.load_config(str(spec.config)):
-            raise SpecError(f"{spec.config} is not a ViZDoom .cfg (the engine could not read it; scenario "
-                            f"{spec.name}); give the spec's 'config' a ViZDoom config file or a bundled scenario name")
+        loaded, said = _engine_says(game.load_config, str(spec.config))
+        if not loaded:
+            why = said.strip().splitlines()[0].split(". ", 1)[-1] if said.strip() else "the engine could not read it"
+            raise SpecError(f"{spec.config} is not a ViZDoom .cfg ({why}; scenario {spec.name}); give the spec's "
+                            f"'config' a ViZDoom config file or a bundled scenario name")
         game.set_window_visible(False)
         # the engine's own files (its .ini, saves) go to a folder of ours, never to the working directory,
         # which may be read-only or a user's project

@@ -182,3 +182,25 @@ def test_a_checkpoint_holds_only_data(finished_run):
     named = {argument for opcode, argument, _ in pickletools.genops(data) if opcode.name in ("GLOBAL", "STACK_GLOBAL")}
     allowed = ("torch ", "torch._utils _rebuild_tensor", "collections OrderedDict")
     assert named and all(name.startswith(allowed) for name in named), named
+
+
+@pytest.mark.parametrize("program, make_args, words", [
+    ("record", lambda run, tmp: ["--panel", run, run, "--out", tmp / "x.mp4"], ["--panel draws a picture"]),
+    ("record", lambda run, tmp: [run, "--out", tmp / "x.png"], ["must end in .mp4"]),
+    ("train", lambda run, tmp: ["--env", "basic", "--seed", "-1", "--run-dir", tmp / "r"], ["--seed", "4294967295"]),
+    ("train", lambda run, tmp: ["--env", "basic", "--seed", "4294967296", "--run-dir", tmp / "r"], ["--seed"]),
+    ("eval", lambda run, tmp: [run, "--seed", "4294967296"], ["--seed", "4294967295"]),
+    ("classify", lambda run, tmp: ["--seed", "-1", "--out", tmp / "c"], ["--seed", "4294967295"]),
+    ("train", lambda run, tmp: ["--resume", "", "--run-dir", tmp / "r"], ["--resume needs a run folder"]),
+])
+def test_the_issues_examples_are_one_line(finished_run, tmp_path, program, make_args, words):
+    one_line_error(command(program, *make_args(finished_run, tmp_path)), *words)
+    assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
+
+
+def test_a_spec_whose_config_is_not_a_vizdoom_cfg_is_one_line(tmp_path):
+    (tmp_path / "notes.txt").write_text("these are not engine settings\n")
+    spec = tmp_path / "odd.toml"
+    spec.write_text('config = "notes.txt"\nmask_categories = ["Monster"]\n')
+    one_line_error(command("train", "--env", spec, "--run-dir", tmp_path / "r", *TINY), "is not a ViZDoom .cfg")
+    assert not (tmp_path / "r").exists()
