@@ -49,12 +49,12 @@ class GroupRow:
 
     env: str
     method: str
-    seeds: int
-    returns: tuple[float, ...]
-    normalised: tuple[float, ...]
-    ious: tuple[float, ...]
-    zero_map_fractions: tuple[float, ...]
-    dead_in_training: int
+    seeds: int  # runs in the group, whether or not each has every number
+    returns: tuple[float, ...]  # final evaluation returns, raw
+    normalised: tuple[float, ...]  # the same on the scenario's scale (0 random, 1 reference)
+    ious: tuple[float, ...]  # final evaluation IoU with the label mask
+    zero_map_fractions: tuple[float, ...]  # share of evaluated frames whose map was all zero
+    dead_in_training: int  # runs whose last logged training maps were dead
 
 
 @dataclass(frozen=True)

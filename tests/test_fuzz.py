@@ -584,6 +584,16 @@ def test_hostile_trainer_flags(finished_run, tmp_path, chosen, resume):
 
 
 NO_RUN = "no checkpoint at"
+
+
+def ends_refused(tmp_path: Path, cli_function, make_argv, command: str) -> tuple[str, Path]:
+    """Run a command on arguments made for a fresh example folder; it must not end in a result (these
+    examples are built so that even valid flags end in one line). (What it said, the folder.)"""
+    folder = example_folder(tmp_path)
+    with watched(tmp_path, folder):
+        said = verdict(call(cli_function, make_argv(folder)), command)
+    assert said != RESULT
+    return said, folder
 EVAL_FLAGS = {"--episodes": Flag((["1"], ["10"])), "--seed": Flag((["0"], ["7"], ["4294967295"])),
               "--num-envs": Flag((["1"], ["4"])), "--json": Flag((["results.json"],))}
 
@@ -593,11 +603,8 @@ EVAL_FLAGS = {"--episodes": Flag((["1"], ["10"])), "--seed": Flag((["0"], ["7"],
 @example(chosen=(["--episodes", "0"], False), runs_given=1)
 def test_hostile_eval_flags(tmp_path, chosen, runs_given):
     argv, good = chosen
-    folder = example_folder(tmp_path)
-    missing = [str(folder / f"no_run{i}") for i in range(runs_given)]  # even valid flags end in one line
-    with watched(tmp_path, folder):
-        said = verdict(call(evaluation.cli, [*missing, *argv, "--no-cuda"]), "camal-eval")
-    assert said != RESULT
+    said, _ = ends_refused(tmp_path, evaluation.cli, lambda folder: [
+        *(str(folder / f"no_run{i}") for i in range(runs_given)), *argv, "--no-cuda"], "camal-eval")
     if good and runs_given:
         assert NO_RUN in said, said
     if argv == ["--episodes", "0"] and runs_given:
@@ -614,10 +621,8 @@ RECORD_FLAGS = {"--episodes": Flag((["1"], ["10"])), "--seed": Flag((["0"], ["7"
 @example(chosen=(["--max-seconds", "1e308"], False))
 def test_hostile_record_flags(tmp_path, chosen):
     argv, good = chosen
-    folder = example_folder(tmp_path)
-    with watched(tmp_path, folder):
-        said = verdict(call(record.cli, [str(folder / "no_run"), *argv, "--no-cuda"]), "camal-record")
-    assert said != RESULT
+    said, _ = ends_refused(tmp_path, record.cli, lambda folder: [str(folder / "no_run"), *argv, "--no-cuda"],
+                           "camal-record")
     if good:
         assert NO_RUN in said, said
 
@@ -679,12 +684,10 @@ SWEEP_FLAGS = {
 @example(chosen=(["--seeds", "1", "1"], False))
 def test_hostile_sweep_flags(tmp_path, chosen):
     argv, good = chosen
-    folder = example_folder(tmp_path)
     # every job is refused when its flags are read (1 agent step is below one rollout): nothing runs
-    with watched(tmp_path, folder):
-        said = verdict(call(sweep.cli, [*argv, "--out", "sweep", "--no-compare", "--", "--total-timesteps", "1"]),
-                       "camal-sweep")
-    assert said != RESULT and not (folder / "sweep").exists()
+    said, folder = ends_refused(tmp_path, sweep.cli, lambda folder: [
+        *argv, "--out", "sweep", "--no-compare", "--", "--total-timesteps", "1"], "camal-sweep")
+    assert not (folder / "sweep").exists()
     if good:
         assert TOO_SHORT in said, said
     if argv == ["--seeds", "1", "1"]:
@@ -707,12 +710,10 @@ CLASSIFY_FLAGS = {
 @example(chosen=(["--only-folds", "10"], False))
 def test_hostile_classify_flags(tmp_path, chosen):
     argv, good = chosen
-    folder = example_folder(tmp_path)
     # --prior-threshold 1.5 is refused by the last of camal-classify's checks: a valid set never trains
     tail = ["--out", "cls", "--no-cuda", "--no-progress", "--prior-threshold", "1.5"]
-    with watched(tmp_path, folder):
-        said = verdict(call(classify_cli, [*argv, *tail]), "camal-classify")
-    assert said != RESULT and not (folder / "cls").exists()
+    said, folder = ends_refused(tmp_path, classify_cli, lambda folder: [*argv, *tail], "camal-classify")
+    assert not (folder / "cls").exists()
     if good:
         assert "--prior-threshold must lie between 0 and 1" in said, said
     if argv == ["--only-folds", "10"]:
