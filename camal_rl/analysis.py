@@ -222,6 +222,21 @@ def common_length(found_runs: list[dict]) -> tuple[int | None, str]:
                   f"evaluation step they all reached.")
 
 
+def common_lengths(found_runs: list[dict]) -> tuple[dict[str, int], str]:
+    """Per scenario, the step its runs are compared at where their lengths differ (``common_length``;
+    scenarios may have budgets of their own), and what the report says of it."""
+    by_env: dict[str, list[dict]] = defaultdict(list)
+    for run in found_runs:
+        by_env[run["env"]].append(run)
+    steps, sentences = {}, []
+    for env, runs_of_env in sorted(by_env.items()):
+        step, sentence = common_length(runs_of_env)
+        if step is not None:
+            steps[env] = step
+            sentences.append(f"{env}: {sentence}" if len(by_env) > 1 else sentence)
+    return steps, " ".join(sentences)
+
+
 def normalized_return(run: dict, value: float) -> float:
     """``value`` on the run's own scenario scale (0 random, 1 reference), from the scenario the run
     recorded; older runs without one are looked up by name."""
@@ -471,12 +486,11 @@ def compare(paths: list[str], out: str | Path, *, reps: int = 2000, seed: int = 
             f"(camal-train) or per-fold JSON files (camal-classify)"
             + (f"; left out: {'; '.join(left_out)}" if left_out else "")
         )
-    compared_at, length_note = None, ""
+    compared_at, length_note = {}, ""
     if at_step is None and rl_runs:
-        compared_at, length_note = common_length(rl_runs)
-        if compared_at is not None:
-            rl_runs = [{**load_run(Path(r["_path"]), compared_at), **{k: r[k] for k in ("env", "method", "seed")}}
-                       for r in rl_runs]
+        compared_at, length_note = common_lengths(rl_runs)
+        rl_runs = [{**load_run(Path(r["_path"]), compared_at[r["env"]]), **{k: r[k] for k in ("env", "method", "seed")}}
+                   if r["env"] in compared_at else r for r in rl_runs]
     notes: list[str] = []
     rl = rl_results(rl_runs, notes, reps=reps, seed=seed, min_runs=min_runs) if rl_runs else None
     folds = classification_results(found.folds, notes) if found.folds else None

@@ -86,7 +86,7 @@ class Comparison:
     min_runs: int
     setting: dict = field(default_factory=dict)
     at_step: int | None = None  # --at-step
-    compared_at_step: int | None = None  # the common step runs of different lengths were compared at
+    compared_at_step: dict = field(default_factory=dict)  # scenario -> the step its runs of different lengths met at
     length_note: str = ""
     rl: RLResults | None = None
     folds: tuple[FoldComparison, ...] | None = None  # None: no fold files
@@ -269,7 +269,7 @@ def results_json(comparison: Comparison) -> dict:
     data: dict = {"setting": comparison.setting, "rl": rl_json(comparison.rl) if comparison.rl else {},
                   "classification": {}, "notes": list(comparison.notes), "left_out": list(comparison.left_out),
                   "min_runs_for_verdict": comparison.min_runs, "reps": comparison.reps, "seed": comparison.seed}
-    if comparison.compared_at_step is not None:
+    if comparison.compared_at_step:
         data["compared_at_step"] = comparison.compared_at_step
     if comparison.at_step is not None:
         data["at_step"] = comparison.at_step

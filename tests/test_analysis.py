@@ -238,3 +238,15 @@ def test_cli_flags(tmp_path, capsys, keeps_sigterm):
     with pytest.raises(SystemExit) as stop:  # tyro's own parse errors exit 2 as well
         analysis.cli([str(tmp_path / "runs"), "--out", str(tmp_path / "other"), "--reps", "many"])
     assert stop.value.code == 2 and not (tmp_path / "other").exists()
+
+
+def test_scenarios_with_budgets_of_their_own_are_each_compared_at_their_own_end(monkeypatch):
+    """A study at each scenario's budget: runs of one scenario that ended at different steps meet at
+    their last common evaluation; another scenario's longer budget does not pull them there."""
+    evaluated = {"b1": {100, 200}, "b2": {100, 200, 300}, "c1": {1000, 2000}, "c2": {1000, 2000}}
+    monkeypatch.setattr(analysis, "evaluation_steps", lambda run: evaluated[run["_path"]])
+    runs = [{"env": "basic", "global_step": 200, "_path": "b1"}, {"env": "basic", "global_step": 300, "_path": "b2"},
+            {"env": "take_cover", "global_step": 2000, "_path": "c1"},
+            {"env": "take_cover", "global_step": 2000, "_path": "c2"}]
+    steps, sentence = analysis.common_lengths(runs)
+    assert steps == {"basic": 200} and sentence.startswith("basic: The runs end at different agent steps")

@@ -315,7 +315,7 @@ def test_runs_of_different_lengths_are_compared_at_a_common_step(finished_run, t
     result = command("compare", tmp_path / "runs", "--out", tmp_path / "out", "--no-plots", "--reps", MIN_REPS)
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert results["compared_at_step"] == 256
+    assert results["compared_at_step"] == {"basic": 256}
     assert "different agent steps" in (tmp_path / "out" / "report.md").read_text()
 
 
