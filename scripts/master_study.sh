@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The long CPU runs behind reports/recipe_search_neutral/, reports/vs_sample_factory/ and
+# reports/drl_master/, in order, each resumable: stop it at any point and run it again to go on
+# (a search resumes from its study.db, a sweep skips finished runs and resumes stopped ones).
+# Run it on an otherwise quiet machine: the searches score wall-clock time.
+#
+#   bash scripts/master_study.sh [step ...]     # steps: sf search-basic search-center search-line
+#                                               #        search-cover study   (default: all, in order)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. .venv/bin/activate
+
+search() {  # scenario, minutes per run, hours for the whole search
+  python scripts/tune_recipe.py --env "$1" --minutes "$2" --budget-hours "$3" --trials 100 --seeds 101 102 \
+    --start-from tuned --out "reports/recipe_search_neutral/$1"
+}
+
+run_step() {
+  case "$1" in
+    sf) python scripts/vs_sample_factory.py --minutes 10 --sf-python .venv-sf/bin/python \
+          --out reports/vs_sample_factory ;;
+    search-basic) search basic 2 1 ;;
+    search-center) search defend_the_center 5 2 ;;
+    search-line) search defend_the_line 5 2 ;;
+    search-cover) search take_cover 5 2 ;;
+    study) for env in basic defend_the_center defend_the_line take_cover; do
+             python scripts/reproduce_drl.py --envs "$env" --seeds 1 2 3 4 5 --recipe tuned --concurrent 2 \
+               --steps "$(python -c "from camal_rl import arguments, ppo; print(arguments.resolve(ppo.Args(env='$env')).total_timesteps)")" \
+               --runs runs/drl_master --report "reports/drl_master/$env" --skip-media
+           done ;;
+    *) echo "unknown step $1" >&2; exit 2 ;;
+  esac
+}
+
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(sf search-basic search-center search-line search-cover study)
+for step in "${steps[@]}"; do
+  echo "== $(date -u +%FT%TZ) $step"
+  run_step "$step"
+done
+echo "== $(date -u +%FT%TZ) done"
