@@ -154,7 +154,7 @@ def hub_folder(source: str | Path) -> Path:
     except Exception as error:  # offline, no such repository, a bad name: the Hub raises many types
         said = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
         raise RunFolderError(f"{source}: the Hugging Face Hub did not give it ({type(error).__name__}: {said}); "
-                             f"offline, download it where there is a network (huggingface-cli download {repo} "
+                             f"offline, download it where there is a network (hf download {repo} "
                              f"--local-dir DIR) and give DIR") from None
 
 
@@ -312,7 +312,7 @@ class SavedRun:
         read = {f.name: self.args[f.name] for f in fields(PlaySettings) if f.name in self.args}
         try:
             schema.check_types(read, typing.get_type_hints(PlaySettings), "the run's saved settings")
-            settings = PlaySettings(**{name: schema_value(value) for name, value in read.items()})
+            settings = PlaySettings(**{name: schema.tuple_if_list(value) for name, value in read.items()})
         except (schema.SchemaError, TypeError) as error:
             raise RunFolderError(f"{str(error).splitlines()[0]}; it was not written by this camal-rl") from None
         self.env, self.seed = settings.env, settings.seed
@@ -334,10 +334,6 @@ class SavedRun:
             raise RunFolderError(f"the run's saved settings: {problem}; it was not written by this camal-rl")
 
 
-def schema_value(value):
-    return tuple(value) if isinstance(value, list) else value
-
-
 def saved_run(checkpoint_or_summary: dict) -> SavedRun:
     return SavedRun(checkpoint_or_summary["args"])
 
@@ -352,9 +348,12 @@ def one_writer(folder: Path, lock_name: str = WRITER_LOCK) -> Iterator[None]:
     holder ends, killed or not, so nothing stale is left to clean up."""
     import fcntl
 
-    handle = open(folder / lock_name, "a+")  # noqa: SIM115 (held open for the block)
+    path = folder / lock_name
+    handle = open(path, "a+")  # noqa: SIM115 (held open for the block)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if not path.exists() or os.fstat(handle.fileno()).st_ino != path.stat().st_ino:
+            raise BlockingIOError  # the lock file was replaced after we opened it: another writer came and went
     except BlockingIOError:
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
@@ -374,24 +373,25 @@ def one_writer(folder: Path, lock_name: str = WRITER_LOCK) -> Iterator[None]:
 @contextmanager
 def run_folder(run_dir: Path, *, fresh: bool) -> Iterator[Path]:
     """The folder of a run for the run's life: made where missing (a read-only or missing parent fails
-    here, before any engine starts), written by this process alone (``one_writer``), and removed again
-    when the run ends having written nothing. A fresh run checks again, holding the lock, that no
-    other run has landed there since its arguments were checked."""
+    here, before any engine starts) and written by this process alone (``one_writer``). A fresh run
+    checks again, holding the lock, that no other run has landed there since its arguments were
+    checked; a run that ends having written nothing removes the folder it made, still holding the lock
+    (a process refused the lock never touches the folder)."""
     made = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with one_writer(run_dir):
+    with one_writer(run_dir):
+        try:
             if fresh:
                 check_fresh_run_dir(run_dir)
             yield run_dir
-    except BaseException:
-        if made and not holds_a_run(run_dir):
-            (run_dir / WRITER_LOCK).unlink(missing_ok=True)
-            try:
-                run_dir.rmdir()
-            except OSError:
-                pass
-        raise
+        except BaseException:
+            if made and not holds_a_run(run_dir):
+                (run_dir / WRITER_LOCK).unlink(missing_ok=True)
+                try:
+                    run_dir.rmdir()
+                except OSError:
+                    pass
+            raise
 
 
 def reload_if_moved_on(run_dir: Path, checkpoint: dict) -> dict:
@@ -434,14 +434,23 @@ def restore_checkpoint(checkpoint: dict, run_dir: Path, *, agent, optimizer, env
     stood: the run goes on bit for bit."""
     import sys
 
-    restore_agent(agent, checkpoint, Path(run_dir) / CHECKPOINT)
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    envs.restore(checkpoint["env_states"])
-    storage.load_state(checkpoint["storage"])
+    path = Path(run_dir) / CHECKPOINT
+    restore_agent(agent, checkpoint, path)
+    try:
+        if tuple(checkpoint["next_done"].shape) != (envs.num_envs,):
+            raise ValueError(f"next_done has shape {tuple(checkpoint['next_done'].shape)} for {envs.num_envs} envs")
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        envs.restore(checkpoint["env_states"])
+        storage.load_state(checkpoint["storage"])
+        checkpoints.set_rng_state(checkpoint["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as error:
+        # parts only a resume reads (the optimiser, the envs' places, the carried frames, random streams)
+        said = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+        raise RunFolderError(f"checkpoint {path} cannot be resumed: {type(error).__name__}: {said}; it was not "
+                             f"written by this camal-rl") from None
     if not np.array_equal(envs.frames, storage.newest_frames().cpu().numpy()):
         print("camal-train: warning: the replayed environments differ from the checkpoint's frames; "
               "the run continues but not bit-identically", file=sys.stderr)
-    checkpoints.set_rng_state(checkpoint["rng"])
 
 
 def make_summary(args: dict, *, method: str, spec, global_step: int, last_eval: dict, recent_returns,

@@ -10,8 +10,9 @@ node sees (a shared file system), or an fsspec URI (``s3://bucket/runs``, ``gs:/
 ``file:///...``) into which each run's folder is mirrored while it trains. A finished run (its
 ``summary.json``, or a fold's ``fold_XX.json``) is skipped, a checkpointed one resumed, the rest
 started, so a sweep killed halfway and started again finishes only what was missing. Ctrl-C or
-SIGTERM stops a local sweep at once: no queued run starts and the running ones end with their
-last checkpoint.
+SIGTERM stops a local sweep: no queued run starts, and each running trainer finishes its iteration,
+saves it and ends (trainers run in sessions of their own, so a terminal's Ctrl-C reaches the sweep
+only, which stops each trainer once).
 
 On Ray each run is a task with ``--cpus-per-run`` CPUs and ``--gpus-per-run`` GPUs (fractions
 let several small runs share a card; with GPUs the runs get ``--cuda``). Ray places the tasks and
@@ -76,6 +77,7 @@ class SweepError(CamalError, ValueError):
 class Storage:
     def __init__(self, location: str | os.PathLike):
         self.location = str(location)
+        self.seen: dict = {}  # what the mirrored files looked like at the last upload (fsspec storage)
         self.is_local = "://" not in self.location
         if self.is_local:
             self.root = Path(self.location)
@@ -191,7 +193,7 @@ def plan(envs: list[str], methods: list[str], seeds: list[int], train_args=()) -
         name = f"{doom.load_spec(env).name}__{method}__{seed}"
         args = ("--env", env, "--seed", str(seed), *METHOD_FLAGS[method], *train_args)
         settings = train_settings(args)
-        _check_axes(settings, name, method, seed)
+        _check_axes(settings, name, env, method, seed)
         jobs.append(Job(name, name, "camal_rl.ppo", args, settings=settings))
     return jobs
 
@@ -210,14 +212,14 @@ def train_settings(flags: tuple[str, ...]):
     return arguments.resolve(parsed)
 
 
-def _check_axes(settings, name: str, method: str, seed: int) -> None:
+def _check_axes(settings, name: str, env: str, method: str, seed: int) -> None:
     """Flags after -- may not move a run off its cell of the grid."""
-    moved = [axis for axis, same in (("--seed", settings.seed == seed), ("--camal-coef / --regularizer",
-                                                                          settings.method == method))
-             if not same]
+    cell = (("--env", doom.load_spec(settings.env).name == doom.load_spec(env).name), ("--seed", settings.seed == seed),
+            ("--camal-coef / --regularizer", settings.method == method))
+    moved = [axis for axis, same in cell if not same]
     if moved:
         raise SweepError(f"the flags after -- change {', '.join(moved)} of {name}; the grid sets those: "
-                         f"give --seeds / --methods instead")
+                         f"give --envs / --seeds / --methods instead")
 
 
 def _check_unique(what: str, values: list) -> None:
@@ -294,12 +296,40 @@ def run_job(job: Job, location: str, threads: int = 1, device_flags: tuple[str, 
     else:
         scratch = tempfile.TemporaryDirectory(prefix="camal-sweep-")
         root = Path(scratch.name)
-        seen = storage.download(job.folder, root)
+        storage.seen = storage.download(job.folder, root)
     (root / job.log).parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    for _ in range(LOCK_RETRIES):
+        returncode = _run_trainer(job, root, state, threads, device_flags, env, stop, storage, scratch, sync_seconds)
+        if not (returncode == 2 and _held_by_another(root / job.log)) or (stop is not None and stop.is_set()):
+            break
+        # a trainer whose worker died (Ray retries the task) may still be saving its last iteration
+        time.sleep(LOCK_WAIT_SECONDS)
+    if scratch is not None:
+        storage.upload(job.folder, root, storage.seen)
+        if job.fold is None:
+            storage.fs.put_file(str(root / job.log), storage.remote(job.log))
+        scratch.cleanup()
+    return returncode
+
+
+LOCK_RETRIES, LOCK_WAIT_SECONDS = 10, 30.0
+
+
+def _held_by_another(log: Path) -> bool:
+    lines = log.read_text(errors="replace").strip().splitlines()
+    return bool(lines) and "is being written by another process" in lines[-1]
+
+
+def _run_trainer(job: Job, root: Path, state: str, threads: int, device_flags, env: dict, stop, storage: Storage,
+                 scratch, sync_seconds: float) -> int:
+    """One try at a job's process: until it ends or ``stop`` is set (then SIGTERM, and wait for it)."""
     with open(root / job.log, "a") as log:
+        # a session of its own: a terminal's Ctrl-C reaches the sweep only, which then stops the trainer once
+        # (SIGTERM: it finishes its iteration and saves it; a second signal would stop it at once)
         process = subprocess.Popen(job.command(root, state, threads, list(device_flags)), stdout=log,
-                                   stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)
+                                   stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent,
+                                   start_new_session=True)
         try:
             last_sync = time.monotonic()
             while process.poll() is None and not (stop is not None and stop.is_set()):
@@ -307,17 +337,12 @@ def run_job(job: Job, location: str, threads: int = 1, device_flags: tuple[str, 
                     process.wait(timeout=min(1.0, sync_seconds))
                 except subprocess.TimeoutExpired:
                     if scratch is not None and time.monotonic() - last_sync >= sync_seconds:  # mirror checkpoints
-                        seen = storage.upload(job.folder, root, seen)
+                        storage.seen = storage.upload(job.folder, root, storage.seen)
                         last_sync = time.monotonic()
         finally:
             if process.poll() is None:
                 process.terminate()
                 process.wait()
-    if scratch is not None:
-        storage.upload(job.folder, root, seen)
-        if job.fold is None:
-            storage.fs.put_file(str(root / job.log), storage.remote(job.log))
-        scratch.cleanup()
     return process.returncode
 
 

@@ -247,3 +247,33 @@ def test_sigterm_stops_the_sweep_and_its_runs(tmp_path):
     assert [job.state(storage) for job in jobs] == ["resumable", "new"]
     assert not (out / "basic__vanilla__1").exists() and not (out / "basic__vanilla__1.log").exists()
     assert "stopped by SIGTERM" in (out / "basic__camal__1.log").read_text()
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_sweep_lets_its_trainers_save_their_iteration(tmp_path):
+    """A terminal's Ctrl-C (SIGINT to the sweep's whole process group): the trainers, in sessions of
+    their own, get one SIGTERM from the sweep, finish their iteration and save it, though their next
+    scheduled checkpoint is far away."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "grid"
+    flags = ["--total-timesteps", "1000000", *TINY[2:], "--checkpoint-interval", "100000", "--checkpoint-minutes", "0"]
+    process = subprocess.Popen([sys.executable, "-m", "camal_rl.sweep", "--envs", "basic", "--methods", "camal",
+                                "--seeds", "1", "--out", str(out), "--no-compare", "--workers", "1", "--", *flags],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    run = out / "basic__camal__1"
+    deadline = time.time() + 120
+    while not list(run.glob("events.out.tfevents.*")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(5)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGINT and "Traceback" not in stderr, stderr
+    log = (out / "basic__camal__1.log").read_text()
+    assert "stopped by SIGTERM" in log and "last checkpoint is iteration" in log, log[-2000:]
+    from camal_rl import runs
+
+    assert runs.load_checkpoint(run, for_resume=True)["iteration"] >= 1  # saved on the stop, not by schedule
