@@ -28,7 +28,7 @@ import tyro
 from camal_rl import report, schema
 from camal_rl import runs as run_folder
 from camal_rl import statistics as stats
-from camal_rl.doom import SpecError, load_spec
+from camal_rl.doom import ScenarioSpec, SpecError, load_spec
 from camal_rl.errors import CamalError, run_cli
 from camal_rl.files import strict_json_value, write_json, write_text_atomic
 from camal_rl.statistics import MIN_REPS, MIN_RUNS_FOR_VERDICT, AnalysisError
@@ -239,20 +239,13 @@ def common_lengths(found_runs: list[dict]) -> tuple[dict[str, int], str]:
 
 def normalized_return(run: dict, value: float) -> float:
     """``value`` on the run's own scenario scale (0 random, 1 reference), from the scenario the run
-    recorded; older runs without one are looked up by name."""
+    recorded (checked as every recorded scenario is); a run without one is looked up by name."""
     record = run.get(run_folder.SCENARIO_KEY)
-    if isinstance(record, dict) and {"random_score", "reference_score"} <= record.keys():
-        scale = record["reference_score"] - record["random_score"]
-        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale != 0):
-            raise AnalysisError(f"{run['_path']}: its return cannot be normalised: its scenario's random score "
-                                f"{record['random_score']!r} and reference score {record['reference_score']!r} "
-                                f"must be finite and differ")
-        return (value - record["random_score"]) / scale
     try:
-        return load_spec(run["env"]).normalize_return(value)
+        spec = ScenarioSpec.from_record(record) if isinstance(record, dict) else load_spec(run["env"])
     except SpecError as error:
-        raise AnalysisError(f"{run['_path']}: its return cannot be normalised: the run records no scenario and "
-                            f"{error}") from None
+        raise AnalysisError(f"{run['_path']}: its return cannot be normalised: {error}") from None
+    return spec.normalize_return(value)
 
 
 def maps_dead_at_end(run: dict, above: float = 0.9) -> bool:

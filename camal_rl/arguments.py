@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 import time
 import typing
@@ -27,7 +28,7 @@ from camal_rl import camal, doom, recipes, runs, schema
 from camal_rl.agent import MIN_OBS_SIZE, default_attention
 from camal_rl.errors import ConfigError, RunFolderError
 from camal_rl.rollout import PAPER_FRAMES
-from camal_rl.schema import check_seed
+from camal_rl.schema import check_seed, tuple_if_list
 
 # What --resume lets a user change; every other setting given with it must match the run.
 RESUMABLE_CHANGES = runs.HOW_A_RUN_RUNS | {"total_timesteps"}
@@ -102,10 +103,6 @@ def resolve(args, spec: doom.ScenarioSpec | None = None):
     return resolved
 
 
-def tuple_if_list(value):
-    return tuple(value) if isinstance(value, list) else value
-
-
 # (field, lowest allowed, whether the lowest is excluded, highest allowed)
 NUMBER_RANGES = (
     ("learning_rate", 0.0, True, 1.0), ("clip_coef", 0.0, True, math.inf), ("max_grad_norm", 0.0, True, math.inf),
@@ -154,6 +151,35 @@ def check_sizes(args) -> None:
     if args.total_timesteps < args.batch_size:
         raise ConfigError(f"--total-timesteps {args.total_timesteps} is below one rollout "
                           f"(num_envs x num_steps = {args.batch_size})")
+    if args.num_envs > MAX_ENVS or args.frame_stack > MAX_FRAME_STACK:
+        raise ConfigError(f"--num-envs must be <= {MAX_ENVS} (each is an engine process) and --frame-stack <= "
+                          f"{MAX_FRAME_STACK}; got {args.num_envs} and {args.frame_stack}")
+    needed, memory = rollout_bytes(args), physical_memory()
+    if memory and needed > 0.8 * memory:
+        raise ConfigError(f"the rollout storage of --num-envs {args.num_envs} x --num-steps {args.num_steps} at "
+                          f"{height}x{width} needs {needed / 2**30:.1f} GiB, more than this machine's "
+                          f"{memory / 2**30:.0f} GiB allow; choose fewer envs, steps or smaller frames")
+
+
+MAX_ENVS = doom.MAX_ENGINES
+MAX_FRAME_STACK = 64
+
+
+def rollout_bytes(args) -> int:
+    """Bytes of the rollout storage: a frame per env and step (and the stack's older frames), a mask at
+    the engine's screen size per env and step (``camal_rl.rollout.FrameStorage``)."""
+    height, width = args.obs_size
+    channels = 1 if args.grayscale else 3
+    screen_height, screen_width = doom.screen_size(args.resolution or doom.load_spec(args.env).resolution)
+    frames = (args.num_steps + args.frame_stack) * args.num_envs * channels * height * width
+    return frames + (args.num_steps + 1) * args.num_envs * screen_height * screen_width
+
+
+def physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system
+        return None
 
 
 def check_number(name: str, value, *, low: float = -math.inf, low_open: bool = False, high: float = math.inf) -> None:
@@ -230,8 +256,10 @@ def resumed_defaults(args_class, run_dir: str | Path):
     checkpoint = runs.load_checkpoint(run_dir, for_resume=True)
     saved = saved_settings(args_class, checkpoint["args"], Path(run_dir) / runs.CHECKPOINT)
     fresh = args_class()
-    return with_values(saved, resume=str(run_dir), run_dir=str(run_dir),
-                       **{name: getattr(fresh, name) for name in THIS_SESSION})
+    this_session = {name: getattr(fresh, name) for name in THIS_SESSION}
+    # a run graphed on a GPU resumes on a machine without one
+    this_session["cuda_graph"] = saved.cuda_graph and fresh.cuda and torch.cuda.is_available()
+    return with_values(saved, resume=str(run_dir), run_dir=str(run_dir), **this_session)
 
 
 def start_or_resume(args):

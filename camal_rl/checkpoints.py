@@ -28,7 +28,7 @@ def load(path: str | Path, *, mmap: bool = False) -> dict:
     path = Path(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except FileNotFoundError:
+    except OSError:  # missing, unreadable: a machine fault, said as one (``errors.run_cli``)
         raise
     except Exception as error:  # torch raises many types for damaged or foreign files
         text = str(error)

@@ -23,7 +23,6 @@ import os
 import signal
 import sys
 import tempfile
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ import vizdoom as vzd
 
 from camal_rl.errors import CamalError
 from camal_rl.recipes import check as check_recipe
-from camal_rl.schema import SCENARIO, SPEC_FILE, SchemaError, check_record
+from camal_rl.schema import SCENARIO, SPEC_FILE, SchemaError, check_record, safe_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -57,6 +56,8 @@ NEVER_MASKED_VALUES = (0, 1, 255)
 # measured); colour-path envs (videos) use it so that agents see the grey they trained on.
 ENGINE_GRAY_WEIGHTS = np.array([[0.2126, 0.7152, 0.0722]], dtype=np.float32)
 
+# Engines one command may start (each a process of its own): a bound on --num-envs everywhere.
+MAX_ENGINES = 256
 # The paper's four scenarios (section 4), named once: studies, sweeps and reports use this.
 PAPER_SCENARIOS = ("basic", "defend_the_line", "defend_the_center", "take_cover")
 # ViZDoom's object categories (state.labels[i].object_category).
@@ -144,6 +145,10 @@ class ScenarioSpec:
         try:
             check_record(record, SCENARIO, "a recorded scenario")
             check_recipes(record.get("recipes", {}), "a recorded scenario")
+            if not is_resolution(record["resolution"]):
+                raise SpecError(f"a recorded scenario: resolution {record['resolution']!r} is not ViZDoom's")
+            if record["random_score"] == record["reference_score"]:
+                raise SpecError("a recorded scenario: its random and reference scores are equal")
         except (SchemaError, SpecError) as error:
             raise SpecError(f"{error}; the run was not written by this camal-rl") from None
         values = dict(record)
@@ -152,6 +157,12 @@ class ScenarioSpec:
         values["mask_objects"] = tuple(values.get("mask_objects", ()))
         values["actions"] = tuple(tuple(a) for a in values.get("actions", ()))
         return cls(**values)
+
+
+def screen_size(resolution: str) -> tuple[int, int]:
+    """(height, width) of a ViZDoom resolution name such as ``RES_160X120``."""
+    width, height = resolution.removeprefix("RES_").split("X")
+    return int(height), int(width)
 
 
 def is_resolution(name: str) -> bool:
@@ -223,6 +234,9 @@ def load_spec(name_or_path: str | os.PathLike | ScenarioSpec) -> ScenarioSpec:
     except SchemaError as error:
         raise SpecError(f"{error}; see envs/basic.toml for a spec's keys") from None
     _check_spec_values(raw, path)
+    unsafe = safe_name(raw.get("name", path.stem))
+    if unsafe:  # the name becomes folder names (runs, sweeps): the file's stem when no name is given
+        raise SpecError(f"{path}: the scenario's name {unsafe}; rename the file or give name = ...")
     return ScenarioSpec(
         name=raw.get("name", path.stem),
         config=_resolve_config(raw["config"], path),
@@ -379,17 +393,15 @@ def engine_folder() -> Path:
 
 
 @contextmanager
-def _ctrl_c_ignored():
-    """SIGINT ignored while an engine starts (signal dispositions pass to child processes): a terminal's
-    Ctrl-C then reaches the Python process only, whose trainer finishes its iteration and saves it."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _ctrl_c_held():
+    """SIGINT blocked while an engine starts: the engine inherits the blocked mask (a terminal's Ctrl-C
+    never ends it), and this process gets a Ctrl-C that came meanwhile once the block lifts (its trainer
+    then finishes its iteration and saves it)."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _child_pids() -> set[int]:
@@ -462,7 +474,7 @@ class DoomEnv(gym.Env):
         if seed is not None:
             game.set_seed(int(seed) % (2**31))
         before = _child_pids()
-        with _ctrl_c_ignored():  # the engine inherits it: Ctrl-C is the trainer's, which stops cleanly
+        with _ctrl_c_held():  # Ctrl-C is the trainer's, which stops cleanly
             game.init()
         self.game = game
         self._engine_pids = _child_pids() - before

@@ -77,6 +77,13 @@ def run_cli(prog: str, main: Callable[[], T]) -> T:
     except OSError as error:
         print(f"{prog}: error: {describe_os_error(error)}", file=sys.stderr)
         raise SystemExit(1) from None
+    except (MemoryError, RuntimeError) as error:  # torch's out-of-memory errors are RuntimeErrors
+        if not isinstance(error, MemoryError) and "OutOfMemory" not in type(error).__name__ \
+                and "can't allocate memory" not in str(error):
+            raise
+        print(f"{prog}: error: out of memory ({type(error).__name__}); choose smaller settings (fewer envs or "
+              f"steps, smaller frames or batches)", file=sys.stderr)
+        raise SystemExit(1) from None
     except KeyboardInterrupt as interruption:  # Ctrl-C, or SIGTERM through stop_on_sigterm
         signum = getattr(interruption, "signum", signal.SIGINT)
         message = getattr(interruption, "message", "") or "interrupted"

@@ -183,8 +183,9 @@ def check_eval_args(options: EvalArgs) -> None:
         raise ConfigError(f"--episodes must be >= 1, got {options.episodes}")
     if options.seed is not None:
         check_seed(options.seed, "seed")
-    if options.num_envs is not None and options.num_envs < 1:
-        raise ConfigError(f"--num-envs must be >= 1, got {options.num_envs}")
+    if options.num_envs is not None and not 1 <= options.num_envs <= doom.MAX_ENGINES:
+        raise ConfigError(f"--num-envs must be between 1 and {doom.MAX_ENGINES} (each is an engine process), got "
+                          f"{options.num_envs}")
 
 
 def cli(argv: list[str] | None = None) -> None:

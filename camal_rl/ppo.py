@@ -330,17 +330,31 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: Minibatch, arg
 
 def compiled_parts(agent: Agent, args: Args, device: torch.device) -> tuple[Callable | None, Callable]:
     """The rollout's policy forward (None: the agent's own) and the update's loss, as ``--compile``
-    and ``--cuda-graph`` ask. With both on a GPU, torch.compile's CUDA graphs replay each."""
+    and ``--cuda-graph`` ask. With both on a GPU, torch.compile's CUDA graphs replay each; a graph
+    overwrites its outputs at its next replay, so what the loop keeps is copied out."""
     graphs = args.cuda_graph and device.type == "cuda"
     if not args.compile:
         return (GraphedForward(agent) if graphs else None), ppo_camal_loss
-    mode = "reduce-overhead" if graphs else None
 
     def policy_forward(x: torch.Tensor):
         logits, value, _ = agent(x)
         return logits, value
 
-    return torch.compile(policy_forward, mode=mode), torch.compile(ppo_camal_loss, mode=mode)
+    if not graphs:
+        return torch.compile(policy_forward), torch.compile(ppo_camal_loss)
+    graphed_policy = torch.compile(policy_forward, mode="reduce-overhead")
+    graphed_loss = torch.compile(ppo_camal_loss, mode="reduce-overhead")
+
+    def policy(x: torch.Tensor):
+        torch.compiler.cudagraph_mark_step_begin()
+        return tuple(output.clone() for output in graphed_policy(x))
+
+    def loss(agent_: Agent, batch: Minibatch, args_: Args):
+        torch.compiler.cudagraph_mark_step_begin()
+        value, metrics = graphed_loss(agent_, batch, args_)
+        return value, {tag: metric.clone() for tag, metric in metrics.items()}
+
+    return policy, loss
 
 
 def measure_attention(agent: Agent, storage: FrameStorage, indices: torch.Tensor, method: str) -> dict:

@@ -12,8 +12,9 @@ network or file here: the trainer gives it a clock and a function that saves.
 from __future__ import annotations
 
 import math
+import os
+import shlex
 import signal
-import sys
 import threading
 import time
 from collections import deque
@@ -95,7 +96,10 @@ class RunState:
         return (step // self.eval_interval + 1) * self.eval_interval if self.eval_interval else None
 
     def evaluation_due(self, iteration: int) -> bool:
-        return self.is_last(iteration) or (self.next_eval_step is not None and self.global_step >= self.next_eval_step)
+        """At the end, and every ``eval_interval`` agent steps; not after a stop was asked (it would only
+        delay it), but for the last iteration."""
+        scheduled = self.next_eval_step is not None and self.global_step >= self.next_eval_step
+        return self.is_last(iteration) or (scheduled and self.stop_signal is None)
 
     @contextmanager
     def evaluating(self) -> Iterator[None]:
@@ -164,8 +168,9 @@ class RunState:
             if self.stop_signal is not None:
                 raise Interrupted(signum=signum)
             self.stop_signal = signum
-            tqdm.write(f"camal-train: stopping after iteration {self.iteration + 1} "
-                       f"(it is saved first; {signal.Signals(signum).name} again stops at once)", file=sys.stderr)
+            # os.write, not print: a handler may run while the progress bar is writing to the same stream
+            os.write(2, f"\ncamal-train: stopping after the running iteration (it is saved first; "
+                        f"{signal.Signals(signum).name} again stops at once)\n".encode())
 
         if threading.current_thread() is threading.main_thread():
             previous = {signum: signal.signal(signum, ask_to_stop) for signum in handled}
@@ -176,7 +181,7 @@ class RunState:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-        if self.stop_signal is not None:
+        if self.stop_signal is not None and self.iteration < self.total_iterations:  # a stop at the end is no stop
             raise Interrupted(self._where_stopped(run_dir), self.stop_signal)
 
     def stop_requested(self) -> bool:
@@ -186,5 +191,5 @@ class RunState:
         where = f"{run_dir} stopped after iteration {self.iteration} of {self.total_iterations}"
         if self.last_checkpoint:
             return (f"{where}; its last checkpoint is iteration {self.last_checkpoint}; continue with: "
-                    f"camal-train --resume {run_dir}")
+                    f"camal-train --resume {shlex.quote(str(run_dir))}")
         return f"{where}, before its first checkpoint; delete the folder and start again"

@@ -107,6 +107,11 @@ def type_problem(value: Any, annotation: Any) -> str | None:
     return _problem(value, Key(kind))
 
 
+def tuple_if_list(value: Any) -> Any:
+    """A JSON list read back where a tuple was written (a frame size, a shape)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
 def check_types(values: dict, annotations: dict[str, Any], where: str) -> None:
     """Every value of ``values`` of its field's type (``annotations``: ``typing.get_type_hints`` of a dataclass)."""
     for name, value in values.items():
@@ -263,7 +268,7 @@ CHECKPOINT_TO_RESUME = {
     "optimizer": Key(TABLE), "rng": Key(TABLE), "env_states": Key(LIST, check=list_of(TABLE)), "storage": Key(TABLE),
     "iteration": Key(INTEGER, low=0), "global_step": Key(INTEGER, low=0), "next_done": Key(TENSOR),
     "train_time_s": SECONDS, "eval_time_s": SECONDS, "recent_returns": Key(LIST, check=list_of(NUMBER)),
-    "last_eval": Key(TABLE), "dead_attention_step": COUNT, "grid": Key(LIST, nullable=True),
+    "last_eval": Key(TABLE), "dead_attention_step": COUNT, "grid": Key(LIST, nullable=True, check=list_of(TENSOR)),
     "format": Key(INTEGER, low=1),
 }
 

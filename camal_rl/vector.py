@@ -52,12 +52,6 @@ class EnvWorkerError(CamalError, RuntimeError):
     """A worker process died or failed; the message names the worker, its envs and the cause."""
 
 
-def screen_size(resolution: str) -> tuple[int, int]:
-    """(height, width) of a ViZDoom resolution name such as ``RES_160X120``."""
-    width, height = resolution.removeprefix("RES_").split("X")
-    return int(height), int(width)
-
-
 class _Buffers:
     """The arrays learner and workers share: one anonymous shared mapping, views into it."""
 
@@ -184,7 +178,7 @@ class DoomVector:
         grayscale = env_kwargs.get("grayscale", True)
         height, width = env_kwargs.get("obs_size", (60, 80))
         self.frame_shape = (1 if grayscale else 3, height, width)
-        self.mask_shape = screen_size(env_kwargs.get("resolution") or spec.resolution)
+        self.mask_shape = doom.screen_size(env_kwargs.get("resolution") or spec.resolution)
         self.workers = min(max(0, workers), num_envs)
         self.buffers = _Buffers(num_envs, self.frame_shape, self.mask_shape, shared=self.workers > 0)
         for name in ("frames", "masks", "rewards", "terminated", "truncated", "episode_starts",

@@ -47,7 +47,7 @@ def test_help_lists_every_flag(program, capsys):
     ("eval", ["RUN", "--episodes", "0"], ["--episodes must be >= 1"]),
     ("eval", ["RUN", "--seed", "-1"], ["--seed must be a whole number from 0 to 4294967295, got -1"]),
     ("eval", ["RUN", "--seed", str(2**32)], ["--seed", "got 4294967296"]),
-    ("eval", ["RUN", "--num-envs", "0"], ["--num-envs must be >= 1"]),
+    ("eval", ["RUN", "--num-envs", "0"], ["--num-envs must be between 1 and 256"]),
     ("record", [], ["give a run folder"]),
     ("record", ["RUN", "--seed", "-1"], ["--seed must be a whole number from 0"]),
     ("record", ["RUN", "--seed", str(2**32 - 1), "--episodes", "2"], ["past the last seed"]),

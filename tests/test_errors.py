@@ -204,7 +204,8 @@ def test_a_signal_says_where_the_run_stopped_and_how_to_resume(tmp_path, signum,
         time.sleep(0.2)
     assert not ours & {int(p) for p in engines()}, "ViZDoom engines outlived the stopped trainer"
     assert process.returncode == 128 + signum
-    lines = [line for line in stderr.strip().splitlines() if "resuming" not in line and "stopping after" not in line]
+    lines = [line for line in stderr.strip().splitlines()
+             if line and "resuming" not in line and "stopping after" not in line]
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
     assert f"--resume {run_dir}" in lines[0] and "last checkpoint is iteration" in lines[0]
 

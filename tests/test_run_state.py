@@ -133,3 +133,16 @@ def test_the_handlers_are_put_back(tmp_path):
     with run.stoppable(tmp_path):
         assert signal.getsignal(signal.SIGINT) is not before[signal.SIGINT]
     assert {signum: signal.getsignal(signum) for signum in before} == before
+
+
+def test_a_stop_asked_in_the_last_iteration_lets_the_run_finish(tmp_path):
+    run = state(total_iterations=3)
+    with run.stoppable(tmp_path):  # no Interrupted: the run is whole
+        for iteration in run.iterations():
+            if iteration == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+            run.finish_iteration(iteration, run.global_step + 100)
+            assert not run.evaluation_due(iteration) or run.is_last(iteration)  # a stop skips scheduled ones
+            if run.stop_requested():
+                break
+    assert run.iteration == 3 and run.stop_requested()

@@ -151,5 +151,5 @@ def test_bad_scenario_fails_in_this_process():
 
 
 def test_screen_size_of_resolution_names():
-    assert vector.screen_size("RES_160X120") == (120, 160)
-    assert vector.screen_size("RES_320X240") == (240, 320)
+    assert doom.screen_size("RES_160X120") == (120, 160)
+    assert doom.screen_size("RES_320X240") == (240, 320)
