@@ -9,7 +9,8 @@ Hugging Face Hub's Doom agents use (Sample Factory, Stable-Baselines3 and CleanR
     DIR/replay.mp4          one episode with the attention of V(s) over the screen (``camal-record``)
 
 ``camal-eval DIR`` and ``camal-record DIR`` play it as they play a run folder. Publishing is the
-Hub's own tool: ``huggingface-cli upload DIR user/name``; ``camal-eval hf:user/name`` plays it
+Hub's own tool: ``hf upload DIR user/name`` (``huggingface-cli upload`` before huggingface_hub 1.0);
+``camal-eval hf:user/name`` plays it
 back (``pip install 'camal-rl[hub]'``). The folder is written beside ``DIR`` and renamed into place:
 a failure leaves no half-written export.
 """
@@ -190,7 +191,7 @@ def model_card(config: dict, name: str, spec: doom.ScenarioSpec, *, video: bool)
         "recipe and training settings that rebuild the agent"
         + (f", `{REPLAY}` one episode with its attention." if video else "."),
         "",
-        "Publish it with the Hub's own tool: `huggingface-cli upload THIS_FOLDER USER/NAME`.",
+        "Publish it with the Hub's own tool: `hf upload THIS_FOLDER USER/NAME`.",
         "",
         f"Exported from run `{name}` by camal-rl {package_version()}.",
     ]
@@ -210,7 +211,7 @@ def cli(argv: list[str] | None = None) -> None:
     config = run_cli("camal-export", main)
     evaluation = config["evaluation"]
     print(f"camal-export: wrote {args.out}: return {evaluation['return_mean']:.1f} ± {evaluation['return_std']:.1f} "
-          f"over {evaluation['episodes']} episodes; publish it with: huggingface-cli upload {args.out} USER/NAME")
+          f"over {evaluation['episodes']} episodes; publish it with: hf upload {args.out} USER/NAME")
     print(to_json(evaluation, indent=None))
 
 

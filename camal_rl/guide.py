@@ -4,6 +4,7 @@ Scripts read the same numbers from ``summary.json``."""
 
 from __future__ import annotations
 
+import math
 import shlex
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def ending_text(summary: dict, run_dir: Path) -> str:
                      f"over {summary['eval_episodes']} episodes"
                      + ("" if normalised is None else f" (normalised {normalised:.2f}: 0 random, 1 reference)"))
         iou, dead = summary.get("eval_iou_mean"), summary.get("eval_zero_map_fraction")
-        if iou is not None:
+        if iou is not None and math.isfinite(iou) and dead is not None and math.isfinite(dead):
             lines.append(f"  attention IoU      {iou:.2f} with the label mask (all-zero maps on {dead:.0%} of frames "
                          f"with an object)")
     else:
@@ -47,7 +48,7 @@ def ending_text(summary: dict, run_dir: Path) -> str:
               f"  camal-eval {folder} --episodes 20   # its return and IoU on more episodes",
               f"  camal-export {folder} --out {shlex.quote('agents/' + run_dir.name)}"
               "   # share it: weights, model card and replay, in the Hugging Face Hub's layout",
-              f"  camal-compare {shlex.quote(str(run_dir.parent))} --out report/"
-              "   # methods and seeds compared, once there are several runs",
+              f"  camal-compare {shlex.quote(str(run_dir.parent))} --out report/ --skip-broken"
+              "   # methods and seeds compared, once that folder holds several runs",
               f"  tensorboard --logdir {shlex.quote(str(run_dir.parent))}   # its curves"]
     return "\n".join(lines)

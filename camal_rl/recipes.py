@@ -5,8 +5,8 @@ budget (``total_timesteps``: what ``camal-train --env X`` trains for unless told
 paper's is ``PAPER`` (CleanRL's Atari recipe, Table 8 of arXiv:2605.08325). A scenario spec may
 carry its own under ``[recipes.<name>]``; a user's scenario carries its recipes the same way.
 ``--recipe default`` takes the scenario's ``tuned`` recipe where it has one, else ``paper``; a
-flag given on the command line (in Python: a field set to other than its default) always wins over
-its recipe value. Pure Python: no torch here.
+value a caller gives (a flag, or in Python a field set in the constructor or afterwards, even to its
+default) always wins over its recipe value (``camal_rl.arguments``). Pure Python: no torch here.
 """
 
 from __future__ import annotations
@@ -56,20 +56,3 @@ def first_of(names: list[str], scenario_recipes: dict) -> str:
         if name in ("paper", "default") or name in scenario_recipes:
             return name
     raise KeyError(f"none of {names}; it has default, paper{''.join(', ' + n for n in sorted(scenario_recipes))}")
-
-
-def apply(args, spec, given: set[str]) -> None:
-    """Set every recipe hyperparameter of ``args`` that is not in ``given`` (the flags a user typed)
-    from its recipe; ``args.recipe`` becomes the resolved name. ``ConfigError`` for a recipe the
-    scenario does not have."""
-    from camal_rl.errors import ConfigError
-
-    try:
-        args.recipe, values = resolve(args.recipe, spec.recipes)
-    except KeyError:
-        have = ", ".join(["default", "paper", *sorted(spec.recipes)])
-        raise ConfigError(f"--recipe {args.recipe!r}: scenario {spec.name} has no such recipe; "
-                          f"choose one of {have}") from None
-    for name, value in values.items():
-        if name not in given:
-            setattr(args, name, value)

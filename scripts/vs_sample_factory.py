@@ -37,10 +37,11 @@ import benchkit
 
 from camal_rl import doom, runs
 from camal_rl.files import write_json, write_text_atomic
+from camal_rl.run_state import RECENT_EPISODES
 
 SF_ENVS = {"basic": "doom_basic", "defend_the_center": "doom_defend_the_center",
            "defend_the_line": "doom_defend_the_line", "take_cover": "doom_take_cover"}
-WINDOW = 20  # episodes in a training mean, as CleanRL's and this trainer's progress bar
+WINDOW = RECENT_EPISODES  # episodes in a training mean, as CleanRL's and this trainer's progress bar
 
 # Run in Sample Factory's own environment: register TakeCover like its other Doom envs, then train. A
 # file, not -c: Sample Factory spawns its workers, which import this module again (and need TakeCover).
@@ -71,9 +72,10 @@ def ours(env: str, seed: int, minutes: float, folder: Path) -> list[tuple[float,
     if not (folder / f"ours_{env}.started").exists():
         shutil.rmtree(run_dir, ignore_errors=True)
         started = time.time()
-        process = subprocess.Popen([sys.executable, "-m", "camal_rl.ppo", "--env", env, "--seed", str(seed),
-                                    "--run-dir", str(run_dir), "--no-progress", "--no-cuda"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(folder / f"ours_{env}.log", "w") as log:
+            process = subprocess.Popen([sys.executable, "-m", "camal_rl.ppo", "--env", env, "--seed", str(seed),
+                                        "--run-dir", str(run_dir), "--no-progress", "--no-cuda"],
+                                       stdout=log, stderr=subprocess.STDOUT)
         try:
             process.wait(timeout=minutes * 60)
         except subprocess.TimeoutExpired:
@@ -83,6 +85,8 @@ def ours(env: str, seed: int, minutes: float, folder: Path) -> list[tuple[float,
     started = float((folder / f"ours_{env}.started").read_text())
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
+    if runs.Tag.EPISODIC_RETURN not in events.Tags()["scalars"]:
+        sys.exit(f"vs_sample_factory: our run on {env} logged no episode; see {folder / f'ours_{env}.log'}")
     returns = [(e.wall_time - started, e.value) for e in events.Scalars(runs.Tag.EPISODIC_RETURN)]
     return [(when, sum(v for _, v in returns[max(0, i + 1 - WINDOW): i + 1]) / min(WINDOW, i + 1))
             for i, (when, _) in enumerate(returns)]
@@ -188,8 +192,8 @@ def report(results: dict) -> str:
             cells = " | ".join("-" if v is None else f"{v:.1f}" for v in row["at_minutes"])
             best = "-" if row["best"] is None else f"{row['best']:.1f}"
             lines.append(f"| {env} | {trainer} | {cells} | {best} |")
-    lines += ["", "Ours stops at its scenario budget when that comes first (Basic's 50,000 agent steps take about "
-              "two minutes); its training mean then stays where it ended. `-`: no mean logged yet."]
+    lines += ["", "Ours stops at its scenario budget when that comes first; its training mean then stays where it "
+              "ended. `-`: no mean logged yet."]
     return "\n".join(lines) + "\n"
 
 

@@ -45,6 +45,8 @@ def test_the_ending_says_how_good_the_agent_is_and_what_to_run_next(tmp_path):
     stopped = ending_text(summary_of(stopped=True, eval_return_mean=None), run_dir)
     assert "stopped" in stopped and f"camal-train --resume {run_dir}" in stopped
     assert "not evaluated yet" in stopped and "80.0" in stopped
+    no_object = ending_text(summary_of(eval_iou_mean=float("nan"), eval_zero_map_fraction=float("nan")), run_dir)
+    assert "attention IoU" not in no_object and " nan" not in no_object  # no labelled object evaluated: no IoU line
 
 
 @pytest.mark.slow
@@ -69,7 +71,7 @@ def test_ctrl_c_keeps_what_was_trained_and_the_run_plays_and_resumes(tmp_path):
     stdout, _ = process.communicate(timeout=120)
     stderr = stderr_path.read_text()
     assert process.returncode == 128 + signal.SIGINT, stderr
-    assert "Traceback" not in stderr and "stopping after iteration" in stderr
+    assert "Traceback" not in stderr and "stopping after the running iteration" in stderr
     last = stderr.strip().splitlines()[-1]
     assert "last checkpoint is iteration" in last and f"camal-train --resume {run_dir}" in last
     saved = runs.load_checkpoint(run_dir, for_resume=True)
@@ -113,7 +115,7 @@ def test_an_exported_agent_plays_like_its_run_without_a_pickle(finished_run, tmp
 def test_a_hub_name_offline_is_one_line(tmp_path):
     pytest.importorskip("huggingface_hub", reason="the hub extra installs huggingface_hub")
     one_line_error(command("eval", "hf:nobody/no-agent", env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}),
-                   "hf:nobody/no-agent", "did not give it", "huggingface-cli download")
+                   "hf:nobody/no-agent", "did not give it", "hf download")
 
 
 def test_a_damaged_export_is_one_line(finished_run, tmp_path):
