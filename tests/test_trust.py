@@ -204,3 +204,28 @@ def test_a_spec_whose_config_is_not_a_vizdoom_cfg_is_one_line(tmp_path):
     spec.write_text('config = "notes.txt"\nmask_categories = ["Monster"]\n')
     one_line_error(command("train", "--env", spec, "--run-dir", tmp_path / "r", *TINY), "is not a ViZDoom .cfg")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_spec_files_own_name_must_be_able_to_name_a_folder(tmp_path):
+    spec = tmp_path / "My Map.toml"
+    spec.write_text('config = "basic"\nmask_categories = ["Monster"]\n')
+    one_line_error(command("train", "--env", spec, "--run-dir", tmp_path / "r", *TINY), "cannot name a file",
+                   "rename the file")
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda scenario: scenario.update(resolution="RES_1X1"), "not ViZDoom's"),
+    (lambda scenario: scenario.update(random_score=scenario["reference_score"]), "scores are equal"),
+])
+def test_a_recorded_scenario_is_checked_as_a_spec_is(finished_run, tmp_path, damage, words):
+    run = copy_of(finished_run, tmp_path)
+    checkpoint = checkpoints.load(run / runs.CHECKPOINT)
+    damage(checkpoint["scenario"])
+    checkpoints.save(checkpoint, run / runs.CHECKPOINT)
+    one_line_error(command("eval", run, "--episodes", "1"), words)
+
+
+def test_a_rollout_larger_than_the_machine_is_refused_before_it_starts(tmp_path):
+    one_line_error(command("train", "--env", "basic", "--obs-size", "20000", "20000", "--run-dir", tmp_path / "r",
+                           *TINY), "rollout storage", "GiB")
+    assert not (tmp_path / "r").exists()
