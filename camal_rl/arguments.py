@@ -99,7 +99,7 @@ def resolve(args, spec: doom.ScenarioSpec | None = None):
     if args.frame_skip is None:
         values["frame_skip"] = spec.frame_skip
     resolved = with_values(args, recipe=recipe_name, **values)
-    check(resolved)
+    check(resolved, spec)
     return resolved
 
 
@@ -115,8 +115,8 @@ AT_LEAST_ONE = ("num_envs", "num_steps", "num_minibatches", "update_epochs", "ch
 AT_LEAST_ZERO = ("eval_interval", "eval_episodes", "eval_image_frames", "threads")
 
 
-def check(args) -> None:
-    """Refuse what cannot run, with one line that says what would."""
+def check(args, spec: doom.ScenarioSpec) -> None:
+    """Refuse what cannot run on ``spec`` (the run's scenario), with one line that says what would."""
     if args.attention not in camal.ATTENTION_METHODS:
         raise ConfigError(f"--attention {args.attention!r} is not registered; "
                           f"choose one of {', '.join(camal.ATTENTION_METHODS)}")
@@ -131,7 +131,7 @@ def check(args) -> None:
         check_number(name, getattr(args, name), low=low, low_open=low_open, high=high)
     if args.target_kl is not None:
         check_number("target_kl", args.target_kl, low=0.0, low_open=True)
-    check_sizes(args)
+    check_sizes(args, spec)
     if args.env_workers is not None and args.env_workers < 0:
         raise ConfigError("--env-workers must be >= 0 (0 = envs in this process)")
     if args.env_groups is not None and not 1 <= args.env_groups <= args.num_envs:
@@ -140,7 +140,7 @@ def check(args) -> None:
         raise ConfigError("--cuda-graph needs a CUDA GPU (and --cuda); drop --cuda-graph")
 
 
-def check_sizes(args) -> None:
+def check_sizes(args, spec: doom.ScenarioSpec) -> None:
     height, width = args.obs_size
     if min(height, width) < MIN_OBS_SIZE:
         raise ConfigError(f"--obs-size {height} {width} is too small for the Nature CNN (its three convolutions "
@@ -154,7 +154,7 @@ def check_sizes(args) -> None:
     if args.num_envs > MAX_ENVS or args.frame_stack > MAX_FRAME_STACK:
         raise ConfigError(f"--num-envs must be <= {MAX_ENVS} (each is an engine process) and --frame-stack <= "
                           f"{MAX_FRAME_STACK}; got {args.num_envs} and {args.frame_stack}")
-    needed, memory = rollout_bytes(args), physical_memory()
+    needed, memory = rollout_bytes(args, spec), physical_memory()
     if memory and needed > 0.8 * memory:
         raise ConfigError(f"the rollout storage of --num-envs {args.num_envs} x --num-steps {args.num_steps} at "
                           f"{height}x{width} needs {needed / 2**30:.1f} GiB, more than this machine's "
@@ -165,12 +165,12 @@ MAX_ENVS = doom.MAX_ENGINES
 MAX_FRAME_STACK = 64
 
 
-def rollout_bytes(args) -> int:
+def rollout_bytes(args, spec: doom.ScenarioSpec) -> int:
     """Bytes of the rollout storage: a frame per env and step (and the stack's older frames), a mask at
     the engine's screen size per env and step (``camal_rl.rollout.FrameStorage``)."""
     height, width = args.obs_size
     channels = 1 if args.grayscale else 3
-    screen_height, screen_width = doom.screen_size(args.resolution or doom.load_spec(args.env).resolution)
+    screen_height, screen_width = doom.screen_size(args.resolution or spec.resolution)
     frames = (args.num_steps + args.frame_stack) * args.num_envs * channels * height * width
     return frames + (args.num_steps + 1) * args.num_envs * screen_height * screen_width
 
@@ -290,7 +290,7 @@ def start_or_resume(args):
     if "cuda_graph" not in asked:  # a run graphed on a GPU resumes on a machine without one
         changes["cuda_graph"] = saved.cuda_graph and changes["cuda"] and torch.cuda.is_available()
     resumed = with_values(saved, **changes, resume=str(run_dir), run_dir=str(run_dir))
-    check(resumed)
+    check(resumed, spec)  # the run's own scenario: its spec file may have moved
     if resumed.total_timesteps != saved.total_timesteps:
         _train_further(resumed, saved, checkpoint, run_dir)
     return resumed, run_dir, checkpoint

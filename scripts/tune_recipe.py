@@ -339,8 +339,6 @@ def run_trials(study, objective, trials: int, give_up_after: int, path: Path,
 
 def main(argv=None) -> None:
     options = parse_options(argv)
-    import optuna
-
     spec = doom.load_spec(options.env)
     try:
         starts = known_points(spec, options.start_from)
@@ -348,6 +346,13 @@ def main(argv=None) -> None:
         raise SearchError(str(error)) from None
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
+    with runs.one_writer(out):  # one search per folder: a second would share, and fail, its trials
+        search(options, spec, starts, out)
+
+
+def search(options, spec, starts: list[dict], out: Path) -> None:
+    import optuna
+
     path = out / "study.db"
     name = f"{spec.name}-{'-'.join(options.methods)}-{options.objective}"
     study = open_study(path, name)
@@ -358,6 +363,7 @@ def main(argv=None) -> None:
                 "total_timesteps": options.total_timesteps, "seeds": options.seeds,
                 "min_minibatch": options.min_minibatch}
     settings = check_settings(study, settings, path)
+    requeue_interrupted(study)
     study.sampler = sampler_for(study, options.sampler_seed)
     if not study.trials:
         for point in starts:
@@ -369,6 +375,19 @@ def main(argv=None) -> None:
 
 def cli(argv=None) -> None:
     run_cli("tune_recipe", lambda: main(argv))
+
+
+def requeue_interrupted(study) -> None:
+    """Trials a killed search left running (none is live: the folder's lock is ours) are marked failed
+    and their recipes queued again, so a resumed search loses none of its points."""
+    import optuna
+
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        recipe = trial.system_attrs.get("fixed_params") or trial.params
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        if recipe:
+            study.enqueue_trial(recipe)
+        print(f"trial {trial.number} was cut off by a stopped search: queued its recipe again", flush=True)
 
 
 def sampler_for(study, seed: int = 0):

@@ -48,7 +48,9 @@ def test_bad_training_flags_are_one_line_and_write_nothing(tmp_path, flags, word
 def test_a_scenario_name_too_long_for_a_folder_is_one_line(tmp_path):
     spec = tmp_path / ("x" * 240 + ".toml")
     spec.write_text('config = "basic"\nmask_categories = ["Monster"]\n')
-    one_line_error(command("train", "--env", spec, *TINY, cwd=tmp_path), "255", "--run-dir")
+    one_line_error(command("train", "--env", spec, *TINY, cwd=tmp_path), "cannot name a file", "at most 100 characters")
+    one_line_error(command("train", "--env", "basic", "--run-dir", tmp_path / ("y" * 300), *TINY, cwd=tmp_path),
+                   "too long", "shorter")
     assert not (tmp_path / "runs").exists()
 
 

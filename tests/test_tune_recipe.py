@@ -212,3 +212,25 @@ def test_a_trial_scores_the_worse_method_and_the_budget_ends_the_search(tune, tm
 def test_the_wall_clock_curve_takes_episodes_by_when_they_ended(tune):
     curve = tune.slices([(40.0, 0.5), (50.0, 1.0), (130.0, 2.0)], 120.0, 4)
     assert curve == [0.0, 0.75, 0.75, 0.75]  # nothing before 30 s; 30-60 s: both; then kept; 130 s is past the end
+
+
+def test_a_killed_search_loses_no_recipe(tune, search, tmp_path, capsys):
+    """A trial left running by a killed search is marked failed and its recipe runs again on resume."""
+    search("--trials", "1", "--steps", "1000")
+    study = tune.open_study(tmp_path / "study.db", "basic-camal-area")
+    killed = study.ask()  # the next queued point, as a search killed in its trial leaves it
+    recipe = study.trials[killed.number].system_attrs["fixed_params"]
+    waiting = len(study.get_trials(states=(optuna.trial.TrialState.WAITING,)))
+    search("--trials", str(2 + waiting), "--steps", "1000")
+    assert f"trial {killed.number} was cut off by a stopped search: queued its recipe again" in capsys.readouterr().out
+    trials = tune.open_study(tmp_path / "study.db", "basic-camal-area").trials
+    assert trials[killed.number].state == optuna.trial.TrialState.FAIL
+    assert [t.params for t in trials if t.state == optuna.trial.TrialState.COMPLETE].count(recipe) == 1
+
+
+def test_two_searches_on_one_folder_are_refused(tune, search, tmp_path):
+    from camal_rl import runs
+
+    with runs.one_writer(tmp_path), pytest.raises(runs.RunFolderError, match=r"being written by another process"):
+        search("--trials", "1", "--steps", "1000")
+    assert not (tmp_path / "study.db").exists()
