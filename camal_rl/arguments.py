@@ -253,6 +253,7 @@ def saved_settings(args_class, saved: dict, source: Path):
 def resumed_defaults(args_class, run_dir: str | Path):
     """The defaults of a command line that resumes ``run_dir``: its own settings, with this
     machine's and session's (``THIS_SESSION``)."""
+    runs.check_no_writer(Path(run_dir))
     checkpoint = runs.load_checkpoint(run_dir, for_resume=True)
     saved = saved_settings(args_class, checkpoint["args"], Path(run_dir) / runs.CHECKPOINT)
     fresh = args_class()
@@ -269,9 +270,11 @@ def start_or_resume(args):
             raise ConfigError("--resume needs a run folder; to start a new run, drop --resume")
         args = resolve(args)
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args)
+        runs.check_no_writer(run_dir)  # before its half-written files: they would read as "holds a run"
         runs.check_fresh_run_dir(run_dir)
         return with_values(args, run_dir=str(run_dir)), run_dir, None
     run_dir = Path(args.resume)
+    runs.check_no_writer(run_dir)
     checkpoint = runs.load_checkpoint(run_dir, for_resume=True)
     saved = saved_settings(type(args), checkpoint["args"], run_dir / runs.CHECKPOINT)
     spec = doom.spec_of_run(checkpoint, saved.env)  # the run's own scenario, even if its spec file moved

@@ -355,11 +355,8 @@ def one_writer(folder: Path, lock_name: str = WRITER_LOCK) -> Iterator[None]:
         if not path.exists() or os.fstat(handle.fileno()).st_ino != path.stat().st_ino:
             raise BlockingIOError  # the lock file was replaced after we opened it: another writer came and went
     except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
         handle.close()
-        raise RunFolderError(f"{folder} is being written by another process (pid {holder}); a folder has one "
-                             f"writer: wait for it to end, or choose another folder") from None
+        raise _being_written(folder, path) from None
     try:
         handle.seek(0)
         handle.truncate()
@@ -402,6 +399,33 @@ def reload_if_moved_on(run_dir: Path, checkpoint: dict) -> dict:
         raise RunFolderError(f"{run_dir} was written by another process while this one started (it is at "
                              f"iteration {again['iteration']} now); start the resume again")
     return again
+
+
+def _being_written(folder: Path, path: Path) -> RunFolderError:
+    try:
+        holder = path.read_text().strip() or "unknown"
+    except OSError:
+        holder = "unknown"
+    return RunFolderError(f"{folder} is being written by another process (pid {holder}); a folder has one "
+                          f"writer: wait for it to end, or choose another folder")
+
+
+def check_no_writer(folder: Path, lock_name: str = WRITER_LOCK) -> None:
+    """Refuse a folder whose writer is alive (its lock is held) before reading what it is half-way
+    through writing; takes nothing. Call it before taking the lock: flock sees this process's own lock as
+    another's."""
+    import fcntl
+
+    path = Path(folder) / lock_name
+    try:
+        handle = open(path)  # noqa: SIM115 (closed below)
+    except OSError:  # no lock file, or none we may read: no writer to name
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _being_written(Path(folder), path) from None
 
 
 def check_fresh_run_dir(run_dir: Path) -> None:
