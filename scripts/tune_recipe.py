@@ -164,12 +164,15 @@ def train_once(env: str, recipe: dict, seed: int, method: str, options, root: Pa
                "--no-cuda", "--run-dir", str(run_dir)]
     started = time.time()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stopped = (0, 128 + signal.SIGTERM)
     try:
         _, stderr = process.communicate(timeout=options.minutes * 60 if wall else None)
     except subprocess.TimeoutExpired:  # the wall-clock budget is spent: stop it (it saves and ends)
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate()
-    if process.returncode not in (0, 128 + signal.SIGTERM):
+        # a run ending by itself just then can take the signal after Python gave its handler back
+        stopped += (-signal.SIGTERM,)
+    if process.returncode not in stopped:
         last = stderr.strip().splitlines()[-1] if stderr.strip() else "failed"
         raise RuntimeError(f"{method} seed {seed}: {last}")
     spec = doom.load_spec(env)

@@ -234,3 +234,38 @@ def test_two_searches_on_one_folder_are_refused(tune, search, tmp_path):
     with runs.one_writer(tmp_path), pytest.raises(runs.RunFolderError, match=r"being written by another process"):
         search("--trials", "1", "--steps", "1000")
     assert not (tmp_path / "study.db").exists()
+
+
+class EndsAsItIsStopped:
+    """A trainer process that ends by itself just as its wall-clock time is up: SIGTERM finds Python
+    shutting down, without its handler, and the process dies of the signal (returncode -15)."""
+
+    def __init__(self, *args, timeout_first=True, **kwargs):
+        self.timeout_first = timeout_first
+        self.returncode = None
+
+    def communicate(self, timeout=None):
+        import signal
+        import subprocess
+
+        if self.timeout_first and timeout is not None:
+            self.timeout_first = False
+            raise subprocess.TimeoutExpired("camal-train", timeout)
+        self.returncode = -signal.SIGTERM
+        return "", ""
+
+    def send_signal(self, signum):
+        pass
+
+
+def test_a_run_that_ends_as_its_time_is_up_still_scores(tune, tmp_path, monkeypatch):
+    options = tune.parse_options(["--env", "basic", "--minutes", "0.01", "--out", str(tmp_path)])
+    options.total_timesteps = 1024
+    monkeypatch.setattr(tune, "training_curve", lambda *args, **kwargs: [0.5] * 30)
+    monkeypatch.setattr(tune.subprocess, "Popen", EndsAsItIsStopped)
+    score, _ = tune.train_once("basic", {}, 101, "vanilla", options, tmp_path)
+    assert score == pytest.approx(0.5)
+    # the same death without our stop is a failure
+    monkeypatch.setattr(tune.subprocess, "Popen", lambda *a, **k: EndsAsItIsStopped(timeout_first=False))
+    with pytest.raises(RuntimeError, match="vanilla seed 101: failed"):
+        tune.train_once("basic", {}, 101, "vanilla", options, tmp_path)
