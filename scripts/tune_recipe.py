@@ -290,6 +290,9 @@ def make_objective(options):
             with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(2) as pool:
                 results = list(pool.map(lambda cell: train_once(options.env, recipe, cell[1], cell[0], options,
                                                                 Path(scratch)), cells))
+        except KeyboardInterrupt:  # a stop (Ctrl-C, SIGTERM): Optuna marks it failed; resumed, it runs again
+            trial.set_user_attr("interrupted", True)
+            raise
         except RuntimeError as error:
             trial.set_user_attr("why", f"failed: {error}")
             trial.set_user_attr("wall_seconds", time.time() - started)
@@ -381,16 +384,22 @@ def cli(argv=None) -> None:
 
 
 def requeue_interrupted(study) -> None:
-    """Trials a killed search left running (none is live: the folder's lock is ours) are marked failed
-    and their recipes queued again, so a resumed search loses none of its points."""
+    """Trials a stopped search cut off (left running by a kill, or failed by a Ctrl-C or SIGTERM) have
+    their recipes queued again, once, so a resumed search loses none of its points. None is live: the
+    folder's lock is ours."""
     import optuna
 
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        recipe = trial.system_attrs.get("fixed_params") or trial.params
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-        if recipe:
-            study.enqueue_trial(recipe)
+    running, failed = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL
+    requeued = list(study.user_attrs.get("requeued", []))
+    for trial in study.get_trials(deepcopy=False, states=(running, failed)):
+        if trial.number in requeued or not (trial.state == running or trial.user_attrs.get("interrupted")):
+            continue
+        if trial.state == running:
+            study.tell(trial.number, state=failed)
+        study.enqueue_trial(trial.system_attrs.get("fixed_params") or trial.params)
+        requeued.append(trial.number)
         print(f"trial {trial.number} was cut off by a stopped search: queued its recipe again", flush=True)
+    study.set_user_attr("requeued", requeued)
 
 
 def sampler_for(study, seed: int = 0):

@@ -269,3 +269,25 @@ def test_a_run_that_ends_as_its_time_is_up_still_scores(tune, tmp_path, monkeypa
     monkeypatch.setattr(tune.subprocess, "Popen", lambda *a, **k: EndsAsItIsStopped(timeout_first=False))
     with pytest.raises(RuntimeError, match="vanilla seed 101: failed"):
         tune.train_once("basic", {}, 101, "vanilla", options, tmp_path)
+
+
+def test_a_stopped_search_runs_its_cut_off_recipe_again_once(tune, search, tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM mid-trial: Optuna marks the trial failed; the resumed search queues its recipe
+    again, and a second resume does not queue it twice."""
+    real = tune.train_once
+
+    def stopped(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tune, "train_once", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        search("--trials", "1", "--steps", "1000")
+    study = tune.open_study(tmp_path / "study.db", "basic-camal-area")
+    recipe = study.trials[0].system_attrs["fixed_params"]
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL
+    monkeypatch.setattr(tune, "train_once", real)
+    search("--trials", "1", "--steps", "1000")
+    search("--trials", "1", "--steps", "1000")  # nothing left to queue
+    trials = tune.open_study(tmp_path / "study.db", "basic-camal-area").trials
+    queued_again = [t for t in trials if t.system_attrs.get("fixed_params") == recipe and t.number > 0]
+    assert len(queued_again) == 1 and queued_again[0].state != optuna.trial.TrialState.FAIL
