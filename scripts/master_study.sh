@@ -2,7 +2,8 @@
 # The long CPU runs behind reports/recipe_search_neutral/, reports/vs_sample_factory/ and
 # reports/drl_master/, in order, each resumable: stop it at any point and run it again to go on
 # (a search resumes from its study.db, a sweep skips finished runs and resumes stopped ones).
-# Run it on an otherwise quiet machine: the searches score wall-clock time.
+# Run it on an otherwise quiet machine: the searches score wall-clock time. The study needs each
+# search's winner (its best.toml) in the scenario's spec as [recipes.neutral].
 #
 #   bash scripts/master_study.sh [step ...]     # steps: sf search-basic search-center search-line
 #                                               #        search-cover study   (default: all, in order)
@@ -24,8 +25,8 @@ run_step() {
     search-line) search defend_the_line 5 2 ;;
     search-cover) search take_cover 5 2 ;;
     study) for env in basic defend_the_center defend_the_line take_cover; do
-             python scripts/reproduce_drl.py --envs "$env" --seeds 1 2 3 4 5 --recipe tuned --concurrent 2 \
-               --steps "$(python -c "from camal_rl import arguments, ppo; print(arguments.resolve(ppo.Args(env='$env')).total_timesteps)")" \
+             python scripts/reproduce_drl.py --envs "$env" --seeds 1 2 3 4 5 --recipe neutral --concurrent 2 \
+               --steps "$(python -c "from camal_rl import arguments, ppo; print(arguments.resolve(ppo.Args(env='$env', recipe='neutral')).total_timesteps)")" \
                --runs runs/drl_master --report "reports/drl_master/$env" --skip-media
            done ;;
     *) echo "unknown step $1" >&2; exit 2 ;;
