@@ -432,14 +432,14 @@ def check_fresh_run_dir(run_dir: Path) -> None:
     """A fresh run never writes into a folder that holds another run's files."""
     from camal_rl.errors import ConfigError
 
+    too_long = [part for part in run_dir.parts if len(part.encode()) > 255]
+    if too_long:  # before anything looks into the folder: the OS would say only "name too long"
+        raise ConfigError(f"the run folder name {too_long[0][:40]}... is too long: {len(too_long[0].encode())} bytes, "
+                          f"more than a file system allows (255); choose a shorter --run-dir")
     earlier = holds_a_run(run_dir)
     if earlier:
         raise RunFolderError(f"{run_dir} already holds a run ({', '.join(sorted(earlier)[:3])}); continue it with "
                              f"--resume {run_dir}, or choose another --run-dir (or delete the folder)")
-    too_long = [part for part in run_dir.parts if len(part.encode()) > 255]
-    if too_long:
-        raise ConfigError(f"the run folder name {too_long[0][:40]}... is {len(too_long[0].encode())} bytes, more than "
-                          f"a file system allows (255); choose a shorter --run-dir")
 
 
 def save_checkpoint(run_dir: Path, *, agent, optimizer, args: dict, spec, envs, storage, **progress) -> None:

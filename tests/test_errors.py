@@ -50,7 +50,7 @@ def test_a_scenario_name_too_long_for_a_folder_is_one_line(tmp_path):
     spec.write_text('config = "basic"\nmask_categories = ["Monster"]\n')
     one_line_error(command("train", "--env", spec, *TINY, cwd=tmp_path), "cannot name a file", "at most 100 characters")
     one_line_error(command("train", "--env", "basic", "--run-dir", tmp_path / ("y" * 300), *TINY, cwd=tmp_path),
-                   "too long", "shorter")
+                   "too long", "choose a shorter --run-dir")
     assert not (tmp_path / "runs").exists()
 
 
