@@ -44,6 +44,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -153,6 +154,39 @@ def score(curve: list[float], objective: str) -> float:
 METHOD_FLAGS = {"camal": [], "vanilla": ["--camal-coef", "0"]}
 
 
+class LiveRuns:
+    """The trainers a trial has running, so that a stop reaches them at once: without it a stopped
+    search waited for its runs' minutes to end before it let go of the cores."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._processes: set[subprocess.Popen] = set()
+        self.stopping = False
+
+    def start(self, command: list[str]) -> subprocess.Popen:
+        with self._lock:
+            if self.stopping:  # a queued run of a stopped trial: do not start it
+                raise RuntimeError("the search was stopped")
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            self._processes.add(process)
+            return process
+
+    def ended(self, process: subprocess.Popen) -> None:
+        with self._lock:
+            self._processes.discard(process)
+
+    def stop_all(self) -> None:
+        """Each running trainer gets SIGTERM (it saves and ends); no new one starts."""
+        with self._lock:
+            self.stopping = True
+            for process in self._processes:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+
+
+LIVE_RUNS = LiveRuns()
+
+
 def train_once(env: str, recipe: dict, seed: int, method: str, options, root: Path) -> tuple[float, float]:
     """One run of a trial; (its score, its wall seconds). ``RuntimeError`` naming the seed when it failed."""
     run_dir = root / f"{method}_seed{seed}"
@@ -163,7 +197,7 @@ def train_once(env: str, recipe: dict, seed: int, method: str, options, root: Pa
                "--checkpoint-interval", "1000000", "--checkpoint-minutes", "0", "--threads", "1", "--no-progress",
                "--no-cuda", "--run-dir", str(run_dir)]
     started = time.time()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = LIVE_RUNS.start(command)
     stopped = (0, 128 + signal.SIGTERM)
     try:
         _, stderr = process.communicate(timeout=options.minutes * 60 if wall else None)
@@ -172,6 +206,8 @@ def train_once(env: str, recipe: dict, seed: int, method: str, options, root: Pa
         _, stderr = process.communicate()
         # a run ending by itself just then can take the signal after Python gave its handler back
         stopped += (-signal.SIGTERM,)
+    finally:
+        LIVE_RUNS.ended(process)
     if process.returncode not in stopped:
         last = stderr.strip().splitlines()[-1] if stderr.strip() else "failed"
         raise RuntimeError(f"{method} seed {seed}: {last}")
@@ -286,10 +322,16 @@ def make_objective(options):
             raise
         cells = [(method, seed) for method in options.methods for seed in options.seeds]
         started = time.time()
+        LIVE_RUNS.stopping = False
         try:
             with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(2) as pool:
-                results = list(pool.map(lambda cell: train_once(options.env, recipe, cell[1], cell[0], options,
-                                                                Path(scratch)), cells))
+                try:
+                    results = list(pool.map(lambda cell: train_once(options.env, recipe, cell[1], cell[0],
+                                                                    options, Path(scratch)), cells))
+                except KeyboardInterrupt:  # stop the runs now, not when their minutes are up
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    LIVE_RUNS.stop_all()
+                    raise
         except KeyboardInterrupt:  # a stop (Ctrl-C, SIGTERM): Optuna marks it failed; resumed, it runs again
             trial.set_user_attr("interrupted", True)
             raise

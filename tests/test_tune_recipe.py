@@ -291,3 +291,32 @@ def test_a_stopped_search_runs_its_cut_off_recipe_again_once(tune, search, tmp_p
     trials = tune.open_study(tmp_path / "study.db", "basic-camal-area").trials
     queued_again = [t for t in trials if t.system_attrs.get("fixed_params") == recipe and t.number > 0]
     assert len(queued_again) == 1 and queued_again[0].state != optuna.trial.TrialState.FAIL
+
+
+def test_a_stop_ends_the_running_trainers_at_once(tune, tmp_path, monkeypatch):
+    """SIGTERM or Ctrl-C mid-trial reaches the trainers now (not when their minutes are up), and the
+    trial's queued runs never start."""
+    import os
+    import signal
+    import sys
+    import threading
+    import time
+
+    started = []
+    real_start = tune.LiveRuns.start
+
+    def sleeper(self, command):
+        started.append(command)
+        return real_start(self, [sys.executable, "-c", "import time; time.sleep(120)"])
+
+    monkeypatch.setattr(tune.LiveRuns, "start", sleeper)
+    threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # a real signal wakes a wait
+    began = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        tune.main(["--env", "basic", "--trials", "1", "--minutes", "2", "--seeds", "101", "102",
+                   "--out", str(tmp_path)])
+    assert time.monotonic() - began < 30, "the stop waited for the runs' minutes"
+    assert len(started) == 2, "a queued run of the stopped trial started"
+    assert not tune.LIVE_RUNS._processes
+    trial = tune.open_study(tmp_path / "study.db", "basic-camal-vanilla-wall").trials[0]
+    assert trial.user_attrs.get("interrupted") and trial.state == optuna.trial.TrialState.FAIL
