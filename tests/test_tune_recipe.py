@@ -293,7 +293,7 @@ def test_a_stopped_search_runs_its_cut_off_recipe_again_once(tune, search, tmp_p
     assert len(queued_again) == 1 and queued_again[0].state != optuna.trial.TrialState.FAIL
 
 
-def test_a_stop_ends_the_running_trainers_at_once(tune, tmp_path, monkeypatch):
+def test_a_stop_ends_the_running_trainers_at_once(tune, tmp_path, monkeypatch, request):
     """SIGTERM or Ctrl-C mid-trial reaches the trainers now (not when their minutes are up), and the
     trial's queued runs never start."""
     import os
@@ -310,6 +310,9 @@ def test_a_stop_ends_the_running_trainers_at_once(tune, tmp_path, monkeypatch):
         return real_start(self, [sys.executable, "-c", "import time; time.sleep(120)"])
 
     monkeypatch.setattr(tune.LiveRuns, "start", sleeper)
+    # Ctrl-C as a fresh script has it; an earlier test in this process may have left its own handler
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # a real signal wakes a wait
     began = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
