@@ -116,6 +116,15 @@ def interval_text(estimate: Interval) -> str:
 # ---------------------------------------------------------------------------------------
 # report.md
 # ---------------------------------------------------------------------------------------
+def setting_text(value) -> str:
+    """A setting's value in a table cell: a per-scenario dict as ``name: value`` pairs."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key}: {setting_text(item)}" for key, item in value.items())
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
 def markdown(comparison: Comparison, figures: Collection[str] = ()) -> str:
     """The whole report; ``figures`` names the PNGs drawn beside it (``draw_figures``), linked where they belong."""
     lines = ["# CAMAL comparison report", ""]
@@ -126,7 +135,7 @@ def markdown(comparison: Comparison, figures: Collection[str] = ()) -> str:
         lines += [comparison.length_note, ""]
     if comparison.setting:
         lines += ["| setting | value |", "|---|---|"]
-        lines += [f"| {key} | {value} |" for key, value in comparison.setting.items()] + [""]
+        lines += [f"| {key} | {setting_text(value)} |" for key, value in comparison.setting.items()] + [""]
     if comparison.rl is not None:
         lines += rl_markdown(comparison.rl, comparison, figures)
     if comparison.folds is not None:

@@ -2,6 +2,7 @@
 
     python scripts/reproduce_drl.py --steps 100000 --seeds 1 2 3                  # CPU default frames
     python scripts/reproduce_drl.py --steps 50000 --paper-frames --concurrent 20  # a GPU machine
+    python scripts/reproduce_drl.py --steps budget --recipe neutral               # each recipe's own budget
 
 1. ``camal-sweep``: the paper's four scenarios x {CAMAL, Vanilla} x seeds into ``--runs``
    (finished runs are skipped, checkpointed ones resumed);
@@ -38,7 +39,9 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, required=True, help="agent steps per run (the paper: 10,000,000)")
+    parser.add_argument("--steps", type=steps_option, required=True,
+                        help="agent steps per run (the paper: 10,000,000), or 'budget': each scenario's recipe's own "
+                             "total_timesteps")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--envs", nargs="+", default=list(doom.PAPER_SCENARIOS))
     parser.add_argument("--recipe", nargs="+", default=["paper"],
@@ -64,15 +67,18 @@ def main() -> None:
     if not options.skip_report and options.reps < analysis.MIN_REPS:
         sys.exit(f"reproduce_drl: --reps must be >= {analysis.MIN_REPS} for a 95 % interval, got {options.reps}")
     runs, report = Path(options.runs), Path(options.report)
-    recipe_of = {}
+    recipe_of, steps_of = {}, {}
     for env in options.envs:
         try:
-            recipe_of[env] = recipes.first_of(options.recipe, doom.load_spec(env).recipes)
+            spec = doom.load_spec(env)
+            recipe_of[env] = recipes.first_of(options.recipe, spec.recipes)
         except doom.SpecError as error:
             sys.exit(f"reproduce_drl: {error}")
         except KeyError as error:
             sys.exit(f"reproduce_drl: --recipe {' '.join(options.recipe)}: scenario {env} has {error.args[0]}")
-    setting = {"steps_per_run": options.steps, "seeds": options.seeds, "envs": options.envs,
+        steps_of[env] = options.steps if options.steps != EACH_BUDGET else recipe_budget(spec, recipe_of[env])
+    steps = options.steps if options.steps != EACH_BUDGET else steps_of
+    setting = {"steps_per_run": steps, "seeds": options.seeds, "envs": options.envs,
                "recipe": ", ".join(f"{env}: {name}" for env, name in recipe_of.items()),
                "frames": "240x320 RGB (paper)" if options.paper_frames else "CPU default (camal-train defaults)",
                "machine": machine(), "date": time.strftime("%Y-%m-%d")}
@@ -80,17 +86,16 @@ def main() -> None:
     if not options.skip_train:
         runs.mkdir(parents=True, exist_ok=True)
         (runs / "setting.json").write_text(json.dumps(setting, indent=2))
-        train_args = ["--total-timesteps", str(options.steps),
-                      "--eval-interval", str(max(1, options.steps // options.evals)),
-                      "--checkpoint-interval", "25",
-                      *(["--paper-frames"] if options.paper_frames else []),
-                      *options.train_args]
         concurrent = options.concurrent if options.concurrent == "auto" else int(options.concurrent)
-        if concurrent != "auto" and concurrent > 1:
-            train_args += ["--env-workers", "0"]  # many runs at once: each keeps one core busy, no extra processes
+        # many runs at once: each keeps one core busy, no extra processes
+        workers = ["--env-workers", "0"] if concurrent != "auto" and concurrent > 1 else []
         jobs = [job for env in options.envs
                 for job in sweep.plan([env], ["camal", "vanilla"], options.seeds,
-                                      ("--recipe", recipe_of[env], *train_args))]
+                                      ("--recipe", recipe_of[env], "--total-timesteps", str(steps_of[env]),
+                                       "--eval-interval", str(max(1, steps_of[env] // options.evals)),
+                                       "--checkpoint-interval", "25",
+                                       *(["--paper-frames"] if options.paper_frames else []),
+                                       *options.train_args, *workers))]
         started = time.time()
         result = sweep.run_grid(jobs, str(runs), workers=concurrent, compare=False)
         print(f"sweep: ran {len(result['ran'])}, skipped {len(result['skipped'])}, failed {len(result['failed'])} "
@@ -125,6 +130,24 @@ def main() -> None:
             rows = record.attention_panel(pairs, report / "attention_panel.png", seed=0, cuda=torch.cuda.is_available())
             (report / "attention_panel.json").write_text(json.dumps(rows, indent=2))
             print(f"wrote {report / 'attention_panel.png'}", flush=True)
+
+
+EACH_BUDGET = "budget"
+
+
+def steps_option(text: str) -> int | str:
+    """--steps: a positive number of agent steps, or ``budget``."""
+    if text == EACH_BUDGET:
+        return EACH_BUDGET
+    digits = text.replace("_", "")
+    if not (digits.isascii() and digits.isdigit() and int(digits) > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of agent steps, or '{EACH_BUDGET}'")
+    return int(digits)
+
+
+def recipe_budget(spec: doom.ScenarioSpec, recipe_name: str) -> int:
+    """The agent steps a scenario's recipe trains for unless told (Table 8's 10M where it names none)."""
+    return int(recipes.resolve(recipe_name, spec.recipes)[1][recipes.BUDGET])
 
 
 def _has_ffmpeg() -> bool:
