@@ -24,11 +24,8 @@ run_step() {
     search-center) search defend_the_center 5 2 ;;
     search-line) search defend_the_line 5 2 ;;
     search-cover) search take_cover 5 2 ;;
-    study) for env in basic defend_the_center defend_the_line take_cover; do
-             python scripts/reproduce_drl.py --envs "$env" --seeds 1 2 3 4 5 --recipe neutral --concurrent 2 \
-               --steps "$(python -c "from camal_rl import arguments, ppo; print(arguments.resolve(ppo.Args(env='$env', recipe='neutral')).total_timesteps)")" \
-               --runs runs/drl_master --report "reports/drl_master/$env" --skip-media
-           done ;;
+    study) python scripts/reproduce_drl.py --steps budget --seeds 1 2 3 4 5 --recipe neutral --concurrent 2 \
+             --runs runs/drl_master --report reports/drl_master --videos videos/master ;;
     *) echo "unknown step $1" >&2; exit 2 ;;
   esac
 }
