@@ -1,0 +1,71 @@
+"""The mastery table: each scenario's evaluation return per method against a target, with time per run.
+
+    python scripts/mastery.py runs/drl_master [--out reports/drl_master/mastery.md]
+
+Reads finished runs (``summary.json``, schema-checked; unfinished ones are listed, not counted). The
+targets are about 80 % of the best published scores: Sample Factory's APPO agents on the Hugging Face
+Hub for Basic, DefendCenter and DefendLine, AttentionAgent and World Models on TakeCover.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from camal_rl import analysis
+from camal_rl.errors import run_cli
+
+TARGETS = {"basic": 80.0, "defend_the_center": 20.0, "defend_the_line": 28.0, "take_cover": 900.0}
+
+
+def table(found: analysis.Found) -> list[str]:
+    grouped = defaultdict(list)
+    for run in found.runs:
+        grouped[(run["env"], run["method"])].append(run)
+    lines = ["| scenario | target | method | seeds | eval return (mean +- sd, min-max) | seeds at target | "
+             "agent steps | minutes per run | steps/s |", "|---|---|---|---|---|---|---|---|---|"]
+    speed = {}
+    for (env, method), group in sorted(grouped.items()):
+        returns = [run["eval_return_mean"] for run in group]
+        target = TARGETS.get(env)
+        reached = "-" if target is None else f"{sum(value >= target for value in returns)} of {len(returns)}"
+        spread = statistics.stdev(returns) if len(returns) > 1 else 0.0
+        speed[env, method] = statistics.mean(run["sps"] for run in group)
+        seeds = ", ".join(str(run["seed"]) for run in sorted(group, key=lambda run: run["seed"]))
+        steps = ", ".join(f"{step:,}" for step in sorted({run["global_step"] for run in group}))
+        minutes = statistics.mean(run["wall_time_s"] for run in group) / 60
+        lines.append(f"| {env} | {'-' if target is None else f'{target:g}'} | {method} | {seeds} | "
+                     f"{statistics.mean(returns):.1f} +- {spread:.1f} ({min(returns):.1f}-{max(returns):.1f}) | "
+                     f"{reached} | {steps} | {minutes:.1f} | {speed[env, method]:.0f} |")
+    ratios = [f"{env} {speed[env, 'camal'] / speed[env, 'vanilla']:.2f}" for env in sorted({e for e, _ in speed})
+              if (env, "camal") in speed and (env, "vanilla") in speed]
+    if ratios:
+        lines += ["", f"CAMAL / Vanilla steps/s (runs two at a time): {', '.join(ratios)}."]
+    if found.left_out:
+        lines += ["", "Not counted (unfinished or unreadable):", *[f"- {why}" for why in found.left_out]]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="folders holding run folders")
+    parser.add_argument("--out", help="also write the table to this Markdown file")
+    options = parser.parse_args()
+    found = analysis.find_results(options.runs, skip_broken=True)
+    if not found.runs:
+        sys.exit(f"mastery: no finished run under {' '.join(options.runs)}; give folders that hold runs with a "
+                 f"summary.json")
+    text = "\n".join(table(found)) + "\n"
+    print(text, end="")
+    if options.out:
+        out = Path(options.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(out.name + ".partial")
+        partial.write_text(text)
+        partial.replace(out)
+
+
+if __name__ == "__main__":
+    run_cli("mastery", main)

@@ -1,0 +1,56 @@
+"""scripts/mastery.py: the mastery table from run summaries, against each scenario's target."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from camal_rl import analysis
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "mastery.py"
+returns = st.lists(st.floats(min_value=-500, max_value=3000, allow_nan=False), min_size=1, max_size=6)
+
+
+def write_runs(root: Path, env: str, method: str, values: list[float], sps: int) -> None:
+    for seed, value in enumerate(values, start=1):
+        run = root / f"{env}__{method}__{seed}"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps({
+            "env": env, "method": method, "seed": seed, "global_step": 4096, "eval_return_mean": value,
+            "sps": sps, "wall_time_s": 120.0, "args": {}}))
+
+
+@settings(max_examples=25, deadline=None)
+@given(env=st.sampled_from(["basic", "defend_the_center", "defend_the_line", "take_cover"]),
+       camal=returns, vanilla=returns, sps=st.integers(min_value=1, max_value=1000))
+def test_each_row_counts_the_seeds_at_target(load_script, tmp_path_factory, env, camal, vanilla, sps):
+    mastery = load_script("mastery")
+    root = tmp_path_factory.mktemp("runs")
+    write_runs(root, env, "camal", camal, sps)
+    write_runs(root, env, "vanilla", vanilla, 2 * sps)
+    lines = mastery.table(analysis.find_results([root]))
+    target = mastery.TARGETS[env]
+    rows = {line.split(" | ")[2]: line for line in lines if line.startswith(f"| {env} |")}
+    for method, values in (("camal", camal), ("vanilla", vanilla)):
+        assert f"| {sum(v >= target for v in values)} of {len(values)} |" in rows[method]
+        assert f"({min(values):.1f}-{max(values):.1f})" in rows[method]
+    assert f"CAMAL / Vanilla steps/s (runs two at a time): {env} 0.50." in lines
+
+
+def test_unfinished_runs_are_listed_not_counted_and_no_run_is_an_error(tmp_path):
+    write_runs(tmp_path / "runs", "basic", "camal", [81.0, 79.0], 300)
+    (tmp_path / "runs" / "basic__vanilla__1").mkdir()
+    (tmp_path / "runs" / "basic__vanilla__1" / "checkpoint.pt").write_bytes(b"")
+    out = tmp_path / "report" / "mastery.md"
+    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "runs"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "| basic | 80 | camal | 1, 2 | 80.0 +- 1.4 (79.0-81.0) | 1 of 2 |" in out.read_text()
+    assert "basic__vanilla__1" in out.read_text().split("Not counted")[1]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = subprocess.run([sys.executable, str(SCRIPT), str(empty)], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and done.stderr.strip().count("\n") == 0 and "no finished run" in done.stderr
