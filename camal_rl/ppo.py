@@ -47,7 +47,8 @@ from camal_rl.runs import Tag
 @dataclass
 class Args:
     """PPO + CAMAL on a ViZDoom scenario (arXiv:2605.08325). The learning hyperparameters and the
-    budget come from --recipe: the scenario's tuned recipe where it has one, else the paper's Table 8.
+    budget come from --recipe: the scenario's neutral recipe (searched with both methods) where it has
+    one, else its tuned one, else the paper's Table 8.
     Every value given here wins over the recipe's."""
 
     env: str = "basic"
@@ -67,7 +68,7 @@ class Args:
     resume: str | None = None
     """continue the run in this folder from its checkpoint, with its own settings"""
     recipe: str = "default"
-    """hyperparameter recipe: default (the scenario's tuned recipe where there is one, else paper), paper (Table 8), or a name from the scenario's recipes"""  # noqa: E501
+    """hyperparameter recipe: default (the scenario's neutral recipe, else tuned, else paper), paper (Table 8), or a name from the scenario's recipes"""  # noqa: E501
     track: bool = False
     """log the run to Weights & Biases too (pip install 'camal-rl[track]'; WANDB_MODE=offline works without a network)"""  # noqa: E501
     wandb_project_name: str = "camal-rl"

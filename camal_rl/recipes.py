@@ -4,7 +4,7 @@ A recipe names values for the trainer's learning hyperparameters (``HYPERPARAMET
 budget (``total_timesteps``: what ``camal-train --env X`` trains for unless told). The
 paper's is ``PAPER`` (CleanRL's Atari recipe, Table 8 of arXiv:2605.08325). A scenario spec may
 carry its own under ``[recipes.<name>]``; a user's scenario carries its recipes the same way.
-``--recipe default`` takes the scenario's ``tuned`` recipe where it has one, else ``paper``; a
+``--recipe default`` takes the first of ``DEFAULT_ORDER`` the scenario has, else ``paper``; a
 value a caller gives (a flag, or in Python a field set in the constructor or afterwards, even to its
 default) always wins over its recipe value (``camal_rl.arguments``). Pure Python: no torch here.
 """
@@ -20,6 +20,9 @@ PAPER = {
 # A recipe's budget (as rl-baselines3-zoo's files carry n_timesteps): what a run trains for unless told.
 BUDGET = "total_timesteps"
 HYPERPARAMETERS = tuple(PAPER)
+# What ``default`` means, best first: a recipe searched with both methods (it favours neither),
+# then one searched with CAMAL alone; a scenario with neither trains with the paper's.
+DEFAULT_ORDER = ("neutral", "tuned")
 TYPES = {name: type(value) for name, value in PAPER.items()}
 
 
@@ -40,7 +43,7 @@ def check(recipe: dict, where: str) -> None:
 def resolve(name: str, scenario_recipes: dict) -> tuple[str, dict]:
     """(the recipe's resolved name, its full set of values) for ``--recipe name``."""
     if name == "default":
-        name = "tuned" if "tuned" in scenario_recipes else "paper"
+        name = next((known for known in DEFAULT_ORDER if known in scenario_recipes), "paper")
     if name == "paper":
         return name, dict(PAPER)
     if name not in scenario_recipes:

@@ -32,8 +32,9 @@ trials in a row are pruned or fail, no recipe can complete: the search stops wit
 why and a non-zero exit.
 
 Writes ``trials.csv`` (every trial: parameters, score per method and seed, wall time) and
-``best.toml`` (the winner as a ``[recipes.tuned]`` table to paste into the scenario spec) into
-``--out``.
+``best.toml`` (the winner as a table to paste into the scenario spec: ``[recipes.neutral]`` when the
+trials scored both CAMAL and Vanilla, which ``--recipe default`` prefers, else ``[recipes.tuned]``)
+into ``--out``.
 """
 
 from __future__ import annotations
@@ -454,6 +455,11 @@ def sampler_for(study, seed: int = 0):
     return optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=8)
 
 
+def recipe_table(methods: list[str]) -> str:
+    """The spec table a winner belongs in: scored on both methods it favours neither."""
+    return "neutral" if {"camal", "vanilla"} <= set(methods) else "tuned"
+
+
 def write_results(study, settings: dict, out: Path) -> None:
     """``trials.csv`` (every complete trial, best first) and ``best.toml`` (the winner), each stating the
     search's stored settings, so a resumed search reports the budget its trials had."""
@@ -481,7 +487,7 @@ def write_results(study, settings: dict, out: Path) -> None:
                       f"# Optuna TPE, {len(done)} trials ({search_hours(study):.2f} h), {budget} x seeds "
                       f"{settings['seeds']}, methods {' '.join(methods)} ({settings['combine']} counts), objective: "
                       f"{OBJECTIVES[objective]} ({best.value:.3f})\n"
-                      f"[recipes.tuned]\n{body}\n")
+                      f"[recipes.{recipe_table(methods)}]\n{body}\n")
     print(f"best trial {best.number}: {objective} {best.value:.3f}; wrote {out / 'best.toml'} and {out / 'trials.csv'}")
 
 

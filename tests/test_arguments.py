@@ -9,7 +9,7 @@ import pytest
 from camal_rl import arguments, doom, ppo, recipes, runs
 from camal_rl.errors import ConfigError, RunFolderError
 
-BASIC = doom.load_spec("basic").recipes["tuned"]
+BASIC_RECIPE, BASIC = recipes.resolve("default", doom.load_spec("basic").recipes)
 TINY = dict(env="basic", seed=3, total_timesteps=2 * 64, num_envs=2, num_steps=64, num_minibatches=2,
             update_epochs=1, eval_episodes=0, progress=False, cuda=False, env_workers=0, threads=2)
 
@@ -28,7 +28,8 @@ def test_a_value_given_in_python_wins_even_when_it_equals_the_default():
 def test_the_command_line_reads_the_recipe_before_the_flags():
     table8 = recipes.PAPER["learning_rate"]
     given = arguments.parse(ppo.Args, ["--learning-rate", str(table8), "--env", "basic"])
-    assert given.learning_rate == table8 and given.num_steps == BASIC["num_steps"] and given.recipe == "tuned"
+    assert given.learning_rate == table8 and given.num_steps == BASIC["num_steps"]
+    assert given.recipe == BASIC_RECIPE == "neutral"
     paper = arguments.parse(ppo.Args, ["--env", "basic", "--recipe", "paper", "--num-envs", "4"])
     assert paper.learning_rate == table8 and paper.num_envs == 4 and paper.recipe == "paper"
     frames = arguments.parse(ppo.Args, ["--paper-frames"])

@@ -86,14 +86,20 @@ def test_a_classifier_is_one_row_of_the_registry(monkeypatch):
     assert model.model.body[0].weight.grad is not None and models.default_learning_rate("two_convs") == 1e-3
 
 
-def test_basic_trains_with_its_tuned_recipe_and_the_paper_is_one_flag_away():
-    tuned = arguments.resolve(ppo.Args(env="basic"))
-    recipe = doom.load_spec("basic").recipes["tuned"]
-    assert tuned.recipe == "tuned"
-    assert tuned.learning_rate == recipe["learning_rate"] and tuned.num_steps == recipe["num_steps"]
+def test_default_prefers_the_neutral_recipe_then_the_tuned_one_then_the_paper():
+    basic = arguments.resolve(ppo.Args(env="basic"))
+    recipe = doom.load_spec("basic").recipes["neutral"]
+    assert basic.recipe == "neutral"
+    assert basic.learning_rate == recipe["learning_rate"] and basic.update_epochs == recipe["update_epochs"]
+    only_tuned = {"tuned": {"learning_rate": 1e-3}, "from_basic": {"learning_rate": 2e-3}}
+    assert recipes.resolve("default", only_tuned) == ("tuned", {**recipes.PAPER, "learning_rate": 1e-3})
+    both = {**only_tuned, "neutral": {"learning_rate": 3e-3}}
+    assert recipes.resolve("default", both)[1]["learning_rate"] == 3e-3
+    tuned = arguments.resolve(ppo.Args(env="basic", recipe="tuned"))  # the CAMAL-searched one stays a flag away
+    assert tuned.recipe == "tuned" and tuned.learning_rate == doom.load_spec("basic").recipes["tuned"]["learning_rate"]
     paper = arguments.resolve(ppo.Args(env="basic", recipe="paper"))
     assert {name: getattr(paper, name) for name in recipes.PAPER} == recipes.PAPER
-    other = arguments.resolve(ppo.Args(env="health_gathering"))  # no tuned recipe: Table 8
+    other = arguments.resolve(ppo.Args(env="health_gathering"))  # no recipe of its own: Table 8
     assert other.recipe == "paper" and other.learning_rate == recipes.PAPER["learning_rate"]
 
 

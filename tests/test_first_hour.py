@@ -18,7 +18,7 @@ from camal_rl.guide import ending_text
 
 
 def test_a_scenarios_recipe_carries_its_budget_and_a_flag_still_wins():
-    assert arguments.resolve(ppo.Args(env="basic")).total_timesteps == doom.load_spec("basic").recipes["tuned"][
+    assert arguments.resolve(ppo.Args(env="basic")).total_timesteps == doom.load_spec("basic").recipes["neutral"][
         "total_timesteps"] <= 100_000
     assert arguments.resolve(ppo.Args(env="basic", recipe="paper")).total_timesteps == recipes.PAPER["total_timesteps"]
     assert arguments.parse(ppo.Args, ["--env", "basic", "--total-timesteps", "4096"]).total_timesteps == 4096

@@ -154,6 +154,7 @@ def test_a_resumed_search_keeps_its_budget(tune, search, tmp_path):
     search("--trials", "1", "--steps", "1000")
     best = (tmp_path / "best.toml").read_text()
     assert best.startswith("# Optuna TPE, 1 trials (0.00 h), 1,000 agent steps x seeds [101], methods camal")
+    assert "\n[recipes.tuned]\n" in best  # scored on CAMAL alone
     with pytest.raises(tune.SearchError, match=r"was searched with --steps 1000, not 2000; resume it with its own"):
         search("--trials", "2", "--steps", "2000")
     with pytest.raises(tune.SearchError, match=r"--steps 1000, not 3000; --seeds 101, not 101 102; "
@@ -207,6 +208,7 @@ def test_a_trial_scores_the_worse_method_and_the_budget_ends_the_search(tune, tm
     assert sorted(set(calls)) == [("camal", 1), ("camal", 2), ("vanilla", 1), ("vanilla", 2)]
     best = (tmp_path / "best.toml").read_text()
     assert "methods camal vanilla (worst counts)" in best and "the first 1 wall-clock minutes" in best
+    assert "\n[recipes.neutral]\n" in best  # scored on both methods: the table --recipe default prefers
 
 
 def test_the_wall_clock_curve_takes_episodes_by_when_they_ended(tune):
