@@ -5,7 +5,8 @@ fixed times.
     python scripts/vs_sample_factory.py --minutes 10 --sf-python .venv-sf/bin/python \\
         --out reports/vs_sample_factory
 
-Ours: ``camal-train --env X --seed S`` (CAMAL, the scenario's default recipe and budget), stopped
+Ours: ``camal-train --env X --seed S --recipe R`` (CAMAL; ``--recipe``, the scenario's default unless
+told, and the label says which it resolved to; the recipe's budget), stopped
 at ``--minutes`` (a stop saves and ends) or ending at its budget, whichever comes first; a run
 that ended keeps its last training mean. Sample Factory: ``sf_examples.vizdoom.train_vizdoom``
 with its defaults (APPO, a GRU core, 128x72 frames, its own action sets),
@@ -18,13 +19,15 @@ own virtual environment (``--sf-python``); set one up with
 ``python3 -m venv .venv-sf && .venv-sf/bin/pip install sample-factory==2.1.1 'gymnasium<1' 'numpy<2' vizdoom torch``.
 
 Times count from the process start (engines and workers starting included). Prints a table and
-writes ``results.json`` and ``README.md`` into ``--out``; a scenario already there is kept (the
-script resumes).
+writes ``results.json`` and ``README.md`` into ``--out``. A run already in ``--runs`` is kept (the
+script resumes) only where it ran with the same settings (scenario, seed, minutes, and our recipe);
+one made with others is run again, never reported under these.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -35,7 +38,7 @@ from pathlib import Path
 
 import benchkit
 
-from camal_rl import doom, runs
+from camal_rl import doom, recipes, runs
 from camal_rl.files import write_json, write_text_atomic
 from camal_rl.run_state import RECENT_EPISODES
 
@@ -58,31 +61,55 @@ if __name__ == "__main__":
 """
 
 
+def started_with(folder: Path, key: str, settings: dict) -> float | None:
+    """When the run ``key`` in ``folder`` started, where it ran with ``settings``; None where it must run
+    (again): no stamp, a stamp from other settings, or one that does not read as a stamp."""
+    stamp = folder / f"{key}.json"
+    if not stamp.exists():
+        return None
+    try:
+        recorded = json.loads(stamp.read_text())
+        ran_with, started = recorded["settings"], float(recorded["started"])
+    except (ValueError, KeyError, TypeError):
+        print(f"vs_sample_factory: {stamp} is not a run stamp: running {key} again", flush=True)
+        return None
+    if ran_with != settings:
+        print(f"vs_sample_factory: {key} ran with {ran_with}, not {settings}: running it again", flush=True)
+        return None
+    return started
+
+
+def stamp_run(folder: Path, key: str, settings: dict, started: float) -> None:
+    """Record that the run ``key`` finished under ``settings`` (written last: a killed run has none)."""
+    write_json(folder / f"{key}.json", {"settings": settings, "started": started})
+
+
 def mean_at(points: list[tuple[float, float]], seconds: float) -> float | None:
     """The last value logged at or before ``seconds`` (None before the first)."""
     before = [value for when, value in points if when <= seconds]
     return before[-1] if before else None
 
 
-def ours(env: str, seed: int, minutes: float, folder: Path) -> list[tuple[float, float]]:
+def ours(env: str, seed: int, minutes: float, recipe: str, folder: Path) -> list[tuple[float, float]]:
     """Our trainer for ``minutes`` (or its budget); (seconds since start, mean of the last 20 episodes)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir = folder / f"ours_{env}"
-    if not (folder / f"ours_{env}.started").exists():
+    settings = {"env": env, "seed": seed, "minutes": minutes, "recipe": recipe}
+    started = started_with(folder, f"ours_{env}", settings)
+    if started is None:
         shutil.rmtree(run_dir, ignore_errors=True)
         started = time.time()
         with open(folder / f"ours_{env}.log", "w") as log:
             process = subprocess.Popen([sys.executable, "-m", "camal_rl.ppo", "--env", env, "--seed", str(seed),
-                                        "--run-dir", str(run_dir), "--no-progress", "--no-cuda"],
+                                        "--recipe", recipe, "--run-dir", str(run_dir), "--no-progress", "--no-cuda"],
                                        stdout=log, stderr=subprocess.STDOUT)
         try:
             process.wait(timeout=minutes * 60)
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGTERM)  # it finishes its iteration, saves and ends
             process.wait()
-        (folder / f"ours_{env}.started").write_text(str(started))
-    started = float((folder / f"ours_{env}.started").read_text())
+        stamp_run(folder, f"ours_{env}", settings, started)
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
     if runs.Tag.EPISODIC_RETURN not in events.Tags()["scalars"]:
@@ -118,7 +145,9 @@ def sample_factory(env: str, seed: int, minutes: float, folder: Path, sf_python:
     train_dir = folder / "sample_factory"
     experiment = f"sf_{env}"
     summary = train_dir / experiment / ".summary" / "0"
-    if not (folder / f"sf_{env}.started").exists():
+    settings = {"env": env, "seed": seed, "minutes": minutes}
+    started = started_with(folder, f"sf_{env}", settings)
+    if started is None:
         shutil.rmtree(train_dir / experiment, ignore_errors=True)
         runner = folder / "sf_runner.py"
         runner.write_text(SF_RUNNER)
@@ -129,8 +158,7 @@ def sample_factory(env: str, seed: int, minutes: float, folder: Path, sf_python:
                                         "--device=cpu"], stdout=log, stderr=subprocess.STDOUT,
                                        env={**os.environ, "PYTHONPATH": ""}, start_new_session=True)
             stop_after(process, minutes * 60)
-        (folder / f"sf_{env}.started").write_text(str(started))
-    started = float((folder / f"sf_{env}.started").read_text())
+        stamp_run(folder, f"sf_{env}", settings, started)
     scaling = 0.01 if env == "basic" else 1.0  # its DoomSpec's reward_scaling
     events = EventAccumulator(str(summary), size_guidance={"scalars": 0})
     events.Reload()
@@ -145,23 +173,33 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=list(doom.PAPER_SCENARIOS), choices=sorted(SF_ENVS))
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--recipe", default="default", help="our recipe (default: each scenario's default)")
     parser.add_argument("--sf-python", default=".venv-sf/bin/python", help="Python of Sample Factory's own venv")
     parser.add_argument("--runs", default="runs/vs_sample_factory", help="where both trainers' run folders go")
     parser.add_argument("--out", required=True, help="where results.json and README.md go")
     options = parser.parse_args()
     if not Path(options.sf_python).exists():
         parser.error(f"--sf-python {options.sf_python} does not exist; set up Sample Factory's venv (see --help)")
+    recipe_of = {}  # every scenario's recipe checked before any run starts
+    for env in options.envs:
+        known = doom.load_spec(env).recipes
+        try:
+            recipe_of[env] = recipes.resolve(options.recipe, known)[0]
+        except KeyError:
+            parser.error(f"--recipe {options.recipe}: {env} has default, paper"
+                         + "".join(", " + name for name in sorted(known)))
     out, scratch = Path(options.out), Path(options.runs)
     out.mkdir(parents=True, exist_ok=True)
     scratch.mkdir(parents=True, exist_ok=True)
     machine = benchkit.machine_line()
     print(machine, flush=True)
     marks = sorted({m for m in (1, 2, 5, 10, 15, 30, 60) if m <= options.minutes} | {options.minutes})
-    results = {"machine": machine, "minutes": options.minutes, "seed": options.seed, "marks_minutes": marks,
-               "scenarios": {}}
+    results = {"machine": machine, "minutes": options.minutes, "seed": options.seed, "recipe": options.recipe,
+               "marks_minutes": marks, "scenarios": {}}
     for env in options.envs:
         spec = doom.load_spec(env)
-        curves = {"ours (CAMAL, default recipe)": ours(env, options.seed, options.minutes, scratch),
+        recipe = recipe_of[env]
+        curves = {f"ours (CAMAL, {recipe} recipe)": ours(env, options.seed, options.minutes, recipe, scratch),
                   "Sample Factory 2.1.1 APPO defaults": sample_factory(env, options.seed, options.minutes, scratch,
                                                                        options.sf_python)}
         results["scenarios"][env] = {
@@ -179,12 +217,15 @@ def main() -> None:
 
 def report(results: dict) -> str:
     marks = results["marks_minutes"]
+    recipe = results.get("recipe", "default")
+    recipe_flag = "" if recipe == "default" else f" --recipe {recipe}"
     lines = ["# This trainer against Sample Factory, side by side", "",
              f"Training mean of the last {WINDOW} episodes (raw game return) at each time since the process "
              f"started, one run at a time, seed {results['seed']}, {results['minutes']:g} minutes each.",
              f"{results['machine']}.", "",
              "Command: `python scripts/vs_sample_factory.py --minutes "
-             f"{results['minutes']:g} --sf-python .venv-sf/bin/python --out reports/vs_sample_factory`", "",
+             f"{results['minutes']:g}{recipe_flag} --sf-python .venv-sf/bin/python --out reports/vs_sample_factory`",
+             "",
              "| scenario | trainer | " + " | ".join(f"{m:g} min" for m in marks) + " | best |",
              "|---|---|" + "---|" * (len(marks) + 1)]
     for env, rows in results["scenarios"].items():

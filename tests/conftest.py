@@ -2,6 +2,7 @@
 ``python -m pytest -m "not slow"``, the quick tier for working; README's command and CI run all."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,11 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def load_script():
-    """A script under scripts/ (not a package) as a module: ``load_script("tune_recipe")``."""
+    """A script under scripts/ (not a package) as a module: ``load_script("tune_recipe")``. Its folder
+    goes on sys.path, as when it runs, so its sibling imports (``benchkit``) resolve."""
     def load(name: str):
+        if str(SCRIPTS) not in sys.path:
+            sys.path.insert(0, str(SCRIPTS))
         spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

@@ -1,0 +1,45 @@
+"""scripts/vs_sample_factory.py keeps a finished run only where it ran with the settings asked for now
+(Sample Factory itself is not installed here: its venv is the script's to make)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "vs_sample_factory.py"
+run_settings = st.fixed_dictionaries({
+    "env": st.sampled_from(["basic", "defend_the_center", "defend_the_line", "take_cover"]),
+    "seed": st.integers(min_value=0, max_value=2**32 - 1),
+    "minutes": st.floats(min_value=0.1, max_value=60, allow_nan=False),
+    "recipe": st.sampled_from(["neutral", "tuned", "paper"])})
+
+
+@settings(max_examples=30, deadline=None)
+@given(asked=run_settings, ran=run_settings, started=st.floats(min_value=0, max_value=2e9, allow_nan=False))
+def test_a_run_is_kept_only_under_the_settings_it_ran_with(load_script, tmp_path_factory, asked, ran, started):
+    versus = load_script("vs_sample_factory")
+    folder = tmp_path_factory.mktemp("runs")
+    assert versus.started_with(folder, "ours_x", asked) is None  # never ran: run it
+    versus.stamp_run(folder, "ours_x", ran, started)
+    assert versus.started_with(folder, "ours_x", ran) == started
+    assert (versus.started_with(folder, "ours_x", asked) == started) == (asked == ran)
+
+
+def test_a_stamp_that_does_not_read_is_run_again(load_script, tmp_path, capsys):
+    versus = load_script("vs_sample_factory")
+    wanted = {"env": "basic", "seed": 1, "minutes": 10.0}
+    for text in ("", "[1, 2]", '{"settings": {"env": "basic", "seed": 1, "minutes": 10.0}}', "1712.5"):
+        (tmp_path / "sf_basic.json").write_text(text)
+        assert versus.started_with(tmp_path, "sf_basic", wanted) is None
+        assert "is not a run stamp: running sf_basic again" in capsys.readouterr().out
+
+
+def test_an_unknown_recipe_is_one_line_before_anything_runs(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--envs", "basic", "take_cover", "--recipe", "nope",
+                           "--sf-python", sys.executable, "--runs", str(tmp_path / "runs"),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].endswith("--recipe nope: basic has default, paper, neutral, tuned")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
