@@ -4,7 +4,10 @@
 
 Reads finished runs (``summary.json``, schema-checked; unfinished ones are listed, not counted). The
 targets are about 80 % of the best published scores: Sample Factory's APPO agents on the Hugging Face
-Hub for Basic, DefendCenter and DefendLine, AttentionAgent and World Models on TakeCover.
+Hub for Basic, DefendCenter and DefendLine, AttentionAgent and World Models on TakeCover. Where the
+runs evaluated during training (``--eval-interval``), a second table gives the evaluation return at
+each evaluation, mean over seeds, and what the second half of the steps added: the evidence of
+whether more steps of the same recipe would reach a target.
 """
 from __future__ import annotations
 
@@ -48,6 +51,25 @@ def table(found: analysis.Found) -> list[str]:
     return lines
 
 
+def curves(found: analysis.Found) -> list[str]:
+    """The evaluation return over training per scenario and method, and the second half's gain."""
+    rows = []
+    for env, methods in sorted(analysis.learning_curves(found.runs).items()):
+        for method, metrics in sorted(methods.items()):
+            curve = metrics.get("return")
+            if curve is None or len(curve.steps) < 2:
+                continue
+            points = ", ".join(f"{value:.1f} at {step:,}" for step, value in zip(curve.steps, curve.point, strict=True))
+            half = min(range(len(curve.steps) - 1), key=lambda i: abs(curve.steps[i] - curve.steps[-1] / 2))
+            gain = curve.point[-1] - curve.point[half]
+            rows.append(f"| {env} | {method} | {curve.runs} | {points} | {gain:+.1f} since {curve.steps[half]:,} |")
+    if not rows:
+        return []
+    return ["", "Evaluation return during training (mean over seeds at the steps every seed evaluated):", "",
+            "| scenario | method | seeds | eval return at each evaluation | second half's gain |",
+            "|---|---|---|---|---|", *rows]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="folders holding run folders")
@@ -57,7 +79,7 @@ def main() -> None:
     if not found.runs:
         sys.exit(f"mastery: no finished run under {' '.join(options.runs)}; give folders that hold runs with a "
                  f"summary.json")
-    text = "\n".join(table(found)) + "\n"
+    text = "\n".join(table(found) + curves(found)) + "\n"
     print(text, end="")
     if options.out:
         out = Path(options.out)

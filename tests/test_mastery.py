@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -54,3 +55,36 @@ def test_unfinished_runs_are_listed_not_counted_and_no_run_is_an_error(tmp_path)
     empty.mkdir()
     done = subprocess.run([sys.executable, str(SCRIPT), str(empty)], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and done.stderr.strip().count("\n") == 0 and "no finished run" in done.stderr
+
+
+evaluations = st.lists(st.floats(min_value=-100, max_value=1000, allow_nan=False, width=32), min_size=2, max_size=6)
+
+
+@settings(max_examples=10, deadline=None)
+@given(per_seed=st.lists(evaluations, min_size=1, max_size=3), step=st.integers(min_value=512, max_value=50_000))
+def test_the_curve_table_gives_each_evaluation_and_the_second_halfs_gain(load_script, tmp_path_factory, per_seed,
+                                                                         step):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from camal_rl.runs import Tag
+
+    mastery = load_script("mastery")
+    count = min(len(values) for values in per_seed)
+    steps = [step * (i + 1) for i in range(count)]
+    root = tmp_path_factory.mktemp("runs")
+    write_runs(root, "defend_the_line", "camal", [values[-1] for values in per_seed], 300)
+    for seed, values in enumerate(per_seed, start=1):
+        with SummaryWriter(str(root / f"defend_the_line__camal__{seed}")) as writer:  # real event files
+            for at, value in zip(steps, values[:count], strict=True):
+                writer.add_scalar(Tag.EVAL_RETURN, value, at)
+    means = np.array([values[:count] for values in per_seed], dtype=float).mean(0).tolist()  # as the script
+    half = min(range(count - 1), key=lambda i: abs(steps[i] - steps[-1] / 2))
+    lines = mastery.curves(analysis.find_results([root]))
+    row = next(line for line in lines if line.startswith("| defend_the_line | camal |"))
+    assert f"| {len(per_seed)} | " + ", ".join(f"{m:.1f} at {s:,}" for s, m in zip(steps, means, strict=True)) in row
+    assert row.endswith(f"| {means[-1] - means[half]:+.1f} since {steps[half]:,} |")
+
+
+def test_runs_without_evaluations_during_training_give_no_curve_table(load_script, tmp_path):
+    write_runs(tmp_path, "basic", "camal", [81.0, 79.0], 300)
+    assert load_script("mastery").curves(analysis.find_results([tmp_path])) == []
