@@ -93,6 +93,7 @@ def recipe_sizes(options, parser) -> dict | None:
     except KeyError:
         parser.error(f"--recipe {options.recipe!r}: {spec.name} has default, paper"
                      + "".join(", " + r for r in sorted(spec.recipes)))
+    options.recipe = name  # every tree trains the recipe by the name it resolved to here, not "default"
     print(f"recipe {name}: {values['num_envs']} envs x {values['num_steps']} steps, "
           f"{values['update_epochs']} epochs of {values['num_minibatches']} minibatches")
     return values

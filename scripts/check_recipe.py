@@ -1,6 +1,6 @@
 """Check recipes on seeds a search did not see: time to an agent that plays, per recipe and method.
 
-    python scripts/check_recipe.py --env basic --recipes tuned paper --seeds 1 2 3 4 5 --steps 50000 \
+    python scripts/check_recipe.py --env basic --recipes neutral paper --seeds 1 2 3 4 5 --steps 50000 \
         --eval-interval 10000 --runs runs/check_basic --out reports/recipe_search/basic
 
 Trains every recipe x method x seed with ``camal-sweep`` (finished runs are skipped, stopped ones
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from camal_rl import doom, runs, sweep
+from camal_rl import doom, recipes, runs, sweep
 from camal_rl.errors import CamalError, run_cli
 from camal_rl.files import save_figure, write_json, write_text_atomic
 
@@ -168,7 +168,8 @@ class CheckError(CamalError):
 def parse_options(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="basic")
-    parser.add_argument("--recipes", nargs="+", default=["tuned", "paper"])
+    parser.add_argument("--recipes", nargs="+",
+                        help="recipe names (folder names too); default: the one --recipe default takes, and paper")
     parser.add_argument("--methods", nargs="+", default=["camal", "vanilla"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--steps", type=int, default=50_000)
@@ -186,6 +187,23 @@ def parse_options(argv=None) -> argparse.Namespace:
         if getattr(options, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(options, flag)}")
     return options
+
+
+def recipe_names(asked: list[str] | None, spec) -> list[str]:
+    """The recipes to check, by the names their folders and report use: ``default`` as the name it
+    resolves to (its meaning can change; a name cannot), every one known to the scenario, checked
+    before anything trains."""
+    names = asked or ["default", "paper"]
+    resolved = []
+    for name in names:
+        try:
+            name = recipes.resolve(name, spec.recipes)[0]
+        except KeyError:
+            raise CheckError(f"--recipes {name}: {spec.name} has default, paper"
+                             + "".join(", " + known for known in sorted(spec.recipes))) from None
+        if name not in resolved:
+            resolved.append(name)
+    return resolved
 
 
 def train(options, spec) -> None:
@@ -305,6 +323,7 @@ def run_lines(described: list[dict]) -> list[str]:
 def main(argv=None) -> None:
     options = parse_options(argv)
     spec = doom.load_spec(options.env)
+    options.recipes = recipe_names(options.recipes, spec)
     setting = {"env": spec.name, "steps": options.steps, "seeds": options.seeds, "eval_interval": options.eval_interval,
                "eval_episodes": options.eval_episodes}
     earlier = []

@@ -27,8 +27,8 @@ def table(found: analysis.Found) -> list[str]:
     grouped = defaultdict(list)
     for run in found.runs:
         grouped[(run["env"], run["method"])].append(run)
-    lines = ["| scenario | target | method | seeds | eval return (mean +- sd, min-max) | seeds at target | "
-             "agent steps | minutes per run | steps/s |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| scenario | target | method | recipe | seeds | eval return (mean +- sd, min-max) | seeds at target | "
+             "agent steps | minutes per run | steps/s |", "|---|---|---|---|---|---|---|---|---|---|"]
     speed = {}
     for (env, method), group in sorted(grouped.items()):
         returns = [run["eval_return_mean"] for run in group]
@@ -39,7 +39,8 @@ def table(found: analysis.Found) -> list[str]:
         seeds = ", ".join(str(run["seed"]) for run in sorted(group, key=lambda run: run["seed"]))
         steps = ", ".join(f"{step:,}" for step in sorted({run["global_step"] for run in group}))
         minutes = statistics.mean(run["wall_time_s"] for run in group) / 60
-        lines.append(f"| {env} | {'-' if target is None else f'{target:g}'} | {method} | {seeds} | "
+        recipe = ", ".join(sorted({str(run.get("args", {}).get("recipe", "-")) for run in group}))
+        lines.append(f"| {env} | {'-' if target is None else f'{target:g}'} | {method} | {recipe} | {seeds} | "
                      f"{statistics.mean(returns):.1f} +- {spread:.1f} ({min(returns):.1f}-{max(returns):.1f}) | "
                      f"{reached} | {steps} | {minutes:.1f} | {speed[env, method]:.0f} |")
     ratios = [f"{env} {speed[env, 'camal'] / speed[env, 'vanilla']:.2f}" for env in sorted({e for e, _ in speed})
@@ -79,6 +80,7 @@ def main() -> None:
     if not found.runs:
         sys.exit(f"mastery: no finished run under {' '.join(options.runs)}; give folders that hold runs with a "
                  f"summary.json")
+    analysis.check_same_settings(found.runs)  # one recipe per scenario, as in a comparison
     text = "\n".join(table(found) + curves(found)) + "\n"
     print(text, end="")
     if options.out:

@@ -455,9 +455,14 @@ def sampler_for(study, seed: int = 0):
     return optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=8)
 
 
-def recipe_table(methods: list[str]) -> str:
-    """The spec table a winner belongs in: scored on both methods it favours neither."""
-    return "neutral" if {"camal", "vanilla"} <= set(methods) else "tuned"
+def recipe_table(methods: list[str], combine: str) -> str:
+    """The spec table a winner belongs in: ``neutral`` where both methods were scored and the worse
+    counted (it favours neither), ``tuned`` where CAMAL alone was, else a name saying how it was found."""
+    if {"camal", "vanilla"} <= set(methods) and combine == "worst":
+        return "neutral"
+    if list(methods) == ["camal"]:
+        return "tuned"
+    return "tuned_" + "_".join(methods) + ("" if len(methods) == 1 else f"_{combine}")
 
 
 def write_results(study, settings: dict, out: Path) -> None:
@@ -480,6 +485,7 @@ def write_results(study, settings: dict, out: Path) -> None:
     best = study.best_trial
     recipe = {**best.params, "reward_scale": best.params.get("reward_scale", 1.0)}
     body = "\n".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in sorted(recipe.items()))
+    budget_steps = settings["total_timesteps"] if objective == "wall" else settings["steps"]
     budget = (f"the first {settings['minutes']:g} wall-clock minutes of runs toward {settings['total_timesteps']:,} "
               f"agent steps" if objective == "wall" else f"{settings['steps']:,} agent steps")
     write_text_atomic(out / "trials.csv", "\n".join(lines) + "\n")
@@ -487,7 +493,8 @@ def write_results(study, settings: dict, out: Path) -> None:
                       f"# Optuna TPE, {len(done)} trials ({search_hours(study):.2f} h), {budget} x seeds "
                       f"{settings['seeds']}, methods {' '.join(methods)} ({settings['combine']} counts), objective: "
                       f"{OBJECTIVES[objective]} ({best.value:.3f})\n"
-                      f"[recipes.{recipe_table(methods)}]\n{body}\n")
+                      f"[recipes.{recipe_table(methods, settings['combine'])}]\n{body}\n"
+                      f"total_timesteps = {budget_steps}  # the budget its trials trained toward\n")
     print(f"best trial {best.number}: {objective} {best.value:.3f}; wrote {out / 'best.toml'} and {out / 'trials.csv'}")
 
 

@@ -66,6 +66,8 @@ def started_with(folder: Path, key: str, settings: dict) -> float | None:
     (again): no stamp, a stamp from other settings, or one that does not read as a stamp."""
     stamp = folder / f"{key}.json"
     if not stamp.exists():
+        if (folder / f"{key}.started").exists():  # this script's older stamp, which held no settings
+            print(f"vs_sample_factory: {key} has no record of its settings: running it again", flush=True)
         return None
     try:
         recorded = json.loads(stamp.read_text())
@@ -77,6 +79,12 @@ def started_with(folder: Path, key: str, settings: dict) -> float | None:
         print(f"vs_sample_factory: {key} ran with {ran_with}, not {settings}: running it again", flush=True)
         return None
     return started
+
+
+def forget_run(folder: Path, key: str) -> None:
+    """Before a run starts again: its old stamp goes first, so a run killed now is never taken for it."""
+    (folder / f"{key}.json").unlink(missing_ok=True)
+    (folder / f"{key}.started").unlink(missing_ok=True)
 
 
 def stamp_run(folder: Path, key: str, settings: dict, started: float) -> None:
@@ -98,6 +106,7 @@ def ours(env: str, seed: int, minutes: float, recipe: str, folder: Path) -> list
     settings = {"env": env, "seed": seed, "minutes": minutes, "recipe": recipe}
     started = started_with(folder, f"ours_{env}", settings)
     if started is None:
+        forget_run(folder, f"ours_{env}")
         shutil.rmtree(run_dir, ignore_errors=True)
         started = time.time()
         with open(folder / f"ours_{env}.log", "w") as log:
@@ -148,6 +157,7 @@ def sample_factory(env: str, seed: int, minutes: float, folder: Path, sf_python:
     settings = {"env": env, "seed": seed, "minutes": minutes}
     started = started_with(folder, f"sf_{env}", settings)
     if started is None:
+        forget_run(folder, f"sf_{env}")
         shutil.rmtree(train_dir / experiment, ignore_errors=True)
         runner = folder / "sf_runner.py"
         runner.write_text(SF_RUNNER)
@@ -195,7 +205,7 @@ def main() -> None:
     print(machine, flush=True)
     marks = sorted({m for m in (1, 2, 5, 10, 15, 30, 60) if m <= options.minutes} | {options.minutes})
     results = {"machine": machine, "minutes": options.minutes, "seed": options.seed, "recipe": options.recipe,
-               "marks_minutes": marks, "scenarios": {}}
+               "recipe_per_scenario": recipe_of, "marks_minutes": marks, "scenarios": {}}
     for env in options.envs:
         spec = doom.load_spec(env)
         recipe = recipe_of[env]

@@ -147,3 +147,22 @@ def test_a_check_refuses_flags_that_cannot_run(check, tmp_path, capsys):
         check.parse_options(["--steps", "0", "--runs", str(tmp_path), "--out", str(tmp_path)])
     assert stopped.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith("error: --steps must be >= 1, got 0")
+
+
+def test_recipes_are_checked_by_the_names_they_resolve_to_before_anything_trains(check):
+    basic = doom.load_spec("basic")
+    assert check.recipe_names(None, basic) == ["neutral", "paper"]  # default: what --recipe default takes
+    assert check.recipe_names(["default", "neutral", "tuned"], basic) == ["neutral", "tuned"]
+    only_neutral = SimpleNamespace(name="mine", recipes={"neutral": {"learning_rate": 1e-3}})
+    assert check.recipe_names(None, only_neutral) == ["neutral", "paper"]
+    assert check.recipe_names(None, SimpleNamespace(name="plain", recipes={})) == ["paper"]
+    with pytest.raises(check.CheckError, match=r"^--recipes tuned: mine has default, paper, neutral$"):
+        check.recipe_names(["neutral", "tuned"], only_neutral)
+
+
+def test_an_unknown_recipe_stops_the_check_before_it_trains(check, tmp_path, monkeypatch):
+    monkeypatch.setattr(check, "sweep", fake_sweep(set()))
+    with pytest.raises(check.CheckError, match=r"^--recipes nope: basic has default, paper, "):
+        check.main(["--env", "basic", "--recipes", "neutral", "nope", "--seeds", "1", "--runs",
+                    str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()

@@ -21,7 +21,7 @@ def write_runs(root: Path, env: str, method: str, values: list[float], sps: int)
         run.mkdir(parents=True)
         (run / "summary.json").write_text(json.dumps({
             "env": env, "method": method, "seed": seed, "global_step": 4096, "eval_return_mean": value,
-            "sps": sps, "wall_time_s": 120.0, "args": {}}))
+            "sps": sps, "wall_time_s": 120.0, "args": {"recipe": "neutral"}}))
 
 
 @settings(max_examples=25, deadline=None)
@@ -49,7 +49,7 @@ def test_unfinished_runs_are_listed_not_counted_and_no_run_is_an_error(tmp_path)
     done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "runs"), "--out", str(out)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "| basic | 80 | camal | 1, 2 | 80.0 +- 1.4 (79.0-81.0) | 1 of 2 |" in out.read_text()
+    assert "| basic | 80 | camal | neutral | 1, 2 | 80.0 +- 1.4 (79.0-81.0) | 1 of 2 |" in out.read_text()
     assert "basic__vanilla__1" in out.read_text().split("Not counted")[1]
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -88,3 +88,16 @@ def test_the_curve_table_gives_each_evaluation_and_the_second_halfs_gain(load_sc
 def test_runs_without_evaluations_during_training_give_no_curve_table(load_script, tmp_path):
     write_runs(tmp_path, "basic", "camal", [81.0, 79.0], 300)
     assert load_script("mastery").curves(analysis.find_results([tmp_path])) == []
+
+
+def test_runs_of_one_scenario_under_two_recipes_are_refused(tmp_path):
+    write_runs(tmp_path / "runs", "basic", "camal", [81.0], 300)
+    other = tmp_path / "runs" / "basic__vanilla__1"
+    other.mkdir()
+    (other / "summary.json").write_text(json.dumps({
+        "env": "basic", "method": "vanilla", "seed": 1, "global_step": 4096, "eval_return_mean": 80.0, "sps": 300,
+        "wall_time_s": 120.0, "args": {"recipe": "tuned"}}))
+    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "runs")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0 and done.stderr.strip().count("\n") == 0
+    assert "trained with different settings" in done.stderr and "recipe 'neutral' vs 'tuned'" in done.stderr

@@ -155,6 +155,7 @@ def test_a_resumed_search_keeps_its_budget(tune, search, tmp_path):
     best = (tmp_path / "best.toml").read_text()
     assert best.startswith("# Optuna TPE, 1 trials (0.00 h), 1,000 agent steps x seeds [101], methods camal")
     assert "\n[recipes.tuned]\n" in best  # scored on CAMAL alone
+    assert "\ntotal_timesteps = 1000  # the budget its trials trained toward\n" in best
     with pytest.raises(tune.SearchError, match=r"was searched with --steps 1000, not 2000; resume it with its own"):
         search("--trials", "2", "--steps", "2000")
     with pytest.raises(tune.SearchError, match=r"--steps 1000, not 3000; --seeds 101, not 101 102; "
@@ -325,3 +326,11 @@ def test_a_stop_ends_the_running_trainers_at_once(tune, tmp_path, monkeypatch, r
     assert not tune.LIVE_RUNS._processes
     trial = tune.open_study(tmp_path / "study.db", "basic-camal-vanilla-wall").trials[0]
     assert trial.user_attrs.get("interrupted") and trial.state == optuna.trial.TrialState.FAIL
+
+
+@pytest.mark.parametrize(("methods", "combine", "table"), [
+    (["camal", "vanilla"], "worst", "neutral"), (["vanilla", "camal"], "worst", "neutral"),
+    (["camal"], "worst", "tuned"), (["camal"], "mean", "tuned"),
+    (["camal", "vanilla"], "mean", "tuned_camal_vanilla_mean"), (["vanilla"], "worst", "tuned_vanilla")])
+def test_a_winner_goes_in_the_table_that_says_how_it_was_found(tune, methods, combine, table):
+    assert tune.recipe_table(methods, combine) == table

@@ -43,3 +43,14 @@ def test_an_unknown_recipe_is_one_line_before_anything_runs(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].endswith("--recipe nope: basic has default, paper, neutral, tuned")
     assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_run_started_again_loses_its_old_stamp_first(load_script, tmp_path, capsys):
+    versus = load_script("vs_sample_factory")
+    before = {"env": "basic", "seed": 1, "minutes": 10.0, "recipe": "tuned"}
+    versus.stamp_run(tmp_path, "ours_basic", before, 5.0)
+    versus.forget_run(tmp_path, "ours_basic")  # as a new run under other settings starts, then is killed
+    assert versus.started_with(tmp_path, "ours_basic", before) is None
+    (tmp_path / "ours_basic.started").write_text("1712.5")  # the stamp older versions wrote
+    assert versus.started_with(tmp_path, "ours_basic", before) is None
+    assert "ours_basic has no record of its settings: running it again" in capsys.readouterr().out
