@@ -98,8 +98,9 @@ def mean_at(points: list[tuple[float, float]], seconds: float) -> float | None:
     return before[-1] if before else None
 
 
-def ours(env: str, seed: int, minutes: float, recipe: str, folder: Path) -> list[tuple[float, float]]:
-    """Our trainer for ``minutes`` (or its budget); (seconds since start, mean of the last 20 episodes)."""
+def ours(env: str, seed: int, minutes: float, recipe: str, folder: Path) -> tuple[float, list[tuple[float, float]]]:
+    """Our trainer for ``minutes`` (or its budget): when it started, and (seconds since then, mean of the last
+    20 episodes)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir = folder / f"ours_{env}"
@@ -124,8 +125,8 @@ def ours(env: str, seed: int, minutes: float, recipe: str, folder: Path) -> list
     if runs.Tag.EPISODIC_RETURN not in events.Tags()["scalars"]:
         sys.exit(f"vs_sample_factory: our run on {env} logged no episode; see {folder / f'ours_{env}.log'}")
     returns = [(e.wall_time - started, e.value) for e in events.Scalars(runs.Tag.EPISODIC_RETURN)]
-    return [(when, sum(v for _, v in returns[max(0, i + 1 - WINDOW): i + 1]) / min(WINDOW, i + 1))
-            for i, (when, _) in enumerate(returns)]
+    return started, [(when, sum(v for _, v in returns[max(0, i + 1 - WINDOW): i + 1]) / min(WINDOW, i + 1))
+                     for i, (when, _) in enumerate(returns)]
 
 
 def stop_after(process: subprocess.Popen, seconds: float) -> None:
@@ -147,8 +148,10 @@ def stop_after(process: subprocess.Popen, seconds: float) -> None:
         pass
 
 
-def sample_factory(env: str, seed: int, minutes: float, folder: Path, sf_python: str) -> list[tuple[float, float]]:
-    """Sample Factory's APPO defaults for ``minutes``; (seconds since start, its 20-episode mean reward)."""
+def sample_factory(env: str, seed: int, minutes: float, folder: Path,
+                   sf_python: str) -> tuple[float, list[tuple[float, float]]]:
+    """Sample Factory's APPO defaults for ``minutes``: when it started, and (seconds since then, its 20-episode
+    mean reward)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     train_dir = folder / "sample_factory"
@@ -174,8 +177,8 @@ def sample_factory(env: str, seed: int, minutes: float, folder: Path, sf_python:
     events.Reload()
     tag = "reward/reward"
     if tag not in events.Tags()["scalars"]:
-        return []
-    return [(e.wall_time - started, e.value / scaling) for e in events.Scalars(tag)]
+        return started, []
+    return started, [(e.wall_time - started, e.value / scaling) for e in events.Scalars(tag)]
 
 
 def main() -> None:
@@ -213,10 +216,11 @@ def main() -> None:
                   "Sample Factory 2.1.1 APPO defaults": sample_factory(env, options.seed, options.minutes, scratch,
                                                                        options.sf_python)}
         results["scenarios"][env] = {
-            trainer: {"at_minutes": [mean_at(curve, m * 60) for m in marks],
+            trainer: {"started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)),
+                      "at_minutes": [mean_at(curve, m * 60) for m in marks],
                       "best": max((value for _, value in curve), default=None), "points": len(curve),
                       "normalised_best": (spec.normalize_return(max(value for _, value in curve)) if curve else None)}
-            for trainer, curve in curves.items()}
+            for trainer, (started, curve) in curves.items()}
         write_json(out / "results.json", results)
         for trainer, row in results["scenarios"][env].items():
             cells = " | ".join("-" if v is None else f"{v:.1f}" for v in row["at_minutes"])
@@ -236,15 +240,16 @@ def report(results: dict) -> str:
              "Command: `python scripts/vs_sample_factory.py --minutes "
              f"{results['minutes']:g}{recipe_flag} --sf-python .venv-sf/bin/python --out reports/vs_sample_factory`",
              "",
-             "| scenario | trainer | " + " | ".join(f"{m:g} min" for m in marks) + " | best |",
-             "|---|---|" + "---|" * (len(marks) + 1)]
+             "| scenario | trainer | run started (UTC) | " + " | ".join(f"{m:g} min" for m in marks) + " | best |",
+             "|---|---|---|" + "---|" * (len(marks) + 1)]
     for env, rows in results["scenarios"].items():
         for trainer, row in rows.items():
             cells = " | ".join("-" if v is None else f"{v:.1f}" for v in row["at_minutes"])
             best = "-" if row["best"] is None else f"{row['best']:.1f}"
-            lines.append(f"| {env} | {trainer} | {cells} | {best} |")
+            lines.append(f"| {env} | {trainer} | {row.get('started_utc', '-')} | {cells} | {best} |")
     lines += ["", "Ours stops at its scenario budget when that comes first; its training mean then stays where it "
-              "ended. `-`: no mean logged yet."]
+              "ended. `-`: no mean logged yet. A run made earlier under the same settings is kept, not made again: "
+              "the start column says when each ran."]
     return "\n".join(lines) + "\n"
 
 

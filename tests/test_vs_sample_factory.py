@@ -54,3 +54,16 @@ def test_a_run_started_again_loses_its_old_stamp_first(load_script, tmp_path, ca
     (tmp_path / "ours_basic.started").write_text("1712.5")  # the stamp older versions wrote
     assert versus.started_with(tmp_path, "ours_basic", before) is None
     assert "ours_basic has no record of its settings: running it again" in capsys.readouterr().out
+
+
+def test_the_report_says_when_each_run_was_made_and_which_recipe(load_script):
+    versus = load_script("vs_sample_factory")
+    row = {"at_minutes": [1.0, None], "best": 2.0}
+    results = {"machine": "machine: test", "minutes": 2.0, "seed": 1, "recipe": "neutral", "marks_minutes": [1, 2],
+               "scenarios": {"basic": {
+                   "ours (CAMAL, neutral recipe)": {**row, "started_utc": "2026-12-07 05:00"},
+                   "Sample Factory 2.1.1 APPO defaults": {**row, "started_utc": "2026-12-06 09:00"}}}}
+    text = versus.report(results)
+    assert "--minutes 2 --recipe neutral --sf-python" in text
+    assert "| basic | ours (CAMAL, neutral recipe) | 2026-12-07 05:00 | 1.0 | - | 2.0 |" in text
+    assert "| basic | Sample Factory 2.1.1 APPO defaults | 2026-12-06 09:00 | 1.0 | - | 2.0 |" in text
