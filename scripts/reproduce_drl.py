@@ -29,6 +29,9 @@ import torch
 from camal_rl import analysis, doom, recipes, record, sweep
 from camal_rl.errors import run_cli
 
+VIDEO_FRAMES = 200  # per side-by-side video, at 10 fps
+VIDEO_EPISODES = 30  # at most; most scenarios fill the frames in one
+
 
 def machine() -> str:
     cores = __import__("os").cpu_count()
@@ -123,8 +126,9 @@ def main() -> None:
             pairs.append((str(camal_run), str(vanilla_run)))
             out = Path(options.videos) / f"{env}_camal_vs_vanilla.{fmt}"
             scale = 1 if options.paper_frames else 2
-            done = record.record([str(camal_run), str(vanilla_run)], out, episodes=3, seed=0, fps=10, scale=scale,
-                                 max_frames=200, cuda=torch.cuda.is_available(), progress=False)
+            # episodes until 20 s of video: a trained Basic agent ends an episode in a few frames
+            done = record.record([str(camal_run), str(vanilla_run)], out, episodes=VIDEO_EPISODES, seed=0, fps=10,
+                                 scale=scale, max_frames=VIDEO_FRAMES, cuda=torch.cuda.is_available(), progress=False)
             print(f"wrote {out}: {done['frames']} frames", flush=True)
         if pairs:
             rows = record.attention_panel(pairs, report / "attention_panel.png", seed=0, cuda=torch.cuda.is_available())
