@@ -3,13 +3,14 @@ fsspec storage, and requests no node can meet."""
 
 import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from camal_rl import sweep
+from camal_rl import doom, recipes, sweep
 from camal_rl.statistics import MIN_REPS
 
 TINY = ["--total-timesteps", "128", "--num-envs", "2", "--num-steps", "64", "--num-minibatches", "2",
@@ -33,7 +34,9 @@ def test_local_sweep_then_skip(tmp_path):
     again = sweep.sweep(out=out, train_args=TINY, workers=2, reps=MIN_REPS, **GRID)
     assert again["ran"] == [] and sorted(again["skipped"]) == ["basic__camal__1", "defend_the_line__camal__1"]
     # other settings into the same folder would mix in one report: refused before anything runs
-    with pytest.raises(sweep.SweepError, match=r"basic__camal__1 has learning_rate 0.000827 \(this sweep: 0.001\)"):
+    basic_lr = recipes.resolve("default", doom.load_spec("basic").recipes)[1]["learning_rate"]  # what it trained with
+    refused = re.escape(f"basic__camal__1 has learning_rate {basic_lr!r} (this sweep: 0.001)")
+    with pytest.raises(sweep.SweepError, match=refused):
         sweep.sweep(out=out, train_args=TINY + ["--learning-rate", "1e-3"], workers=2, reps=MIN_REPS, **GRID)
     with pytest.raises(sweep.SweepError, match="total_timesteps 128 .this sweep: 256.*--resume RUN --total-timesteps"):
         sweep.sweep(out=out, train_args=["--total-timesteps", "256", *TINY[2:]], workers=2, reps=MIN_REPS, **GRID)
