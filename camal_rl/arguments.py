@@ -82,9 +82,8 @@ def resolve(args, spec: doom.ScenarioSpec | None = None):
     try:
         recipe_name, recipe = recipes.resolve(args.recipe, spec.recipes)
     except KeyError:
-        have = ", ".join(["default", "paper", *sorted(spec.recipes)])
         raise ConfigError(f"--recipe {args.recipe!r}: scenario {spec.name} has no such recipe; "
-                          f"choose one of {have}") from None
+                          f"choose one of {recipes.available(spec.recipes)}") from None
     values = {name: value for name, value in recipe.items() if name not in chosen}
     values["obs_size"] = tuple(args.obs_size)
     if args.paper_frames:

@@ -51,6 +51,11 @@ def resolve(name: str, scenario_recipes: dict) -> tuple[str, dict]:
     return name, {**PAPER, **scenario_recipes[name]}
 
 
+def available(scenario_recipes: dict) -> str:
+    """The recipe names a scenario can train with, for an error that names them."""
+    return ", ".join(["default", "paper", *sorted(scenario_recipes)])
+
+
 def first_of(names: list[str], scenario_recipes: dict) -> str:
     """The first of ``names`` that a scenario can train with (``paper`` and ``default`` always can):
     how a study gives each scenario its best recipe, e.g. ``["tuned", "from_basic"]``. ``KeyError``
@@ -58,4 +63,4 @@ def first_of(names: list[str], scenario_recipes: dict) -> str:
     for name in names:
         if name in ("paper", "default") or name in scenario_recipes:
             return name
-    raise KeyError(f"none of {names}; it has default, paper{''.join(', ' + n for n in sorted(scenario_recipes))}")
+    raise KeyError(f"none of {names}; it has {available(scenario_recipes)}")

@@ -91,8 +91,7 @@ def recipe_sizes(options, parser) -> dict | None:
     try:
         name, values = recipes.resolve(options.recipe, spec.recipes)
     except KeyError:
-        parser.error(f"--recipe {options.recipe!r}: {spec.name} has default, paper"
-                     + "".join(", " + r for r in sorted(spec.recipes)))
+        parser.error(f"--recipe {options.recipe!r}: {spec.name} has {recipes.available(spec.recipes)}")
     options.recipe = name  # every tree trains the recipe by the name it resolved to here, not "default"
     print(f"recipe {name}: {values['num_envs']} envs x {values['num_steps']} steps, "
           f"{values['update_epochs']} epochs of {values['num_minibatches']} minibatches")

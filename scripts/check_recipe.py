@@ -199,8 +199,7 @@ def recipe_names(asked: list[str] | None, spec) -> list[str]:
         try:
             name = recipes.resolve(name, spec.recipes)[0]
         except KeyError:
-            raise CheckError(f"--recipes {name}: {spec.name} has default, paper"
-                             + "".join(", " + known for known in sorted(spec.recipes))) from None
+            raise CheckError(f"--recipes {name}: {spec.name} has {recipes.available(spec.recipes)}") from None
         if name not in resolved:
             resolved.append(name)
     return resolved

@@ -199,8 +199,7 @@ def main() -> None:
         try:
             recipe_of[env] = recipes.resolve(options.recipe, known)[0]
         except KeyError:
-            parser.error(f"--recipe {options.recipe}: {env} has default, paper"
-                         + "".join(", " + name for name in sorted(known)))
+            parser.error(f"--recipe {options.recipe}: {env} has {recipes.available(known)}")
     out, scratch = Path(options.out), Path(options.runs)
     out.mkdir(parents=True, exist_ok=True)
     scratch.mkdir(parents=True, exist_ok=True)
