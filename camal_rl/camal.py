@@ -348,23 +348,22 @@ def _linear_weights(source: int, target: int, like: torch.Tensor) -> torch.Tenso
 
 
 class GridMask(NamedTuple):
-    """A mask seen from an attention grid: the weights with which each map cell counts inside
-    (``R_h^T M R_w``) and outside (``R_h^T (1 - M) R_w``) when the map is bilinearly upsampled to
-    the mask, and the mask's pixel counts. Made by ``grid_mask``; index it like a tensor."""
+    """A mask seen from an attention grid: the weights with which each map cell makes alpha
+    (``R_h^T M R_w / |M|``) and beta (``R_h^T (1 - M) R_w / |1 - M|``) when the map is bilinearly
+    upsampled to the mask, so that alpha and beta are one weighted sum each. Their difference
+    ``contrast`` weighs Eq. 2's ``beta - alpha`` in one. An empty mask has no inside weights (alpha
+    = 0), a full one no outside weights (beta = 0, exactly). Made by ``grid_mask``; index it like a
+    tensor."""
 
     inside: torch.Tensor  # [B, h, w]
     outside: torch.Tensor  # [B, h, w]
-    inside_count: torch.Tensor  # [B]
-    outside_count: torch.Tensor  # [B]
+    contrast: torch.Tensor  # [B, h, w]: outside - inside
+    has_object: torch.Tensor  # [B] bool: the mask is not empty
 
     def __getitem__(self, index):
         if isinstance(index, int):  # keep tuple access for the fields
             return tuple.__getitem__(self, index)
         return GridMask(*(field[index] for field in self))
-
-    @property
-    def has_object(self) -> torch.Tensor:
-        return self.inside_count > 0
 
 
 def grid_mask(mask: torch.Tensor, grid: tuple[int, int], *, dtype: torch.dtype = torch.float32) -> GridMask:
@@ -372,7 +371,8 @@ def grid_mask(mask: torch.Tensor, grid: tuple[int, int], *, dtype: torch.dtype =
 
     Resizing is linear, so alpha and beta of a map upsampled to the mask equal sums at the map's
     own size against these weights: the same numbers without building the large resized map.
-    A trainer whose masks stay fixed over several epochs pulls them back once.
+    A trainer whose masks stay fixed over several epochs pulls them back once, and its minibatch
+    steps then pay one product and one sum for the CAMAL term of every sample.
     """
     mask = _check_mask(mask, mask, dtype=dtype)
     batch, height, width = mask.shape
@@ -380,14 +380,19 @@ def grid_mask(mask: torch.Tensor, grid: tuple[int, int], *, dtype: torch.dtype =
     outside_count = height * width - inside_count
     h, w = grid
     if (h, w) == (height, width):
-        return GridMask(mask, 1.0 - mask, inside_count, outside_count)
-    rows = _linear_weights(h, height, mask)  # [H, h]
-    cols = _linear_weights(w, width, mask)  # [W, w]
-    # R_h^T M R_w as two plain matrix products, not a batched broadcast matmul (docs/performance.md, "Small choices")
-    across = (mask.reshape(batch * height, width) @ cols).reshape(batch, height, w)
-    inside = (across.transpose(1, 2).reshape(batch * w, height) @ rows).reshape(batch, w, h).transpose(1, 2)
-    outside = torch.outer(rows.sum(0), cols.sum(0)) - inside  # R_h^T 1 1^T R_w - R_h^T M R_w
-    return GridMask(inside, outside, inside_count, outside_count)
+        inside, outside = mask, 1.0 - mask
+    else:
+        rows = _linear_weights(h, height, mask)  # [H, h]
+        cols = _linear_weights(w, width, mask)  # [W, w]
+        # R_h^T M R_w as two plain products, not a batched broadcast matmul (docs/performance.md, "Small choices")
+        across = (mask.reshape(batch * height, width) @ cols).reshape(batch, height, w)
+        inside = (across.transpose(1, 2).reshape(batch * w, height) @ rows).reshape(batch, w, h).transpose(1, 2)
+        outside = torch.outer(rows.sum(0), cols.sum(0)) - inside  # R_h^T 1 1^T R_w - R_h^T M R_w
+    inside = inside / inside_count.clamp_min(1.0)[:, None, None]
+    # a full mask's outside weights are 0 only up to float cancellation: make them (and beta) exactly 0
+    outside = torch.where(outside_count[:, None, None] > 0, outside / outside_count.clamp_min(1.0)[:, None, None],
+                          torch.zeros_like(outside))
+    return GridMask(inside.contiguous(), outside, outside - inside, inside_count > 0)
 
 
 def alpha_beta(attention: torch.Tensor, mask: torch.Tensor | GridMask) -> tuple[torch.Tensor, torch.Tensor]:
@@ -398,18 +403,19 @@ def alpha_beta(attention: torch.Tensor, mask: torch.Tensor | GridMask) -> tuple[
     (``resize``), computed without building the resized map (``grid_mask``). ``mask`` may be
     a binary ``[B, H, W]`` tensor or a ``GridMask`` already pulled back to the map's grid.
     """
+    mask = _as_grid_mask(attention, mask)
+    return (attention * mask.inside).sum(dim=(1, 2)), (attention * mask.outside).sum(dim=(1, 2))
+
+
+def _as_grid_mask(attention: torch.Tensor, mask: torch.Tensor | GridMask) -> GridMask:
     if not isinstance(mask, GridMask):
         if mask.dim() != 3 or attention.dim() != 3 or mask.shape[0] != attention.shape[0]:
             _check_mask(attention, mask)  # raises with the shapes
-        mask = grid_mask(mask, tuple(attention.shape[-2:]), dtype=attention.dtype)
-    elif tuple(mask.inside.shape) != tuple(attention.shape):
+        return grid_mask(mask, tuple(attention.shape[-2:]), dtype=attention.dtype)
+    if tuple(mask.inside.shape) != tuple(attention.shape):
         raise ValueError(f"a GridMask of shape {tuple(mask.inside.shape)} "
                          f"does not fit attention {tuple(attention.shape)}")
-    alpha = (attention * mask.inside).sum(dim=(1, 2)) / mask.inside_count.clamp_min(1.0)
-    beta = (attention * mask.outside).sum(dim=(1, 2)) / mask.outside_count.clamp_min(1.0)
-    # a full mask's outside weights are 0 only up to float cancellation: make beta exactly 0
-    beta = torch.where(mask.outside_count > 0, beta, torch.zeros_like(beta))
-    return alpha, beta
+    return mask
 
 
 REGULARIZERS = ("camal", "suppress")
@@ -429,23 +435,20 @@ def camal_loss(
     Samples whose mask is empty have no alpha (Eq. 1 divides by the mask's area):
     ``empty_mask="skip"`` leaves them out of the mean (a batch of only such samples gives a
     zero loss that still backpropagates); ``"suppress"`` counts alpha as 0, so they add beta,
-    pushing attention down everywhere on frames with nothing to look at.
+    pushing attention down everywhere on frames with nothing to look at. No host sync and no
+    data-dependent shape: the same code runs eagerly and under torch.compile.
     """
     if regularizer not in REGULARIZERS:
         raise ValueError(f"unknown regularizer {regularizer!r}; choose one of {REGULARIZERS}")
     if empty_mask not in EMPTY_MASK_POLICIES:
         raise ValueError(f"unknown empty-mask policy {empty_mask!r}; choose one of {EMPTY_MASK_POLICIES}")
-    alpha, beta = alpha_beta(attention, mask)
-    terms = beta - alpha if regularizer == "camal" else beta
+    mask = _as_grid_mask(attention, mask)
+    weights = mask.contrast if regularizer == "camal" else mask.outside
+    terms = (attention * weights).sum(dim=(1, 2))  # beta - alpha (or beta) of every sample
     if empty_mask == "suppress":
         return terms.mean()
-    has_object = mask.has_object if isinstance(mask, GridMask) else mask.flatten(1).any(dim=1).bool()
-    if torch.compiler.is_compiling():  # the same mean without a host sync or a data-dependent shape
-        kept = has_object.to(terms.dtype)
-        return (terms * kept).sum() / kept.sum().clamp_min(1.0)
-    if not bool(has_object.any()):
-        return (attention * 0).sum()
-    return terms[has_object].mean()
+    kept = mask.has_object.to(terms.dtype)
+    return (terms * kept).sum() / kept.sum().clamp_min(1.0)
 
 
 @torch.no_grad()

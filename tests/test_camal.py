@@ -7,6 +7,8 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from camal_rl import camal
 
@@ -324,3 +326,39 @@ def test_attention_through_a_linear_layer_of_another_size_is_refused():
     scores, features, fc_layer = model(torch.randn(3, 2, 7, 9))
     with pytest.raises(ValueError, match=r"must have a weight \[N, 168\].*got weight \(16, 210\)"):
         camal.attention(features[:, :, 1:], scores, method="gradcam", linear=fc_layer)
+
+
+def reference_camal_loss(attention, mask, regularizer, empty_mask):
+    """Eq. 1-2 read literally: resize each map to its mask, average inside and outside, then the mean."""
+    terms = []
+    for sample, sample_mask in zip(camal.resize(attention, tuple(mask.shape[-2:])), mask.bool(), strict=True):
+        inside, outside = sample[sample_mask], sample[~sample_mask]
+        if not sample_mask.any() and empty_mask == "skip":
+            continue
+        alpha = inside.mean() if inside.numel() else sample.sum() * 0
+        beta = outside.mean() if outside.numel() else sample.sum() * 0
+        terms.append(beta - alpha if regularizer == "camal" else beta)
+    return torch.stack(terms).mean() if terms else attention.sum() * 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch=st.integers(1, 5), grid=st.tuples(st.integers(1, 6), st.integers(1, 6)),
+       scale=st.sampled_from([1, 2, 5]), kinds=st.lists(st.sampled_from(["empty", "full", "random"]), min_size=5,
+                                                        max_size=5),
+       regularizer=st.sampled_from(camal.REGULARIZERS), empty_mask=st.sampled_from(camal.EMPTY_MASK_POLICIES),
+       seed=st.integers(0, 2**16))
+def test_camal_loss_and_its_gradient_follow_eq_1_and_2(batch, grid, scale, kinds, regularizer, empty_mask, seed):
+    generator = torch.Generator().manual_seed(seed)
+    attention = torch.rand(batch, *grid, generator=generator, dtype=torch.float64, requires_grad=True)
+    size = (grid[0] * scale, grid[1] * scale)
+    mask = (torch.rand(batch, *size, generator=generator) > 0.7).to(torch.uint8)
+    for index, kind in enumerate(kinds[:batch]):
+        if kind != "random":
+            mask[index] = int(kind == "full")
+    expected = reference_camal_loss(attention, mask, regularizer, empty_mask)
+    for given_mask in (mask, camal.grid_mask(mask, grid, dtype=torch.float64)):
+        loss = camal.camal_loss(attention, given_mask, regularizer=regularizer, empty_mask=empty_mask)
+        assert torch.allclose(loss, expected, atol=1e-10)
+        (grad,) = torch.autograd.grad(loss, attention)
+        (expected_grad,) = torch.autograd.grad(expected, attention, retain_graph=True)
+        assert torch.allclose(grad, expected_grad, atol=1e-10)
