@@ -115,3 +115,24 @@ def test_bench_train_reports_within_round_ratios(load_script, capsys):
     out = capsys.readouterr().out
     assert "| 60x80 | 8 | new | 210 | 170 | 0.81 |" in out  # best of each
     assert "CAMAL / Vanilla, new, 60x80, 8 envs: within rounds median 0.85 (0.80-0.90, 3 rounds)" in out
+
+
+def test_camal_step_profile_sorts_ops_by_what_costs_them(load_script):
+    profile = load_script("camal_step_profile")
+    flat, fc_numel = 1536, 512 * 1536
+    assert profile.classify("aten::mm", [[512, 64], [64, flat]], fc_numel, flat) == "fc-size products"
+    assert profile.classify("aten::addmm", [[512], [64, flat], [flat, 512]], fc_numel, flat) == "fc-size products"
+    assert profile.classify("aten::mm", [[64, 512], [512, 3]], fc_numel, flat) == "small ops and the rest"
+    assert profile.classify("aten::mul", [[512, flat], [512, flat]], fc_numel, flat) == "fc-size elementwise passes"
+    assert profile.classify("aten::convolution_backward", [[64, 64, 4, 6], []], fc_numel, flat) == "convolutions"
+    assert profile.classify("aten::mean", [[64, 64, 4, 6], [], []], fc_numel, flat) == "small ops and the rest"
+
+
+def test_camal_step_profile_prints_times_flops_and_classes():
+    done = subprocess.run([sys.executable, str(SCRIPTS / "camal_step_profile.py"), "--batch", "8", "--rounds", "1",
+                           "--steps", "2", "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"minibatch 8, .* CAMAL / Vanilla time [0-9.]+x .*FLOPs 1\.[0-9]{3}x", done.stdout)
+    for name in ("fc-size products", "fc-size elementwise passes", "convolutions", "small ops and the rest",
+                 "all (profiled self-CPU)"):
+        assert re.search(rf"\| {re.escape(name)} \| [0-9,]+ \| [0-9,]+ \| -?[0-9,]+ \| -?[0-9.]+ \|", done.stdout), name
