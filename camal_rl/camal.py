@@ -366,6 +366,20 @@ class GridMask(NamedTuple):
         return GridMask(*(field[index] for field in self))
 
 
+def _pull_back(region: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """``R_h^T region R_w``: how much of ``region`` [B, H, W] each cell of a [h, w] map covers when the
+    map is bilinearly upsampled to [H, W]."""
+    batch, height, width = region.shape
+    h, w = grid
+    if (h, w) == (height, width):
+        return region
+    rows = _linear_weights(h, height, region)  # [H, h]
+    cols = _linear_weights(w, width, region)  # [W, w]
+    # two plain products, not a batched broadcast matmul (docs/performance.md, "Small choices")
+    across = (region.reshape(batch * height, width) @ cols).reshape(batch, height, w)
+    return (across.transpose(1, 2).reshape(batch * w, height) @ rows).reshape(batch, w, h).transpose(1, 2)
+
+
 def grid_mask(mask: torch.Tensor, grid: tuple[int, int], *, dtype: torch.dtype = torch.float32) -> GridMask:
     """Pull a binary mask ``[B, H, W]`` back to an attention grid ``(h, w)`` (see ``GridMask``).
 
@@ -375,24 +389,14 @@ def grid_mask(mask: torch.Tensor, grid: tuple[int, int], *, dtype: torch.dtype =
     steps then pay one product and one sum for the CAMAL term of every sample.
     """
     mask = _check_mask(mask, mask, dtype=dtype)
-    batch, height, width = mask.shape
+    height, width = mask.shape[1:]
     inside_count = mask.sum(dim=(1, 2))
     outside_count = height * width - inside_count
-    h, w = grid
-    if (h, w) == (height, width):
-        inside, outside = mask, 1.0 - mask
-    else:
-        rows = _linear_weights(h, height, mask)  # [H, h]
-        cols = _linear_weights(w, width, mask)  # [W, w]
-        # R_h^T M R_w as two plain products, not a batched broadcast matmul (docs/performance.md, "Small choices")
-        across = (mask.reshape(batch * height, width) @ cols).reshape(batch, height, w)
-        inside = (across.transpose(1, 2).reshape(batch * w, height) @ rows).reshape(batch, w, h).transpose(1, 2)
-        outside = torch.outer(rows.sum(0), cols.sum(0)) - inside  # R_h^T 1 1^T R_w - R_h^T M R_w
-    inside = inside / inside_count.clamp_min(1.0)[:, None, None]
-    # a full mask's outside weights are 0 only up to float cancellation: make them (and beta) exactly 0
-    outside = torch.where(outside_count[:, None, None] > 0, outside / outside_count.clamp_min(1.0)[:, None, None],
-                          torch.zeros_like(outside))
-    return GridMask(inside.contiguous(), outside, outside - inside, inside_count > 0)
+    # each region pulled back on its own, not outside = all - inside: a nearly full mask's few outside
+    # pixels would be lost to cancellation, and a full mask's outside weights are then exactly 0
+    inside = _pull_back(mask, grid) / inside_count.clamp_min(1.0)[:, None, None]
+    outside = _pull_back(1.0 - mask, grid) / outside_count.clamp_min(1.0)[:, None, None]
+    return GridMask(inside.contiguous(), outside.contiguous(), outside - inside, inside_count > 0)
 
 
 def alpha_beta(attention: torch.Tensor, mask: torch.Tensor | GridMask) -> tuple[torch.Tensor, torch.Tensor]:
@@ -435,8 +439,9 @@ def camal_loss(
     Samples whose mask is empty have no alpha (Eq. 1 divides by the mask's area):
     ``empty_mask="skip"`` leaves them out of the mean (a batch of only such samples gives a
     zero loss that still backpropagates); ``"suppress"`` counts alpha as 0, so they add beta,
-    pushing attention down everywhere on frames with nothing to look at. No host sync and no
-    data-dependent shape: the same code runs eagerly and under torch.compile.
+    pushing attention down everywhere on frames with nothing to look at. Given a ``GridMask`` (a
+    trainer pulls its masks back once), no host sync and no data-dependent shape: the same code
+    runs eagerly and under torch.compile. A raw mask is checked to be binary first (a sync).
     """
     if regularizer not in REGULARIZERS:
         raise ValueError(f"unknown regularizer {regularizer!r}; choose one of {REGULARIZERS}")
@@ -447,8 +452,9 @@ def camal_loss(
     terms = (attention * weights).sum(dim=(1, 2))  # beta - alpha (or beta) of every sample
     if empty_mask == "suppress":
         return terms.mean()
-    kept = mask.has_object.to(terms.dtype)
-    return (terms * kept).sum() / kept.sum().clamp_min(1.0)
+    # where, not a product with the 0/1 weights: a skipped sample's NaN must not reach the mean
+    kept = torch.where(mask.has_object, terms, torch.zeros_like(terms))
+    return kept.sum() / mask.has_object.sum().clamp_min(1)
 
 
 @torch.no_grad()

@@ -343,22 +343,54 @@ def reference_camal_loss(attention, mask, regularizer, empty_mask):
 
 @settings(max_examples=40, deadline=None)
 @given(batch=st.integers(1, 5), grid=st.tuples(st.integers(1, 6), st.integers(1, 6)),
-       scale=st.sampled_from([1, 2, 5]), kinds=st.lists(st.sampled_from(["empty", "full", "random"]), min_size=5,
-                                                        max_size=5),
+       size=st.tuples(st.integers(1, 40), st.integers(1, 40)),
+       kinds=st.lists(st.sampled_from(["empty", "full", "one pixel", "all but one", "random"]), min_size=5,
+                      max_size=5),
        regularizer=st.sampled_from(camal.REGULARIZERS), empty_mask=st.sampled_from(camal.EMPTY_MASK_POLICIES),
        seed=st.integers(0, 2**16))
-def test_camal_loss_and_its_gradient_follow_eq_1_and_2(batch, grid, scale, kinds, regularizer, empty_mask, seed):
+def test_camal_loss_and_its_gradient_follow_eq_1_and_2(batch, grid, size, kinds, regularizer, empty_mask, seed):
     generator = torch.Generator().manual_seed(seed)
     attention = torch.rand(batch, *grid, generator=generator, dtype=torch.float64, requires_grad=True)
-    size = (grid[0] * scale, grid[1] * scale)
     mask = (torch.rand(batch, *size, generator=generator) > 0.7).to(torch.uint8)
     for index, kind in enumerate(kinds[:batch]):
         if kind != "random":
-            mask[index] = int(kind == "full")
+            mask[index] = int(kind in ("full", "all but one"))
+        if kind in ("one pixel", "all but one"):
+            mask[index, size[0] // 2, size[1] // 2] = int(kind == "one pixel")
     expected = reference_camal_loss(attention, mask, regularizer, empty_mask)
-    for given_mask in (mask, camal.grid_mask(mask, grid, dtype=torch.float64)):
-        loss = camal.camal_loss(attention, given_mask, regularizer=regularizer, empty_mask=empty_mask)
-        assert torch.allclose(loss, expected, atol=1e-10)
-        (grad,) = torch.autograd.grad(loss, attention)
-        (expected_grad,) = torch.autograd.grad(expected, attention, retain_graph=True)
-        assert torch.allclose(grad, expected_grad, atol=1e-10)
+    (expected_grad,) = torch.autograd.grad(expected, attention)
+    for dtype, tolerance in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
+        for given_mask in (mask, camal.grid_mask(mask, grid, dtype=dtype)):
+            loss = camal.camal_loss(attention.to(dtype), given_mask, regularizer=regularizer, empty_mask=empty_mask)
+            assert torch.allclose(loss.double(), expected, atol=tolerance)
+            (grad,) = torch.autograd.grad(loss, attention)
+            assert torch.allclose(grad, expected_grad, atol=tolerance)
+        # a full mask has nothing outside: beta is exactly 0, in float32 too
+        _, beta = camal.alpha_beta(attention.detach().to(dtype), camal.grid_mask(mask, grid, dtype=dtype))
+        full = mask.bool().flatten(1).all(1)
+        assert torch.equal(beta[full], torch.zeros_like(beta[full]))
+
+
+def test_a_skipped_sample_cannot_spoil_the_loss():
+    attention = torch.rand(3, 4, 6, requires_grad=True)
+    mask = torch.zeros(3, 60, 80, dtype=torch.uint8)
+    mask[1:, 10:30, 20:40] = 1
+    broken = torch.cat([torch.full((1, 4, 6), float("nan")), attention[1:]])  # the empty-mask sample is NaN
+    loss = camal.camal_loss(broken, camal.grid_mask(mask, (4, 6)))
+    assert torch.isfinite(loss)
+    assert torch.allclose(loss, camal.camal_loss(attention[1:], mask[1:]))
+
+
+@settings(max_examples=20, deadline=None)
+@given(holes=st.lists(st.tuples(st.integers(0, 119), st.integers(0, 159)), min_size=1, max_size=3),
+       seed=st.integers(0, 2**16))
+def test_a_nearly_full_screen_mask_keeps_its_few_outside_pixels_in_float32(holes, seed):
+    # the trainer's path: 120x160 label masks, float32, a 4x6 map; beta averages a handful of pixels
+    attention = torch.rand(1, 4, 6, generator=torch.Generator().manual_seed(seed))
+    mask = torch.ones(1, 120, 160, dtype=torch.uint8)
+    for row, col in holes:
+        mask[0, row, col] = 0
+    _, beta = camal.alpha_beta(attention, camal.grid_mask(mask, (4, 6)))
+    upsampled = camal.resize(attention.double(), (120, 160))
+    expected = upsampled[~mask.bool()].mean()
+    assert abs(beta.item() - expected.item()) <= 1e-5 * max(1.0, expected.item())
