@@ -80,7 +80,7 @@ def diagnose(run_dir: Path, episodes: int) -> dict:
     return {"run": run_dir.name, "env": spec.name, "method": run.method, "seed": run.seed,
             "step": int(checkpoint.get("global_step", 0)), "episodes": episodes, **mean,
             "shots": None if shots is None else shots / episodes,
-            "hits_per_shot": sum(episode["kills"] for episode in played) / shots if shots else None,
+            "kills_per_shot": sum(episode["kills"] for episode in played) / shots if shots else None,
             "played": played}
 
 
@@ -94,7 +94,7 @@ def table(results: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['run']} | {r['step']:,} | {r['episodes']} | {r['return']:.1f} | {r['kills']:.1f} | "
-                     f"{figure(r['shots'], '.1f')} | {figure(r['hits_per_shot'], '.2f')} | {r['ended_early']:.0%} | "
+                     f"{figure(r['shots'], '.1f')} | {figure(r['kills_per_shot'], '.2f')} | {r['ended_early']:.0%} | "
                      f"{r['ammo_start']:.0f}, {r['ammo_left']:.1f} | {r['dry_share']:.0%} | {r['length']:.0f} | "
                      f"{r['kill_rate']:.1f} |")
     return "\n".join(lines)
@@ -108,6 +108,10 @@ def main(argv: list[str] | None = None) -> str:
     options = parser.parse_args(argv)
     if options.episodes < 1:
         raise ConfigError(f"--episodes must be at least 1, got {options.episodes}")
+    if options.out is not None:  # before any episode is played, not after
+        if options.out.is_dir():
+            raise ConfigError(f"--out {options.out} is a folder; give a Markdown file's path")
+        options.out.parent.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)  # one env, one small forward a step: more threads only wait
     results = []
     for run_dir in options.runs:

@@ -19,12 +19,12 @@ def test_kills_and_shots_agree_with_how_basic_episodes_end(load_script, finished
         assert episode["kills"] in (0, 1)
         assert (episode["kills"] == 1) == episode["ended_early"]
         # no ammunition is handed out in Basic: every round fired is counted, and a kill needs one
-        assert episode["shots"] is not None and episode["shots"] >= episode["kills"]
+        assert episode["shots"] is not None and episode["kills"] <= episode["shots"] <= episode["length"]
         assert episode["ammo_start"] - episode["ammo_left"] == episode["shots"]
         assert 0 <= episode["dry_share"] <= 1
     kills = sum(episode["kills"] for episode in result["played"])
     shots = sum(episode["shots"] for episode in result["played"])
-    assert result["hits_per_shot"] == (kills / shots if shots else None)
+    assert result["kills_per_shot"] == (kills / shots if shots else None)
 
 
 def test_writes_the_table_it_prints(load_script, finished_run, tmp_path):
@@ -38,9 +38,10 @@ def test_writes_the_table_it_prints(load_script, finished_run, tmp_path):
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
     out = tmp_path / "ends.md"
-    for argv, said in ((["--episodes", "0", str(tmp_path)], "--episodes must be at least 1"),
-                       ([str(tmp_path / "missing")], "missing")):
-        done = subprocess.run([sys.executable, str(SCRIPT), *argv, "--out", str(out)], capture_output=True, text=True)
+    for argv, said in ((["--episodes", "0", str(tmp_path), "--out", str(out)], "--episodes must be at least 1"),
+                       ([str(tmp_path / "missing"), "--out", str(out)], "missing"),
+                       ([str(tmp_path / "missing"), "--out", str(tmp_path)], "is a folder")):
+        done = subprocess.run([sys.executable, str(SCRIPT), *argv], capture_output=True, text=True)
         assert done.returncode != 0
         assert said in done.stderr and "Traceback" not in done.stderr, done.stderr
         assert not out.exists()
