@@ -5,12 +5,13 @@ real agent and loss (``ppo.update``), timed in alternating rounds and then profi
     python scripts/camal_step_profile.py --batch 128 256   # DefendLine's, Table 8's
 
 For each minibatch size it prints the wall-clock ms per step of each method and their ratio (median
-of the ratios within rounds), the FLOP ratio (``camal_flops.py``), and CAMAL's extra self-CPU time
-per step in four classes of torch op: the matrix products the size of the fc layer (the exact
-gradient of V(s) at the features and its backward: two per step with LayerCAM), elementwise passes
-over tensors the fc weight's size, the convolutions, and everything else (the attention map, its
-normalisation, alpha and beta, the empty-mask selection and their backward: many small calls). The
-products cost what their FLOPs say; the rest costs per call, which a FLOP count cannot see.
+of the ratios within rounds), the FLOP ratio (``camal_flops.py``), and each method's self-CPU time
+per step in four classes of torch op (medians over profiled rounds, the methods alternating): the
+matrix products with the fc layer's size (the exact gradient of V(s) at the features and its
+backward add two per step with LayerCAM), elementwise passes over tensors the fc weight's size,
+the convolutions, and everything else: the attention map, its normalisation, the contrast sum and
+their backward (many small calls), Adam (its fused step records no shapes) and views. The products
+cost what their FLOPs say; the small calls cost per call, which a FLOP count cannot see.
 Figures: docs/performance.md ("Where CAMAL's extra time goes").
 """
 
@@ -56,8 +57,16 @@ def step_ms(agent, optimizer, minibatch, args: ppo.Args, steps: int) -> float:
     return (time.perf_counter() - start) / steps * 1e3
 
 
+# Ops that move no data (a view of the fc weight is not a pass over it).
+VIEWS = {"aten::t", "aten::transpose", "aten::as_strided", "aten::detach", "aten::view", "aten::reshape",
+         "aten::_reshape_alias", "aten::expand", "aten::permute", "aten::unsqueeze", "aten::squeeze", "aten::linear",
+         "aten::matmul", "aten::numpy_T", "aten::alias", "detach"}
+
+
 def classify(name: str, shapes: list, fc_numel: int, flat: int) -> str:
     dims = [shape for shape in shapes if isinstance(shape, list) and shape]
+    if name in VIEWS:
+        return CLASSES[3]
     if "convolution" in name:
         return CLASSES[2]
     if name in ("aten::mm", "aten::addmm", "aten::bmm") and any(flat in shape for shape in dims):
@@ -68,7 +77,7 @@ def classify(name: str, shapes: list, fc_numel: int, flat: int) -> str:
 
 
 def profiled_classes(agent, optimizer, minibatch, args: ppo.Args, steps: int) -> dict[str, float]:
-    """Self-CPU microseconds per step in each class."""
+    """Self-CPU microseconds per step in each class, from one profiled round of ``steps`` steps."""
     fc_weight = agent.fc[1].weight
     for _ in range(3):
         ppo.update(agent, optimizer, minibatch, args)
@@ -87,19 +96,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[64], help="minibatch sizes")
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds per method (alternating order)")
     parser.add_argument("--steps", type=int, default=60, help="minibatch steps per timed round and per profile")
+    parser.add_argument("--profile-rounds", type=int, default=3, help="profiled rounds per method (alternating order)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores, as the trainer)")
     options = parser.parse_args()
-    if min(options.batch) < 2 or options.rounds < 1 or options.steps < 1:
-        parser.error("--batch must be at least 2, --rounds and --steps at least 1")
+    if min(options.batch) < 2 or min(options.rounds, options.steps, options.profile_rounds) < 1:
+        parser.error("--batch must be at least 2, --rounds, --steps and --profile-rounds at least 1")
 
     if options.threads:
         torch.set_num_threads(options.threads)
     print(benchkit.machine_line())
     for batch in options.batch:
-        report(batch, options.rounds, options.steps)
+        report(batch, options.rounds, options.steps, options.profile_rounds)
 
 
-def report(batch: int, rounds: int, steps: int, obs_shape: tuple[int, int, int] = (4, 60, 80)) -> None:
+def report(batch: int, rounds: int, steps: int, profile_rounds: int,
+           obs_shape: tuple[int, int, int] = (4, 60, 80)) -> None:
     import camal_flops  # a sibling script: the FLOP count of the same step
 
     agent, optimizer, minibatch = make_step(batch, obs_shape)
@@ -108,12 +119,16 @@ def report(batch: int, rounds: int, steps: int, obs_shape: tuple[int, int, int] 
     ratios = benchkit.round_ratios(times["camal"], times["vanilla"])
     flops = {use: camal_flops.minibatch_flops(obs_shape, (120, 160), batch, use, "layercam")[1]
              for use in (False, True)}
-    classes = {method: profiled_classes(agent, optimizer, minibatch, method_args(method), steps)
-               for method in ("vanilla", "camal")}
+    profiled = benchkit.interleave(("vanilla", "camal"), profile_rounds,
+                                   lambda method: profiled_classes(agent, optimizer, minibatch, method_args(method),
+                                                                   steps))
+    classes = {method: {name: benchkit.median([round_[name] for round_ in profiled[method]]) for name in CLASSES}
+               for method in profiled}
     vanilla_total, camal_total = (sum(classes[method].values()) for method in ("vanilla", "camal"))
     print(f"\nminibatch {batch}, 60x80 grey, LayerCAM: Vanilla {benchkit.median(times['vanilla']):.2f} ms, "
           f"CAMAL {benchkit.median(times['camal']):.2f} ms a step; CAMAL / Vanilla time "
           f"{benchkit.ratio_summary(ratios, 'x')}, FLOPs {flops[True] / flops[False]:.3f}x")
+    print(f"self-CPU us per step, medians of {profile_rounds} profiled rounds per method:")
     print("| op class | Vanilla us/step | CAMAL us/step | CAMAL's extra us | extra / Vanilla step |")
     print("|---|---|---|---|---|")
     rows = [(name, classes["vanilla"][name], classes["camal"][name]) for name in CLASSES]

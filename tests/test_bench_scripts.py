@@ -126,11 +126,13 @@ def test_camal_step_profile_sorts_ops_by_what_costs_them(load_script):
     assert profile.classify("aten::mul", [[512, flat], [512, flat]], fc_numel, flat) == "fc-size elementwise passes"
     assert profile.classify("aten::convolution_backward", [[64, 64, 4, 6], []], fc_numel, flat) == "convolutions"
     assert profile.classify("aten::mean", [[64, 64, 4, 6], [], []], fc_numel, flat) == "small ops and the rest"
+    # a view of the fc weight moves no data: not a pass over it
+    assert profile.classify("aten::t", [[512, flat]], fc_numel, flat) == "small ops and the rest"
 
 
 def test_camal_step_profile_prints_times_flops_and_classes():
     done = subprocess.run([sys.executable, str(SCRIPTS / "camal_step_profile.py"), "--batch", "8", "--rounds", "1",
-                           "--steps", "2", "--threads", "1"], capture_output=True, text=True, timeout=300)
+                           "--steps", "2", "--profile-rounds", "1", "--threads", "1"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert re.search(r"minibatch 8, .* CAMAL / Vanilla time [0-9.]+x .*FLOPs 1\.[0-9]{3}x", done.stdout)
     for name in ("fc-size products", "fc-size elementwise passes", "convolutions", "small ops and the rest",
