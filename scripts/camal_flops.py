@@ -39,13 +39,14 @@ def minibatch_flops(obs_shape: tuple[int, int, int], mask_size: tuple[int, int],
     with FlopCounterMode(display=False) as forward_only:
         with torch.no_grad():
             agent(frames)
+    grid_masks = camal.grid_mask(masks, agent.feature_grid)  # once per rollout in the trainer, not per step
     with FlopCounterMode(display=False) as step:
         logits, value, features, fc_layer = agent.forward_with_linear(frames)
         loss = logits.logsumexp(-1).mean() + value.pow(2).mean()  # stands in for PPO's: no FLOPs to speak of
         if use_camal:
             maps = camal.normalize(camal.attention(features, value.flatten(), method=attention, create_graph=True,
                                                    linear=fc_layer if through_linear else None))
-            loss = loss + camal.camal_loss(maps, camal.grid_mask(masks, tuple(maps.shape[-2:])))
+            loss = loss + camal.camal_loss(maps, grid_masks)
         loss.backward()
     return forward_only.get_total_flops(), step.get_total_flops()
 

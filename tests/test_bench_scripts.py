@@ -132,7 +132,8 @@ def test_camal_step_profile_sorts_ops_by_what_costs_them(load_script):
 
 def test_camal_step_profile_prints_times_flops_and_classes():
     done = subprocess.run([sys.executable, str(SCRIPTS / "camal_step_profile.py"), "--batch", "8", "--rounds", "1",
-                           "--steps", "2", "--profile-rounds", "1", "--threads", "1"], capture_output=True, text=True, timeout=300)
+                           "--steps", "2", "--profile-rounds", "1", "--threads", "1"],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert re.search(r"minibatch 8, .* CAMAL / Vanilla time [0-9.]+x .*FLOPs 1\.[0-9]{3}x", done.stdout)
     for name in ("fc-size products", "fc-size elementwise passes", "convolutions", "small ops and the rest",
