@@ -1,6 +1,6 @@
 """The trainer's numbers do not move when its code is reshaped: short seeded runs give the same
-parameters and TensorBoard scalars, bit for bit, as the tree the fingerprint was taken from (git
-1f7b64f, the trainer before it became rollout / compute_gae / update / train_loop)."""
+parameters and TensorBoard scalars, bit for bit, as the tree the fingerprint was taken from (its
+``_taken_from``: a change that means to round differently retakes it and says by how much)."""
 
 import hashlib
 import json
