@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from camal_rl import camal
+from camal_rl import camal, matmul
 
 # Orthogonal init's default gain for ReLU layers.
 SQRT_2 = np.sqrt(2)
@@ -74,7 +74,7 @@ class Agent(nn.Module):
         # uint8 -> channels-last first (a quarter of the bytes to move), then scale in place
         features = self.conv(x.contiguous(memory_format=torch.channels_last).float().div_(255.0))
         flatten, linear, relu = self.fc
-        fc_output = linear(flatten(features))
+        fc_output = matmul.linear(flatten(features), linear.weight, linear.bias)  # oneDNN on the CPU
         hidden = relu(fc_output)
         return self.actor(hidden), self.critic(hidden).squeeze(-1), features, fc_output
 

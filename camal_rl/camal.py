@@ -28,6 +28,8 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from camal_rl.matmul import product
+
 # A weighting turns (features A, gradients G), both [B, K, h, w], into the
 # unnormalised map [B, h, w]. Each method only says how to weight; the gradient
 # itself always comes from one batch-level backward (see ``attention``).
@@ -130,13 +132,13 @@ class _GatedHeadThroughLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, head: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(head, gate, weight)
-        return (gate * head) @ weight
+        return product(gate * head, weight)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         head, gate, weight = ctx.saved_tensors
-        gated = gate.t() @ grad  # [N, D]
+        gated = product(gate.t(), grad)  # [N, D]
         head_grad = torch.linalg.vecdot(weight, gated) if ctx.needs_input_grad[0] else None
         weight_grad = gated.mul_(head[:, None]) if ctx.needs_input_grad[2] else None  # in place: no second [N, D]
         return head_grad, None, weight_grad
@@ -187,7 +189,7 @@ def _full_gradients_through_head(features: torch.Tensor, linear: LinearAbove, cr
         grads = _GatedHeadThroughLinear.apply(linear.relu_head, gate, linear.weight)
     else:
         with torch.no_grad():
-            grads = (gate * linear.relu_head) @ linear.weight
+            grads = product(gate * linear.relu_head, linear.weight)
     return grads.view(features.shape)
 
 

@@ -1,0 +1,86 @@
+"""Float32 matrix products on the CPU through oneDNN, the library PyTorch's CPU convolutions already use.
+
+PyTorch sends a float32 ``mm`` on the CPU to MKL, whose sgemm runs AMD CPUs on a narrower code path;
+oneDNN's matmul runs the fc layer's products 2-2.5x faster on this project's AMD machines, to the same
+float32 rounding (docs/performance.md, "Matrix products"). Elsewhere (CUDA, other dtypes, a build
+without oneDNN, under torch.compile) these are ``torch.mm`` and ``torch.nn.functional.linear``.
+
+``matmul`` and ``linear`` are differentiable to any order (their backward is made of ``matmul``);
+``product`` is for code that is already inside an ``autograd.Function``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _onednn_linear():
+    """oneDNN's ``linear`` (``x @ w.T + b``, strided inputs allowed), or None where this build lacks it."""
+    try:
+        op = torch.ops.mkldnn._linear_pointwise.default
+        probe = torch.arange(6.0).view(2, 3)
+        if not torch.equal(op(probe, probe, None, "none", [], ""), probe @ probe.T):
+            return None
+        return op
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_ONEDNN_LINEAR = _onednn_linear()
+
+
+def _on_onednn(*tensors: torch.Tensor) -> bool:
+    # torch.compile lowers the op only for constant (frozen) weights, and chooses its own products anyway
+    return _ONEDNN_LINEAR is not None and not torch.compiler.is_compiling() and all(
+        t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() == 2 and t.numel() > 0 for t in tensors)
+
+
+def product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for 2-d ``a`` [M, K] and ``b`` [K, N], not recorded by autograd's own formula."""
+    if _on_onednn(a, b):
+        return _ONEDNN_LINEAR(a, b.T, None, "none", [], "")
+    return a @ b
+
+
+class _Product(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(a, b)
+        return product(a, b)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        a, b = ctx.saved_tensors
+        grad_a = matmul(grad, b.T) if ctx.needs_input_grad[0] else None
+        grad_b = matmul(a.T, grad) if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b
+
+
+class _Linear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = matmul(grad, weight) if ctx.needs_input_grad[0] else None
+        grad_weight = matmul(grad.T, x) if ctx.needs_input_grad[1] else None
+        grad_bias = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_weight, grad_bias
+
+
+def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for 2-d tensors, differentiable."""
+    if _on_onednn(a, b):
+        return _Product.apply(a, b)
+    return a @ b
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for 2-d ``x``, differentiable."""
+    if _on_onednn(x, weight) and (bias is None or (bias.dtype == torch.float32 and bias.device.type == "cpu")):
+        return _Linear.apply(x, weight, bias)
+    return F.linear(x, weight, bias)
