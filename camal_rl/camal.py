@@ -319,12 +319,18 @@ def inspect_attention(
 
 def _check_mask(attention: torch.Tensor, mask: torch.Tensor, *, dtype: torch.dtype | None = None) -> torch.Tensor:
     """The mask as a float tensor, after checking that it is binary and fits the attention."""
+    _require_binary(attention, mask)
+    return mask.to(dtype or attention.dtype)
+
+
+def _require_binary(attention: torch.Tensor, mask: torch.Tensor) -> None:
+    """Raise unless ``mask`` is a binary ``[B, H, W]`` tensor with the attention's B."""
     if mask.dim() != 3 or attention.dim() != 3 or mask.shape[0] != attention.shape[0]:
         raise ValueError(
             f"attention and mask must both be [B, H, W] with the same B, got "
             f"{tuple(attention.shape)} and {tuple(mask.shape)}"
         )
-    if mask.dtype == torch.bool:
+    if mask.dtype == torch.bool or mask.numel() == 0:
         binary = True
     elif mask.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64):
         binary = bool((mask.amin() >= 0) & (mask.amax() <= 1))  # two cheap reductions
@@ -332,10 +338,10 @@ def _check_mask(attention: torch.Tensor, mask: torch.Tensor, *, dtype: torch.dty
         binary = not bool(((mask != 0) & (mask != 1)).any())
     if not binary:
         raise ValueError("mask must be binary (values 0 and 1 only); threshold it first")
-    return mask.to(dtype or attention.dtype)
 
 
 _INTERPOLATION_CACHE: dict = {}
+_CPU_MASK_CHUNK = 64  # masks per pull-back on the CPU: two 64 x 120 x 160 float buffers fit a 32 MB L3
 
 
 def _linear_weights(source: int, target: int, like: torch.Tensor) -> torch.Tensor:
@@ -378,8 +384,8 @@ def _pull_back(region: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     rows = _linear_weights(h, height, region)  # [H, h]
     cols = _linear_weights(w, width, region)  # [W, w]
     # two plain products, not a batched broadcast matmul (docs/performance.md, "Small choices")
-    across = (region.reshape(batch * height, width) @ cols).reshape(batch, height, w)
-    return (across.transpose(1, 2).reshape(batch * w, height) @ rows).reshape(batch, w, h).transpose(1, 2)
+    across = product(region.reshape(batch * height, width), cols).reshape(batch, height, w)
+    return product(across.transpose(1, 2).reshape(batch * w, height), rows).reshape(batch, w, h).transpose(1, 2)
 
 
 def grid_mask(mask: torch.Tensor, grid: tuple[int, int], *, dtype: torch.dtype = torch.float32) -> GridMask:
@@ -390,14 +396,25 @@ def grid_mask(mask: torch.Tensor, grid: tuple[int, int], *, dtype: torch.dtype =
     A trainer whose masks stay fixed over several epochs pulls them back once, and its minibatch
     steps then pay one product and one sum for the CAMAL term of every sample.
     """
-    mask = _check_mask(mask, mask, dtype=dtype)
+    _require_binary(mask, mask)
     height, width = mask.shape[1:]
-    inside_count = mask.sum(dim=(1, 2))
+    # On the CPU a few masks at a time, so that their float copies stay in cache (docs/performance.md,
+    # "Matrix products"); each region pulled back on its own, not outside = all - inside: a nearly
+    # full mask's few outside pixels would be lost to cancellation, and a full mask's outside
+    # weights are then exactly 0.
+    chunk = _CPU_MASK_CHUNK if mask.device.type == "cpu" else max(mask.shape[0], 1)
+    region = torch.empty((min(chunk, mask.shape[0]), height, width), dtype=dtype, device=mask.device)
+    complement = torch.empty_like(region)  # both reused: no fresh memory per chunk
+    inside, outside, inside_count = [], [], []
+    for part in mask.split(chunk):
+        this, other = region[: len(part)].copy_(part), complement[: len(part)].fill_(1.0)
+        inside_count.append(this.sum(dim=(1, 2)))
+        inside.append(_pull_back(this, grid))
+        outside.append(_pull_back(other.sub_(this), grid))
+    inside_count = torch.cat(inside_count)
     outside_count = height * width - inside_count
-    # each region pulled back on its own, not outside = all - inside: a nearly full mask's few outside
-    # pixels would be lost to cancellation, and a full mask's outside weights are then exactly 0
-    inside = _pull_back(mask, grid) / inside_count.clamp_min(1.0)[:, None, None]
-    outside = _pull_back(1.0 - mask, grid) / outside_count.clamp_min(1.0)[:, None, None]
+    inside = torch.cat(inside) / inside_count.clamp_min(1.0)[:, None, None]
+    outside = torch.cat(outside) / outside_count.clamp_min(1.0)[:, None, None]
     return GridMask(inside.contiguous(), outside.contiguous(), outside - inside, inside_count > 0)
 
 

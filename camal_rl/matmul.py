@@ -10,6 +10,9 @@ without oneDNN, under torch.compile) these are ``torch.mm`` and ``torch.nn.funct
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 
@@ -27,6 +30,23 @@ def _onednn_linear():
 
 
 _ONEDNN_LINEAR = _onednn_linear()
+
+
+def onednn_available() -> bool:
+    """Whether float32 CPU products here go through oneDNN."""
+    return _ONEDNN_LINEAR is not None
+
+
+@contextlib.contextmanager
+def torch_products() -> Iterator[None]:
+    """Within it every product is torch's own: for FLOP counters (they know only torch's ops) and for
+    benchmarks that compare the two libraries. Not thread-safe; the same maths either way."""
+    global _ONEDNN_LINEAR
+    saved, _ONEDNN_LINEAR = _ONEDNN_LINEAR, None
+    try:
+        yield
+    finally:
+        _ONEDNN_LINEAR = saved
 
 
 def _on_onednn(*tensors: torch.Tensor) -> bool:

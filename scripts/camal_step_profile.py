@@ -63,13 +63,16 @@ VIEWS = {"aten::t", "aten::transpose", "aten::as_strided", "aten::detach", "aten
          "aten::matmul", "aten::numpy_T", "aten::alias", "detach"}
 
 
+PRODUCTS = {"aten::mm", "aten::addmm", "aten::bmm", "mkldnn::_linear_pointwise"}  # the last: camal_rl.matmul
+
+
 def classify(name: str, shapes: list, fc_numel: int, flat: int) -> str:
     dims = [shape for shape in shapes if isinstance(shape, list) and shape]
     if name in VIEWS:
         return CLASSES[3]
     if "convolution" in name:
         return CLASSES[2]
-    if name in ("aten::mm", "aten::addmm", "aten::bmm") and any(flat in shape for shape in dims):
+    if name in PRODUCTS and any(flat in shape for shape in dims):
         return CLASSES[0]
     if any(torch.Size(shape).numel() == fc_numel for shape in dims):
         return CLASSES[1]

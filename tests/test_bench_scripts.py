@@ -139,3 +139,15 @@ def test_camal_step_profile_prints_times_flops_and_classes():
     for name in ("fc-size products", "fc-size elementwise passes", "convolutions", "small ops and the rest",
                  "all (profiled self-CPU)"):
         assert re.search(rf"\| {re.escape(name)} \| [0-9,]+ \| [0-9,]+ \| -?[0-9,]+ \| -?[0-9.]+ \|", done.stdout), name
+
+
+def test_bench_matmul_times_each_product_and_the_step_with_both_libraries():
+    done = subprocess.run([sys.executable, str(SCRIPTS / "bench_matmul.py"), "--batch", "8", "--rounds", "1",
+                           "--repeats", "2", "--steps", "2", "--threads", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    products = re.findall(r"^\| (.+?) \| [0-9,]+ \([0-9]+\) \| [0-9,]+ \([0-9]+\) \| [0-9.]+x ", done.stdout, re.M)
+    assert len(products) == 5 and sum("CAMAL" in name for name in products) == 2, done.stdout
+    for library in ("torch default", "oneDNN"):
+        assert re.search(rf"^\| {library} \| [0-9.]+ \| [0-9.]+ \| [0-9.]+x ", done.stdout, re.M), library
+    assert re.search(r"^camal: oneDNN's step is [0-9.]+x", done.stdout, re.M)

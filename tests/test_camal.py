@@ -394,3 +394,20 @@ def test_a_nearly_full_screen_mask_keeps_its_few_outside_pixels_in_float32(holes
     upsampled = camal.resize(attention.double(), (120, 160))
     expected = upsampled[~mask.bool()].mean()
     assert abs(beta.item() - expected.item()) <= 1e-5 * max(1.0, expected.item())
+
+
+@settings(max_examples=25, deadline=None)
+@given(batch=st.integers(1, 11), chunk=st.integers(1, 4),
+       dtype=st.sampled_from([torch.uint8, torch.bool, torch.float32]), seed=st.integers(0, 2**16))
+def test_masks_pulled_back_in_chunks_equal_masks_pulled_back_one_by_one(batch, chunk, dtype, seed):
+    generator = torch.Generator().manual_seed(seed)
+    mask = (torch.rand(batch, 30, 40, generator=generator) > torch.rand(batch, 1, 1, generator=generator)).to(dtype)
+    mask[0] = 1  # a full one among them
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(camal, "_CPU_MASK_CHUNK", chunk)
+        chunked = camal.grid_mask(mask, (4, 6))
+    one_by_one = [camal.grid_mask(sample[None], (4, 6)) for sample in mask]
+    for field, name in zip(chunked, camal.GridMask._fields, strict=True):
+        wanted = torch.cat([getattr(single, name) for single in one_by_one])
+        assert field.shape == wanted.shape, name
+        assert torch.allclose(field.float(), wanted.float(), atol=1e-7), name

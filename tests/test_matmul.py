@@ -26,7 +26,7 @@ def operand(rows: int, cols: int, transposed: bool, seed: int) -> torch.Tensor:
 def test_x86_builds_take_the_onednn_path():
     if not X86:
         pytest.skip(f"oneDNN's product is only required on x86-64; this machine is {platform.machine()}")
-    assert matmul._ONEDNN_LINEAR is not None, "this x86-64 torch build should have mkldnn._linear_pointwise"
+    assert matmul.onednn_available(), "this x86-64 torch build should have mkldnn._linear_pointwise"
     a = torch.randn(3, 4, requires_grad=True)
     assert type(matmul.matmul(a, torch.randn(4, 2)).grad_fn).__name__ == "_ProductBackward"
 
@@ -80,12 +80,15 @@ def test_linear_equals_torch_linear_in_value_and_gradients(case, with_bias):
         torch.testing.assert_close(value.double(), wanted, atol=FLOAT32_ATOL, rtol=1e-5)
 
 
-def test_without_onednn_the_ops_are_torchs_own(monkeypatch):
-    monkeypatch.setattr(matmul, "_ONEDNN_LINEAR", None)
+def test_within_torch_products_the_ops_are_torchs_own():
+    available = matmul.onednn_available()
     a, b = torch.randn(5, 7, requires_grad=True), torch.randn(7, 3)
-    assert torch.equal(matmul.product(a.detach(), b), a.detach() @ b)
-    assert type(matmul.matmul(a, b).grad_fn).__name__ == "MmBackward0"
-    assert type(matmul.linear(a, b.T.contiguous()).grad_fn).__name__ in {"MmBackward0", "AddmmBackward0"}
+    with matmul.torch_products():
+        assert not matmul.onednn_available()
+        assert torch.equal(matmul.product(a.detach(), b), a.detach() @ b)
+        assert type(matmul.matmul(a, b).grad_fn).__name__ == "MmBackward0"
+        assert type(matmul.linear(a, b.T.contiguous()).grad_fn).__name__ in {"MmBackward0", "AddmmBackward0"}
+    assert matmul.onednn_available() == available
 
 
 def test_other_dtypes_and_empty_operands_use_torch():
