@@ -341,7 +341,7 @@ def _require_binary(attention: torch.Tensor, mask: torch.Tensor) -> None:
 
 
 _INTERPOLATION_CACHE: dict = {}
-_CPU_MASK_CHUNK = 64  # masks per pull-back on the CPU: two 64 x 120 x 160 float buffers fit a 32 MB L3
+CPU_MASK_CHUNK = 64  # two 64 x 120 x 160 float buffers fit a 32 MB L3 (docs/performance.md, "Matrix products")
 
 
 def _linear_weights(source: int, target: int, like: torch.Tensor) -> torch.Tensor:
@@ -388,21 +388,26 @@ def _pull_back(region: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return product(across.transpose(1, 2).reshape(batch * w, height), rows).reshape(batch, w, h).transpose(1, 2)
 
 
-def grid_mask(mask: torch.Tensor, grid: tuple[int, int], *, dtype: torch.dtype = torch.float32) -> GridMask:
+def grid_mask(mask: torch.Tensor, grid: tuple[int, int], *, dtype: torch.dtype = torch.float32,
+              chunk: int | None = None) -> GridMask:
     """Pull a binary mask ``[B, H, W]`` back to an attention grid ``(h, w)`` (see ``GridMask``).
 
     Resizing is linear, so alpha and beta of a map upsampled to the mask equal sums at the map's
     own size against these weights: the same numbers without building the large resized map.
     A trainer whose masks stay fixed over several epochs pulls them back once, and its minibatch
     steps then pay one product and one sum for the CAMAL term of every sample.
+
+    ``chunk``: masks pulled back at a time; default 64 on the CPU (their float copies stay in cache),
+    all at once elsewhere. The weights do not depend on it.
     """
+    if chunk is not None and chunk < 1:
+        raise ValueError(f"chunk must be a positive number of masks, got {chunk}")
     _require_binary(mask, mask)
     height, width = mask.shape[1:]
-    # On the CPU a few masks at a time, so that their float copies stay in cache (docs/performance.md,
-    # "Matrix products"); each region pulled back on its own, not outside = all - inside: a nearly
-    # full mask's few outside pixels would be lost to cancellation, and a full mask's outside
-    # weights are then exactly 0.
-    chunk = _CPU_MASK_CHUNK if mask.device.type == "cpu" else max(mask.shape[0], 1)
+    # Each region pulled back on its own, not outside = all - inside: a nearly full mask's few outside
+    # pixels would be lost to cancellation, and a full mask's outside weights are then exactly 0.
+    if chunk is None:
+        chunk = CPU_MASK_CHUNK if mask.device.type == "cpu" else max(mask.shape[0], 1)
     region = torch.empty((min(chunk, mask.shape[0]), height, width), dtype=dtype, device=mask.device)
     complement = torch.empty_like(region)  # both reused: no fresh memory per chunk
     inside, outside, inside_count = [], [], []

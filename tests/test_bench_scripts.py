@@ -143,7 +143,7 @@ def test_camal_step_profile_prints_times_flops_and_classes():
 
 def test_bench_matmul_times_each_product_and_the_step_with_both_libraries():
     done = subprocess.run([sys.executable, str(SCRIPTS / "bench_matmul.py"), "--batch", "8", "--rounds", "1",
-                           "--repeats", "2", "--steps", "2", "--threads", "1"],
+                           "--repeats", "2", "--steps", "2", "--threads", "1", "--masks", "20"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     products = re.findall(r"^\| (.+?) \| [0-9,]+ \([0-9]+\) \| [0-9,]+ \([0-9]+\) \| [0-9.]+x ", done.stdout, re.M)
@@ -151,3 +151,5 @@ def test_bench_matmul_times_each_product_and_the_step_with_both_libraries():
     for library in ("torch default", "oneDNN"):
         assert re.search(rf"^\| {library} \| [0-9.]+ \| [0-9.]+ \| [0-9.]+x ", done.stdout, re.M), library
     assert re.search(r"^camal: oneDNN's step is [0-9.]+x", done.stdout, re.M)
+    assert re.search(r"^20 masks .* torch default [0-9.]+, chunks of 64, oneDNN [0-9.]+; speed-up [0-9.]+x",
+                     done.stdout, re.M)

@@ -403,11 +403,14 @@ def test_masks_pulled_back_in_chunks_equal_masks_pulled_back_one_by_one(batch, c
     generator = torch.Generator().manual_seed(seed)
     mask = (torch.rand(batch, 30, 40, generator=generator) > torch.rand(batch, 1, 1, generator=generator)).to(dtype)
     mask[0] = 1  # a full one among them
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(camal, "_CPU_MASK_CHUNK", chunk)
-        chunked = camal.grid_mask(mask, (4, 6))
+    chunked = camal.grid_mask(mask, (4, 6), chunk=chunk)
     one_by_one = [camal.grid_mask(sample[None], (4, 6)) for sample in mask]
     for field, name in zip(chunked, camal.GridMask._fields, strict=True):
         wanted = torch.cat([getattr(single, name) for single in one_by_one])
         assert field.shape == wanted.shape, name
         assert torch.allclose(field.float(), wanted.float(), atol=1e-7), name
+
+
+def test_a_chunk_of_no_masks_is_refused():
+    with pytest.raises(ValueError, match="chunk must be a positive number"):
+        camal.grid_mask(torch.ones(2, 8, 8), (2, 2), chunk=0)
