@@ -42,6 +42,9 @@ def test_env_workers_never_import_torch():
     assert "camal_rl.vector" in modules and "torch" not in modules
 
 
-def test_the_loss_core_imports_nothing_of_ours():
+def test_the_loss_core_imports_nothing_of_ours_but_its_products():
+    # docs/design.md: camal.py may import matmul (torch only), and matmul nothing of ours
     modules = imported_after("import camal_rl.camal")
-    assert {name for name in modules if name.startswith("camal_rl.")} == {"camal_rl.camal"}
+    assert {name for name in modules if name.startswith("camal_rl.")} == {"camal_rl.camal", "camal_rl.matmul"}
+    products = imported_after("import camal_rl.matmul")
+    assert {name for name in products if name.startswith("camal_rl.")} == {"camal_rl.matmul"}
