@@ -119,27 +119,25 @@ def evaluate_run(run_dir: str | Path, *, episodes: int, seed: int | None = None,
                  num_envs: int | None = None) -> dict:
     """Play ``run_dir``'s checkpoint for ``episodes`` seeded episodes. With the defaults (the run's own
     seed, as many envs as its trainer's evaluation used) the numbers are the trainer's own evaluation."""
-    from camal_rl import doom, runs
+    from camal_rl import runs
     from camal_rl.rollout import env_options
 
     run_dir = Path(run_dir)
-    checkpoint = runs.load_agent(run_dir, purpose="camal-eval")
-    run = runs.saved_run(checkpoint)
-    spec = doom.spec_of_run(checkpoint, run.env)
+    trained = runs.open_trained_agent(run_dir, purpose="camal-eval")
+    run, spec = trained.run, trained.spec
     seed = run.seed if seed is None else seed
     num_envs = num_envs or min(episodes, run.num_envs)
     envs = vector.DoomVector(spec, num_envs=min(num_envs, episodes), seed=seed + EVAL_SEED_OFFSET, workers=0,
                              **env_options(run))
     try:
-        agent = Agent((run.frame_stack * envs.frame_shape[0], *envs.frame_shape[1:]), envs.num_actions).to(device)
-        runs.restore_agent(agent, checkpoint, checkpoint["_source"])
-        agent.eval()
+        agent = trained.network((run.frame_stack * envs.frame_shape[0], *envs.frame_shape[1:]), envs.num_actions,
+                                device)
         result = evaluate(agent, envs, episodes=episodes, frame_stack=run.frame_stack, attention=run.attention,
                           seed=seed, device=device)
     finally:
         envs.close()
     result.update(run=str(run_dir), env=spec.name, method=run.method, seed=seed, attention=run.attention,
-                  global_step=int(checkpoint.get("global_step", 0)),
+                  global_step=int(trained.checkpoint.get("global_step", 0)),
                   normalised_return=spec.normalize_return(result["return_mean"]))
     return result
 

@@ -28,7 +28,7 @@ import tyro
 from tqdm import tqdm
 
 from camal_rl import camal, doom, overlay, runs
-from camal_rl.agent import Agent, act_with_attention, value_attention
+from camal_rl.agent import act_with_attention, value_attention
 from camal_rl.errors import ConfigError, run_cli
 from camal_rl.files import atomic_path, to_json
 from camal_rl.rollout import env_options
@@ -41,19 +41,15 @@ class Player:
     """One trained agent in its own env, producing annotated frames step by step."""
 
     def __init__(self, run_dir: str | Path, *, scale: int, device: torch.device):
-        run_dir = Path(run_dir)
-        checkpoint = runs.load_agent(run_dir, purpose="camal-record")
-        self.run = runs.saved_run(checkpoint)
-        self.spec = doom.spec_of_run(checkpoint, self.run.env)
+        trained = runs.open_trained_agent(Path(run_dir), purpose="camal-record")
+        self.run, self.spec = trained.run, trained.spec
         self.label = f"{self.spec.name} / {self.run.method} / seed {self.run.seed}"
         self.env = doom.make_env(self.spec, seed=self.run.seed, render_mode="rgb_array", **env_options(self.run))
-        self.agent = Agent(self.env.observation_space["image"].shape, int(self.env.action_space.n)).to(device)
         try:
-            runs.restore_agent(self.agent, checkpoint, checkpoint["_source"])
+            self.agent = trained.network(self.env.observation_space["image"].shape, self.env.action_space.n, device)
         except Exception:
             self.env.close()
             raise
-        self.agent.eval()
         self.device, self.scale = device, scale
         self.done = True
 

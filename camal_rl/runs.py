@@ -338,6 +338,35 @@ def saved_run(checkpoint_or_summary: dict) -> SavedRun:
     return SavedRun(checkpoint_or_summary["args"])
 
 
+@dataclass(frozen=True)
+class TrainedAgent:
+    """A trained agent ready to play: its checkpoint (``load_agent``'s keys), its checked settings and
+    its own scenario (even if its spec file moved). ``network`` builds the Agent with its weights."""
+
+    checkpoint: dict
+    run: SavedRun
+    spec: Any  # camal_rl.doom.ScenarioSpec
+
+    def network(self, obs_shape: tuple[int, int, int], num_actions: int,
+                device: torch.device | str = "cpu") -> torch.nn.Module:
+        """The agent for observations ``obs_shape`` and ``num_actions`` (the env's), its weights restored
+        and checked to fit, in eval mode, on ``device``."""
+        from camal_rl.agent import Agent
+
+        agent = Agent(tuple(obs_shape), int(num_actions)).to(device)
+        restore_agent(agent, self.checkpoint, self.checkpoint["_source"])
+        return agent.eval()
+
+
+def open_trained_agent(source: str | Path, *, purpose: str) -> TrainedAgent:
+    """A run folder's or an exported agent's agent, data only (``load_agent``), with its settings and scenario."""
+    from camal_rl.doom import spec_of_run
+
+    checkpoint = load_agent(source, purpose=purpose)
+    run = saved_run(checkpoint)
+    return TrainedAgent(checkpoint, run, spec_of_run(checkpoint, run.env))
+
+
 # ---------------------------------------------------------------------------------------
 # The trainer's side: one run per folder, its checkpoint and its summary
 # ---------------------------------------------------------------------------------------

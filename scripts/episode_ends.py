@@ -62,14 +62,12 @@ def play_episode(agent: Agent, env: doom.DoomEnv, generator: torch.Generator) ->
 
 
 def diagnose(run_dir: Path, episodes: int) -> dict:
-    checkpoint = runs.load_agent(run_dir, purpose="episode_ends")
-    run = runs.saved_run(checkpoint)
-    spec = doom.spec_of_run(checkpoint, run.env)
-    env = doom.DoomEnv(spec, frame_stack=run.frame_stack, seed=run.seed + EVAL_SEED_OFFSET, **env_options(run))
+    trained = runs.open_trained_agent(run_dir, purpose="episode_ends")
+    run = trained.run
+    env = doom.DoomEnv(trained.spec, frame_stack=run.frame_stack, seed=run.seed + EVAL_SEED_OFFSET,
+                       **env_options(run))
     try:
-        agent = Agent((run.frame_stack * env.frame_shape[0], *env.frame_shape[1:]), env.action_space.n)
-        runs.restore_agent(agent, checkpoint, checkpoint["_source"])
-        agent.eval()
+        agent = trained.network((run.frame_stack * env.frame_shape[0], *env.frame_shape[1:]), env.action_space.n)
         generator = torch.Generator().manual_seed(run.seed + EVAL_SEED_OFFSET)
         played = [play_episode(agent, env, generator) for _ in range(episodes)]
     finally:
@@ -77,8 +75,8 @@ def diagnose(run_dir: Path, episodes: int) -> dict:
     countable = all(episode["shots"] is not None for episode in played)
     mean = {key: statistics.mean(float(episode[key]) for episode in played) for key in played[0] if key != "shots"}
     shots = sum(episode["shots"] for episode in played) if countable else None
-    return {"run": run_dir.name, "env": spec.name, "method": run.method, "seed": run.seed,
-            "step": int(checkpoint.get("global_step", 0)), "episodes": episodes, **mean,
+    return {"run": run_dir.name, "env": trained.spec.name, "method": run.method, "seed": run.seed,
+            "step": int(trained.checkpoint.get("global_step", 0)), "episodes": episodes, **mean,
             "shots": None if shots is None else shots / episodes,
             "kills_per_shot": sum(episode["kills"] for episode in played) / shots if shots else None,
             "played": played}
