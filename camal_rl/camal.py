@@ -380,7 +380,7 @@ def _pull_back(region: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     batch, height, width = region.shape
     h, w = grid
     if (h, w) == (height, width):
-        return region
+        return region.clone()  # a copy: grid_mask reuses its region buffers chunk after chunk
     rows = _linear_weights(h, height, region)  # [H, h]
     cols = _linear_weights(w, width, region)  # [W, w]
     # two plain products, not a batched broadcast matmul (docs/performance.md, "Small choices")

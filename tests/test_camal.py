@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from camal_rl import camal
@@ -398,13 +398,15 @@ def test_a_nearly_full_screen_mask_keeps_its_few_outside_pixels_in_float32(holes
 
 @settings(max_examples=25, deadline=None)
 @given(batch=st.integers(1, 11), chunk=st.integers(1, 4),
-       dtype=st.sampled_from([torch.uint8, torch.bool, torch.float32]), seed=st.integers(0, 2**16))
-def test_masks_pulled_back_in_chunks_equal_masks_pulled_back_one_by_one(batch, chunk, dtype, seed):
+       dtype=st.sampled_from([torch.uint8, torch.bool, torch.float32]), seed=st.integers(0, 2**16),
+       grid=st.sampled_from([(4, 6), (1, 1), (30, 40)]))
+@example(batch=3, chunk=1, dtype=torch.uint8, seed=0, grid=(30, 40))  # no resize: the weights are the mask itself
+def test_masks_pulled_back_in_chunks_equal_masks_pulled_back_one_by_one(batch, chunk, dtype, seed, grid):
     generator = torch.Generator().manual_seed(seed)
     mask = (torch.rand(batch, 30, 40, generator=generator) > torch.rand(batch, 1, 1, generator=generator)).to(dtype)
     mask[0] = 1  # a full one among them
-    chunked = camal.grid_mask(mask, (4, 6), chunk=chunk)
-    one_by_one = [camal.grid_mask(sample[None], (4, 6)) for sample in mask]
+    chunked = camal.grid_mask(mask, grid, chunk=chunk)
+    one_by_one = [camal.grid_mask(sample[None], grid) for sample in mask]
     for field, name in zip(chunked, camal.GridMask._fields, strict=True):
         wanted = torch.cat([getattr(single, name) for single in one_by_one])
         assert field.shape == wanted.shape, name
