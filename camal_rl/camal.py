@@ -402,6 +402,8 @@ def grid_mask(mask: torch.Tensor, grid: tuple[int, int], *, dtype: torch.dtype =
     """
     if chunk is not None and chunk < 1:
         raise ValueError(f"chunk must be a positive number of masks, got {chunk}")
+    if mask.dim() != 3:
+        raise ValueError(f"mask must be [B, H, W] (a batch of binary masks), got shape {tuple(mask.shape)}")
     _require_binary(mask, mask)
     height, width = mask.shape[1:]
     # Each region pulled back on its own, not outside = all - inside: a nearly full mask's few outside

@@ -25,7 +25,7 @@ def _onednn_linear():
         if not torch.equal(op(probe, probe, None, "none", [], ""), probe @ probe.T):
             return None
         return op
-    except (AttributeError, RuntimeError):
+    except Exception:  # a build without the op, or without a CPU kernel for it: torch's own products
         return None
 
 
@@ -50,14 +50,19 @@ def torch_products() -> Iterator[None]:
 
 
 def _on_onednn(*tensors: torch.Tensor) -> bool:
-    # torch.compile lowers the op only for constant (frozen) weights, and chooses its own products anyway
-    return _ONEDNN_LINEAR is not None and not torch.compiler.is_compiling() and all(
-        t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() == 2 and t.numel() > 0 for t in tensors)
+    """Whether these 2-d operands go to oneDNN: float32 on the CPU, with oneDNN on and nothing that
+    would expect torch's own op (torch.compile lowers this op only for frozen weights; autocast)."""
+    return (not torch.compiler.is_compiling() and _ONEDNN_LINEAR is not None and torch.backends.mkldnn.enabled
+            and not torch.is_autocast_enabled("cpu")
+            and all(t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() == 2 and t.numel() > 0
+                    for t in tensors))
 
 
 def product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` for 2-d ``a`` [M, K] and ``b`` [K, N], not recorded by autograd's own formula."""
-    if _on_onednn(a, b):
+    """``a @ b`` for 2-d ``a`` [M, K] and ``b`` [K, N], for code inside an ``autograd.Function`` (or
+    without gradients); operands that need a gradient get torch's own, recorded product."""
+    recorded = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
+    if not recorded and a.shape[-1] == b.shape[0] and _on_onednn(a, b):
         return _ONEDNN_LINEAR(a, b.T, None, "none", [], "")
     return a @ b
 
@@ -94,13 +99,15 @@ class _Linear(torch.autograd.Function):
 
 def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` for 2-d tensors, differentiable."""
-    if _on_onednn(a, b):
+    if a.shape[-1] == b.shape[0] and _on_onednn(a, b):
         return _Product.apply(a, b)
     return a @ b
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` for 2-d ``x``, differentiable."""
-    if _on_onednn(x, weight) and (bias is None or (bias.dtype == torch.float32 and bias.device.type == "cpu")):
+    plain_bias = bias is None or (bias.dtype == torch.float32 and bias.device.type == "cpu" and bias.dim() == 1
+                                  and bias.shape[0] == weight.shape[0] and bias.is_contiguous())
+    if plain_bias and x.shape[-1] == weight.shape[-1] and _on_onednn(x, weight):
         return _Linear.apply(x, weight, bias)
     return F.linear(x, weight, bias)

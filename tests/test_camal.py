@@ -413,6 +413,8 @@ def test_masks_pulled_back_in_chunks_equal_masks_pulled_back_one_by_one(batch, c
         assert torch.allclose(field.float(), wanted.float(), atol=1e-7), name
 
 
-def test_a_chunk_of_no_masks_is_refused():
+def test_a_chunk_of_no_masks_and_a_mask_without_a_batch_are_refused():
     with pytest.raises(ValueError, match="chunk must be a positive number"):
         camal.grid_mask(torch.ones(2, 8, 8), (2, 2), chunk=0)
+    with pytest.raises(ValueError, match=r"mask must be \[B, H, W\].*got shape \(8, 8\)"):
+        camal.grid_mask(torch.ones(8, 8), (2, 2))

@@ -64,9 +64,9 @@ def test_product_and_matmul_equal_torch_in_value_and_gradients(case):
 @settings(max_examples=40, deadline=None)
 @given(shapes, st.booleans())
 def test_linear_equals_torch_linear_in_value_and_gradients(case, with_bias):
-    batch, inputs, outputs, x_transposed, _, seed = case
+    batch, inputs, outputs, x_transposed, weight_transposed, seed = case
     x = operand(batch, inputs, x_transposed, seed).requires_grad_()
-    weight = operand(outputs, inputs, False, seed + 1).requires_grad_()
+    weight = operand(outputs, inputs, weight_transposed, seed + 1).requires_grad_()
     bias = torch.randn(outputs, generator=torch.Generator().manual_seed(seed + 2)).requires_grad_() \
         if with_bias else None
     leaves = [t for t in (x, weight, bias) if t is not None]
@@ -75,9 +75,43 @@ def test_linear_equals_torch_linear_in_value_and_gradients(case, with_bias):
     reference = F.linear(references[0], references[1], references[2] if with_bias else None)
     torch.testing.assert_close(got.double(), reference, atol=FLOAT32_ATOL, rtol=1e-5)
     weights = torch.randn(batch, outputs, generator=torch.Generator().manual_seed(seed + 3))
-    for value, wanted in zip(torch.autograd.grad((got * weights).sum(), leaves),
-                             torch.autograd.grad((reference * weights.double()).sum(), references), strict=True):
+    firsts = torch.autograd.grad((got * weights).sum(), leaves, create_graph=True)
+    wanted_firsts = torch.autograd.grad((reference * weights.double()).sum(), references, create_graph=True)
+    for value, wanted in zip(firsts, wanted_firsts, strict=True):
         torch.testing.assert_close(value.double(), wanted, atol=FLOAT32_ATOL, rtol=1e-5)
+    # second order through x and the weight (a bias's gradient is linear in nothing)
+    seconds = torch.autograd.grad(sum((first ** 2).sum() for first in firsts[:2]), leaves[:2])
+    wanted_seconds = torch.autograd.grad(sum((first ** 2).sum() for first in wanted_firsts[:2]), references[:2])
+    for value, wanted in zip(seconds, wanted_seconds, strict=True):
+        torch.testing.assert_close(value.double(), wanted, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bias", [torch.randn(14)[::2], torch.tensor(1.5), torch.tensor(2.0).expand(7),
+                                  torch.randn(1, 7), torch.randn(5, 7)],
+                         ids=["strided", "0-d", "expanded", "row", "per-sample"])
+def test_linear_takes_any_bias_torch_takes(bias):
+    x, weight = torch.randn(5, 10), torch.randn(7, 10)
+    torch.testing.assert_close(matmul.linear(x, weight, bias), F.linear(x, weight, bias))
+
+
+def test_a_product_of_operands_that_need_gradients_keeps_them():
+    a = torch.randn(5, 10, requires_grad=True)
+    matmul.product(a, torch.ones(10, 3)).sum().backward()
+    torch.testing.assert_close(a.grad, torch.full((5, 10), 3.0))
+
+
+def test_operands_that_do_not_fit_get_torchs_error():
+    for multiply in (matmul.product, matmul.matmul):
+        with pytest.raises(RuntimeError, match="cannot be multiplied"):
+            multiply(torch.randn(5, 10), torch.randn(9, 7))
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        matmul.linear(torch.randn(5, 10), torch.randn(7, 9))
+
+
+def test_onednn_switched_off_in_torch_is_respected(monkeypatch):
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+    a = torch.randn(5, 10, requires_grad=True)
+    assert type(matmul.matmul(a, torch.randn(10, 3)).grad_fn).__name__ == "MmBackward0"
 
 
 def test_within_torch_products_the_ops_are_torchs_own():

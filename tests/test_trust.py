@@ -230,3 +230,17 @@ def test_a_rollout_larger_than_the_machine_is_refused_before_it_starts(tmp_path)
     one_line_error(command("train", "--env", "basic", "--obs-size", "20000", "20000", "--run-dir", tmp_path / "r",
                            *TINY), "rollout storage", "GiB")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_trained_agent_opens_with_its_weights_settings_and_scenario(finished_run):
+    from camal_rl.errors import RunFolderError
+
+    trained = runs.open_trained_agent(finished_run, purpose="test")
+    assert (trained.run.env, trained.run.method, trained.spec.name) == ("basic", "camal", "basic")
+    agent = trained.network(trained.checkpoint["obs_shape"], trained.checkpoint["num_actions"])
+    assert not agent.training
+    for name, weight in agent.state_dict().items():
+        assert torch.equal(weight, trained.checkpoint["agent"][name]), name
+    channels, height, width = trained.checkpoint["obs_shape"]
+    with pytest.raises(RunFolderError, match="is for a network with observations"):
+        trained.network((channels, height * 2, width), trained.checkpoint["num_actions"])
