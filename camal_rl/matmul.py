@@ -32,6 +32,17 @@ def _onednn_linear():
 _ONEDNN_LINEAR = _onednn_linear()
 
 
+def _cpu_autocast_probe():
+    try:
+        torch.is_autocast_enabled("cpu")  # the device argument is newer than torch 2.4's floor
+        return lambda: torch.is_autocast_enabled("cpu")
+    except TypeError:
+        return torch.is_autocast_cpu_enabled
+
+
+_cpu_autocast_on = _cpu_autocast_probe()
+
+
 def onednn_available() -> bool:
     """Whether float32 CPU products here go through oneDNN."""
     return _ONEDNN_LINEAR is not None
@@ -53,7 +64,7 @@ def _on_onednn(*tensors: torch.Tensor) -> bool:
     """Whether these 2-d operands go to oneDNN: float32 on the CPU, with oneDNN on and nothing that
     would expect torch's own op (torch.compile lowers this op only for frozen weights; autocast)."""
     return (not torch.compiler.is_compiling() and _ONEDNN_LINEAR is not None and torch.backends.mkldnn.enabled
-            and not torch.is_autocast_enabled("cpu")
+            and not _cpu_autocast_on()
             and all(t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() == 2 and t.numel() > 0
                     for t in tensors))
 

@@ -114,6 +114,12 @@ def test_onednn_switched_off_in_torch_is_respected(monkeypatch):
     assert type(matmul.matmul(a, torch.randn(10, 3)).grad_fn).__name__ == "MmBackward0"
 
 
+def test_cpu_autocast_gets_torchs_own_linear():
+    x, weight = torch.randn(5, 10), torch.randn(7, 10)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert matmul.linear(x, weight).dtype == F.linear(x, weight).dtype == torch.bfloat16
+
+
 def test_within_torch_products_the_ops_are_torchs_own():
     available = matmul.onednn_available()
     a, b = torch.randn(5, 7, requires_grad=True), torch.randn(7, 3)
