@@ -2,8 +2,9 @@
 
 PyTorch sends a float32 ``mm`` on the CPU to MKL, whose sgemm runs AMD CPUs on a narrower code path;
 oneDNN's matmul runs the fc layer's products 2-2.5x faster on this project's AMD machines, to the same
-float32 rounding (docs/performance.md, "Matrix products"). Elsewhere (CUDA, other dtypes, a build
-without oneDNN, under torch.compile) these are ``torch.mm`` and ``torch.nn.functional.linear``.
+float32 rounding (docs/performance.md, "Matrix products"). Elsewhere (CUDA, other dtypes, CPU
+autocast, oneDNN switched off or missing, under torch.compile) these are ``torch.mm`` and
+``torch.nn.functional.linear``.
 
 ``matmul`` and ``linear`` are differentiable to any order (their backward is made of ``matmul``);
 ``product`` is for code that is already inside an ``autograd.Function``."""
