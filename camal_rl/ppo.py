@@ -127,7 +127,7 @@ class Args:
     """frames whose mask is empty: skip = no CAMAL term (Eq. 1's alpha is undefined); suppress = add beta"""
 
     frame_skip: int | None = None
-    """engine tics per agent step; default: the scenario spec's (4 in every bundled spec)"""
+    """engine tics per agent step; default: the recipe's, else the scenario spec's (4 in every bundled spec)"""
     frame_stack: int = 4
     """frames per observation"""
     obs_size: tuple[int, int] = (60, 80)

@@ -1,7 +1,8 @@
 """Hyperparameter recipes: the paper's Table 8, and per-scenario recipes in the scenario specs.
 
 A recipe names values for the trainer's learning hyperparameters (``HYPERPARAMETERS``) and its
-budget (``total_timesteps``: what ``camal-train --env X`` trains for unless told). The
+budget (``total_timesteps``: what ``camal-train --env X`` trains for unless told), and may name a
+frame skip (``OPTIONAL``; without one a run takes its scenario spec's). The
 paper's is ``PAPER`` (CleanRL's Atari recipe, Table 8 of arXiv:2605.08325). A scenario spec may
 carry its own under ``[recipes.<name>]``; a user's scenario carries its recipes the same way.
 ``--recipe default`` takes the first of ``DEFAULT_ORDER`` the scenario has, else ``paper``; a
@@ -20,17 +21,20 @@ PAPER = {
 # A recipe's budget (as rl-baselines3-zoo's files carry n_timesteps): what a run trains for unless told.
 BUDGET = "total_timesteps"
 HYPERPARAMETERS = tuple(PAPER)
+# Settings a recipe may carry that PAPER leaves to the scenario spec: Table 8's frame skip (4) is the
+# bundled specs' own, and a user's spec keeps its frame skip under the paper's recipe.
+OPTIONAL = {"frame_skip": int}
 # What ``default`` means, best first: a recipe searched with both methods (it favours neither),
 # then one searched with CAMAL alone; a scenario with neither trains with the paper's.
 DEFAULT_ORDER = ("neutral", "tuned")
-TYPES = {name: type(value) for name, value in PAPER.items()}
+TYPES = {**{name: type(value) for name, value in PAPER.items()}, **OPTIONAL}
 
 
 def check(recipe: dict, where: str) -> None:
     """Refuse unknown names and wrongly typed values in a recipe table (``where`` names it)."""
-    unknown = sorted(set(recipe) - set(HYPERPARAMETERS))
+    unknown = sorted(set(recipe) - set(TYPES))
     if unknown:
-        raise ValueError(f"{where}: unknown hyperparameter(s) {unknown}; a recipe sets {list(HYPERPARAMETERS)}")
+        raise ValueError(f"{where}: unknown hyperparameter(s) {unknown}; a recipe sets {list(TYPES)}")
     for name, value in recipe.items():
         wanted = TYPES[name]
         ok = isinstance(value, bool) if wanted is bool else (
@@ -38,6 +42,8 @@ def check(recipe: dict, where: str) -> None:
             isinstance(value, int) and not isinstance(value, bool))
         if not ok:
             raise ValueError(f"{where}: {name} = {value!r} should be a {wanted.__name__}")
+        if name in OPTIONAL and value < 1:
+            raise ValueError(f"{where}: {name} = {value!r} should be >= 1")
 
 
 def resolve(name: str, scenario_recipes: dict) -> tuple[str, dict]:

@@ -102,7 +102,8 @@ def known_points(spec: doom.ScenarioSpec, start_from: list[str]) -> list[dict]:
         if name not in spec.recipes:
             raise ValueError(f"--start-from {name}: scenario {spec.name} has no such recipe; "
                              f"it has {sorted(spec.recipes) or 'none'}")
-        recipe = {k: v for k, v in {**recipes.PAPER, **spec.recipes[name]}.items() if k != recipes.BUDGET}
+        recipe = {k: v for k, v in {**recipes.PAPER, **spec.recipes[name]}.items()
+                  if k != recipes.BUDGET and k not in recipes.OPTIONAL}  # a search keeps the spec's frame skip
         if recipe["clip_reward"] or recipe["reward_scale"] == 1.0:
             recipe.pop("reward_scale")  # only sampled where rewards are scaled instead of clipped
         points.append(recipe)

@@ -110,3 +110,21 @@ def test_a_study_gives_each_scenario_the_first_recipe_it_has():
     assert recipes.first_of([*wanted, "paper"], doom.load_spec("health_gathering").recipes) == "paper"
     with pytest.raises(KeyError, match="it has default, paper"):
         recipes.first_of(wanted, doom.load_spec("health_gathering").recipes)
+
+
+def test_a_recipe_may_set_the_frame_skip_and_a_flag_still_wins(tmp_path, monkeypatch):
+    folder = tmp_path / "my_envs"
+    folder.mkdir()
+    spec = ('config = "defend_the_center"\nmask_categories = ["Monster"]\nframe_skip = 3\n'
+            "[recipes.neutral]\nlearning_rate = 1e-3\nframe_skip = {skip}\n[recipes.tuned]\nlearning_rate = 2e-3\n")
+    (folder / "aim.toml").write_text(spec.format(skip=2))
+    monkeypatch.setenv("CAMAL_ENVS", str(folder))
+    assert arguments.resolve(ppo.Args(env="aim")).frame_skip == 2  # the default recipe's
+    assert arguments.resolve(ppo.Args(env="aim", recipe="tuned")).frame_skip == 3  # no frame skip: the spec's
+    assert arguments.resolve(ppo.Args(env="aim", recipe="paper")).frame_skip == 3  # Table 8 leaves it to the spec
+    assert arguments.resolve(ppo.Args(env="aim", frame_skip=5)).frame_skip == 5
+    assert "frame_skip" not in recipes.PAPER
+    for bad in ("0", "-1", '"2"', "2.0", "true"):
+        (folder / "aim.toml").write_text(spec.format(skip=bad))
+        with pytest.raises(doom.SpecError, match="frame_skip"):
+            doom.load_spec("aim")

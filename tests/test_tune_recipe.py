@@ -14,8 +14,8 @@ def tune(load_script):
 
 def test_known_points_lie_in_the_search_space(tune):
     spec = doom.load_spec("defend_the_center")
-    points = tune.known_points(spec, ["from_basic"])
-    assert len(points) == 3
+    points = tune.known_points(spec, ["from_basic", "neutral"])  # neutral sets a frame skip: not searched
+    assert len(points) == 4 and "frame_skip" in spec.recipes["neutral"]
     for point in points:
         sampled = tune.sample_recipe(optuna.trial.FixedTrial(point))  # raises where a value is not a choice
         assert sampled == {**{"reward_scale": 1.0}, **point}
