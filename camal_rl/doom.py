@@ -474,8 +474,12 @@ class DoomEnv(gym.Env):
         if seed is not None:
             game.set_seed(int(seed) % (2**31))
         before = _child_pids()
-        with _ctrl_c_held():  # Ctrl-C is the trainer's, which stops cleanly
-            game.init()
+        try:
+            with _ctrl_c_held():  # Ctrl-C is the trainer's, which stops cleanly
+                game.init()
+        except vzd.FileDoesNotExistException as error:  # a .wad (or other file) the .cfg names is missing
+            raise SpecError(f"{spec.config}: {str(error).rstrip('.')} (scenario {spec.name}); put it beside the "
+                            f".cfg or give the .cfg's doom_scenario_path its path") from None
         self.game = game
         self._engine_pids = _child_pids() - before
         for pid in self._engine_pids:

@@ -207,6 +207,15 @@ def test_a_spec_whose_config_is_not_a_vizdoom_cfg_is_one_line(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_cfg_that_names_a_missing_wad_is_one_line(tmp_path):
+    (tmp_path / "moved.cfg").write_text("doom_scenario_path = gone.wad\navailable_buttons = { ATTACK }\n")
+    spec = tmp_path / "moved.toml"
+    spec.write_text('config = "moved.cfg"\nmask_categories = ["Monster"]\n')
+    one_line_error(command("train", "--env", spec, "--run-dir", tmp_path / "r", *TINY), "gone.wad", "does not exist",
+                   "beside the .cfg")
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_spec_files_own_name_must_be_able_to_name_a_folder(tmp_path):
     spec = tmp_path / "My Map.toml"
     spec.write_text('config = "basic"\nmask_categories = ["Monster"]\n')
