@@ -20,13 +20,15 @@ own virtual environment (``--sf-python``); set one up with
 
 Times count from the process start (engines and workers starting included). Prints a table and
 writes ``results.json`` and ``README.md`` into ``--out``. A run already in ``--runs`` is kept (the
-script resumes) only where it ran with the same settings (scenario, seed, minutes, and our recipe);
-one made with others is run again, never reported under these.
+script resumes) only where it ran with the same settings (the minutes; for ours every resolved trainer
+setting, a recipe's values and not only its name, and the scenario's spec); one made with others is
+run again, never reported under these.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -38,7 +40,7 @@ from pathlib import Path
 
 import benchkit
 
-from camal_rl import doom, recipes, runs
+from camal_rl import arguments, doom, ppo, recipes, runs
 from camal_rl.files import write_json, write_text_atomic
 from camal_rl.run_state import RECENT_EPISODES
 
@@ -92,6 +94,15 @@ def stamp_run(folder: Path, key: str, settings: dict, started: float) -> None:
     write_json(folder / f"{key}.json", {"settings": settings, "started": started})
 
 
+def our_settings(env: str, seed: int, minutes: float, recipe: str) -> dict:
+    """What our run's result depends on, as its stamp reads back: the minutes, the scenario's spec and every
+    setting the trainer resolves (a recipe edited under the same name is other settings)."""
+    resolved = arguments.resolve(ppo.Args(env=env, seed=seed, recipe=recipe))
+    learned = {k: v for k, v in dataclasses.asdict(resolved).items() if k not in runs.HOW_A_RUN_RUNS}
+    spec = {k: v for k, v in doom.load_spec(env).record().items() if k not in ("description", "source")}
+    return json.loads(json.dumps({"minutes": minutes, "scenario": spec, "args": learned}))
+
+
 def mean_at(points: list[tuple[float, float]], seconds: float) -> float | None:
     """The last value logged at or before ``seconds`` (None before the first)."""
     before = [value for when, value in points if when <= seconds]
@@ -104,7 +115,7 @@ def ours(env: str, seed: int, minutes: float, recipe: str, folder: Path) -> tupl
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir = folder / f"ours_{env}"
-    settings = {"env": env, "seed": seed, "minutes": minutes, "recipe": recipe}
+    settings = our_settings(env, seed, minutes, recipe)
     started = started_with(folder, f"ours_{env}", settings)
     if started is None:
         forget_run(folder, f"ours_{env}")

@@ -67,3 +67,21 @@ def test_the_report_says_when_each_run_was_made_and_which_recipe(load_script):
     assert "--minutes 2 --recipe neutral --sf-python" in text
     assert "| basic | ours (CAMAL, neutral recipe) | 2026-12-07 05:00 | 1.0 | - | 2.0 |" in text
     assert "| basic | Sample Factory 2.1.1 APPO defaults | 2026-12-06 09:00 | 1.0 | - | 2.0 |" in text
+
+
+def test_our_run_is_stamped_with_what_it_learned_with_not_only_a_recipe_name(load_script, tmp_path, monkeypatch):
+    versus = load_script("vs_sample_factory")
+    folder = tmp_path / "envs"
+    folder.mkdir()
+    spec = ('config = "basic"\nmask_categories = ["Monster"]\n'
+            "[recipes.neutral]\nlearning_rate = {lr}\nframe_skip = {skip}\n")
+    monkeypatch.setenv("CAMAL_ENVS", str(folder))
+    stamps = []
+    for lr, skip in (("1e-3", 4), ("1e-3", 2), ("2e-3", 2)):  # the recipe edited under the same name
+        (folder / "mine.toml").write_text(spec.format(lr=lr, skip=skip))
+        stamps.append(versus.our_settings("mine", 1, 10.0, "neutral"))
+    versus.stamp_run(tmp_path, "ours_mine", stamps[0], 5.0)
+    assert versus.started_with(tmp_path, "ours_mine", stamps[0]) == 5.0  # read back equal (tuples as lists)
+    assert versus.started_with(tmp_path, "ours_mine", stamps[1]) is None
+    assert versus.started_with(tmp_path, "ours_mine", stamps[2]) is None
+    assert stamps[1]["args"]["frame_skip"] == 2 and stamps[2]["args"]["learning_rate"] == 2e-3
