@@ -27,8 +27,8 @@ def table(found: analysis.Found) -> list[str]:
     grouped = defaultdict(list)
     for run in found.runs:
         grouped[(run["env"], run["method"])].append(run)
-    lines = ["| scenario | target | method | recipe | seeds | eval return (mean +- sd, min-max) | seeds at target | "
-             "agent steps | minutes per run | steps/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| scenario | target | method | recipe | frame skip | seeds | eval return (mean +- sd, min-max) | "
+             "seeds at target | agent steps | minutes per run | steps/s |", "|---" * 11 + "|"]
     speed = {}
     for (env, method), group in sorted(grouped.items()):
         returns = [run["eval_return_mean"] for run in group]
@@ -39,8 +39,10 @@ def table(found: analysis.Found) -> list[str]:
         seeds = ", ".join(str(run["seed"]) for run in sorted(group, key=lambda run: run["seed"]))
         steps = ", ".join(f"{step:,}" for step in sorted({run["global_step"] for run in group}))
         minutes = statistics.mean(run["wall_time_s"] for run in group) / 60
-        recipe = ", ".join(sorted({str(run.get("args", {}).get("recipe", "-")) for run in group}))
-        lines.append(f"| {env} | {'-' if target is None else f'{target:g}'} | {method} | {recipe} | {seeds} | "
+        recipe, frame_skip = (", ".join(sorted({str(run.get("args", {}).get(key, "-")) for run in group}))
+                              for key in ("recipe", "frame_skip"))
+        lines.append(f"| {env} | {'-' if target is None else f'{target:g}'} | {method} | {recipe} | {frame_skip} | "
+                     f"{seeds} | "
                      f"{statistics.mean(returns):.1f} +- {spread:.1f} ({min(returns):.1f}-{max(returns):.1f}) | "
                      f"{reached} | {steps} | {minutes:.1f} | {speed[env, method]:.0f} |")
     ratios = [f"{env} {speed[env, 'camal'] / speed[env, 'vanilla']:.2f}" for env in sorted({e for e, _ in speed})

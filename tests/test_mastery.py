@@ -21,7 +21,7 @@ def write_runs(root: Path, env: str, method: str, values: list[float], sps: int)
         run.mkdir(parents=True)
         (run / "summary.json").write_text(json.dumps({
             "env": env, "method": method, "seed": seed, "global_step": 4096, "eval_return_mean": value,
-            "sps": sps, "wall_time_s": 120.0, "args": {"recipe": "neutral"}}))
+            "sps": sps, "wall_time_s": 120.0, "args": {"recipe": "neutral", "frame_skip": 2}}))
 
 
 @settings(max_examples=25, deadline=None)
@@ -35,6 +35,7 @@ def test_each_row_counts_the_seeds_at_target(load_script, tmp_path_factory, env,
     lines = mastery.table(analysis.find_results([root]))
     target = mastery.TARGETS[env]
     rows = {line.split(" | ")[2]: line for line in lines if line.startswith(f"| {env} |")}
+    assert all(" | neutral | 2 | " in row for row in rows.values())  # the recipe and the frame skip it ran at
     for method, values in (("camal", camal), ("vanilla", vanilla)):
         assert f"| {sum(v >= target for v in values)} of {len(values)} |" in rows[method]
         assert f"({min(values):.1f}-{max(values):.1f})" in rows[method]
@@ -49,7 +50,7 @@ def test_unfinished_runs_are_listed_not_counted_and_no_run_is_an_error(tmp_path)
     done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "runs"), "--out", str(out)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "| basic | 80 | camal | neutral | 1, 2 | 80.0 +- 1.4 (79.0-81.0) | 1 of 2 |" in out.read_text()
+    assert "| basic | 80 | camal | neutral | 2 | 1, 2 | 80.0 +- 1.4 (79.0-81.0) | 1 of 2 |" in out.read_text()
     assert "basic__vanilla__1" in out.read_text().split("Not counted")[1]
     empty = tmp_path / "empty"
     empty.mkdir()
