@@ -24,8 +24,9 @@ run_step() {
     search-center) search defend_the_center 5 2 ;;
     search-line) search defend_the_line 5 2 ;;
     search-cover) search take_cover 5 2 ;;
+    # frame skip 4 as the study ran, before DefendCenter's recipe took 1 (reports/mastery_frame_skip/)
     study) python scripts/reproduce_drl.py --steps budget --seeds 1 2 3 4 5 --recipe neutral --concurrent 2 \
-             --runs runs/drl_master --report reports/drl_master --videos videos/master ;;
+             --runs runs/drl_master --report reports/drl_master --videos videos/master -- --frame-skip 4 ;;
     *) echo "unknown step $1" >&2; exit 2 ;;
   esac
 }

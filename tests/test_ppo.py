@@ -316,7 +316,7 @@ def test_dead_attention_is_logged_warned_and_recorded(tmp_path, monkeypatch, cap
 def test_empty_mask_policy_reaches_the_loss(tmp_path):
     """Frames without a target: skipped by default, a beta term with --empty-mask suppress."""
     common = dict(total_timesteps=2 * 2 * 64, eval_episodes=0, checkpoint_interval=10, attention="signed-gradcam",
-                  env="defend_the_center")  # monsters all around: many frames show none
+                  env="defend_the_center", frame_skip=4)  # monsters all around: many frames show none
     ppo.train(tiny_args(tmp_path, run_dir=str(tmp_path / "skip"), **common))
     ppo.train(tiny_args(tmp_path, run_dir=str(tmp_path / "suppress"), empty_mask="suppress", **common))
     skip, suppress = scalars(tmp_path / "skip"), scalars(tmp_path / "suppress")
