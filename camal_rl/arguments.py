@@ -95,8 +95,8 @@ def resolve(args, spec: doom.ScenarioSpec | None = None):
         values.update(PAPER_FRAMES)
     if args.attention is None:
         values["attention"] = default_attention(args.paper_frames)
-    if args.frame_skip is None and "frame_skip" not in values:  # a recipe's frame skip, else the spec's
-        values["frame_skip"] = spec.frame_skip
+    if args.frame_skip is None:  # the recipe's frame skip, else the spec's (also where None was given)
+        values["frame_skip"] = recipe.get("frame_skip", spec.frame_skip)
     resolved = with_values(args, recipe=recipe_name, **values)
     check(resolved, spec)
     return resolved

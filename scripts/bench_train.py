@@ -93,8 +93,10 @@ def recipe_sizes(options, parser) -> dict | None:
     except KeyError:
         parser.error(f"--recipe {options.recipe!r}: {spec.name} has {recipes.available(spec.recipes)}")
     options.recipe = name  # every tree trains the recipe by the name it resolved to here, not "default"
+    values = {"frame_skip": spec.frame_skip, **values}  # a recipe's own frame skip, else the spec's
     print(f"recipe {name}: {values['num_envs']} envs x {values['num_steps']} steps, "
-          f"{values['update_epochs']} epochs of {values['num_minibatches']} minibatches")
+          f"{values['update_epochs']} epochs of {values['num_minibatches']} minibatches, "
+          f"frame skip {values['frame_skip']}")
     return values
 
 
@@ -125,6 +127,8 @@ def configurations(options, recipe: dict | None) -> list[tuple[dict, str, dict]]
             values["compile"] = True
         if recipe:
             values["recipe"] = options.recipe
+            # the old tree resolves the recipe from its own envs/: both run at the frame skip the new one resolves
+            values["frame_skip"] = recipe["frame_skip"]
         labels = {"frames": frames, "num_envs": num_envs, "path": path, "method": method,
                   "workers": workers_option, "groups": groups_option, "graph": graph, "compile": compiled}
         runs.append((labels, path, values))

@@ -83,6 +83,8 @@ def main() -> None:
     steps = options.steps if options.steps != EACH_BUDGET else steps_of
     setting = {"steps_per_run": steps, "seeds": options.seeds, "envs": options.envs,
                "recipe": ", ".join(f"{env}: {name}" for env, name in recipe_of.items()),
+               "frame_skip": ", ".join(f"{env}: {frame_skip_of(env, name, options.train_args)}"
+                                       for env, name in recipe_of.items()),
                "frames": "240x320 RGB (paper)" if options.paper_frames else "CPU default (camal-train defaults)",
                "machine": machine(), "date": time.strftime("%Y-%m-%d")}
 
@@ -147,6 +149,11 @@ def steps_option(text: str) -> int | str:
     if not (digits.isascii() and digits.isdigit() and int(digits) > 0):
         raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of agent steps, or '{EACH_BUDGET}'")
     return int(digits)
+
+
+def frame_skip_of(env: str, recipe_name: str, train_args: list[str]) -> int:
+    """The frame skip a scenario's runs train at: the recipe's or the spec's, unless the flags after -- say."""
+    return sweep.train_settings(("--env", env, "--recipe", recipe_name, *train_args)).frame_skip
 
 
 def recipe_budget(spec: doom.ScenarioSpec, recipe_name: str) -> int:

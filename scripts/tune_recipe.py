@@ -495,7 +495,8 @@ def write_results(study, settings: dict, out: Path) -> None:
                       f"{settings['seeds']}, methods {' '.join(methods)} ({settings['combine']} counts), objective: "
                       f"{OBJECTIVES[objective]} ({best.value:.3f})\n"
                       f"[recipes.{recipe_table(methods, settings['combine'])}]\n{body}\n"
-                      f"total_timesteps = {budget_steps}  # the budget its trials trained toward\n")
+                      f"total_timesteps = {budget_steps}  # the budget its trials trained toward\n"
+                      f"# trials ran at the spec's frame skip; keep a frame_skip the table it replaces set\n")
     print(f"best trial {best.number}: {objective} {best.value:.3f}; wrote {out / 'best.toml'} and {out / 'trials.csv'}")
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -99,7 +100,10 @@ def our_settings(env: str, seed: int, minutes: float, recipe: str) -> dict:
     setting the trainer resolves (a recipe edited under the same name is other settings)."""
     resolved = arguments.resolve(ppo.Args(env=env, seed=seed, recipe=recipe))
     learned = {k: v for k, v in dataclasses.asdict(resolved).items() if k not in runs.HOW_A_RUN_RUNS}
-    spec = {k: v for k, v in doom.load_spec(env).record().items() if k not in ("description", "source")}
+    record = doom.load_spec(env).record()
+    # the game, not where it is installed; the recipes that matter are already in the resolved args
+    spec = {k: v for k, v in record.items() if k not in ("description", "source", "recipes", "config")}
+    spec["config_sha256"] = hashlib.sha256(Path(record["config"]).read_bytes()).hexdigest()
     return json.loads(json.dumps({"minutes": minutes, "scenario": spec, "args": learned}))
 
 
@@ -222,7 +226,9 @@ def main() -> None:
     for env in options.envs:
         spec = doom.load_spec(env)
         recipe = recipe_of[env]
-        curves = {f"ours (CAMAL, {recipe} recipe)": ours(env, options.seed, options.minutes, recipe, scratch),
+        frame_skip = arguments.resolve(ppo.Args(env=env, recipe=recipe)).frame_skip
+        skip = "" if frame_skip == spec.frame_skip else f", frame skip {frame_skip}"  # Sample Factory's is 4
+        curves = {f"ours (CAMAL, {recipe} recipe{skip})": ours(env, options.seed, options.minutes, recipe, scratch),
                   "Sample Factory 2.1.1 APPO defaults": sample_factory(env, options.seed, options.minutes, scratch,
                                                                        options.sf_python)}
         results["scenarios"][env] = {

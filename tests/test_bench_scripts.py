@@ -15,6 +15,8 @@ sys.path.insert(0, str(SCRIPTS))  # the bench scripts import benchkit from their
 
 import benchkit  # noqa: E402
 
+from camal_rl import doom  # noqa: E402
+
 
 def test_odd_rounds_run_the_grid_backwards():
     assert benchkit.alternating(["a", "b", "c"], 3) == [(0, "a"), (0, "b"), (0, "c"), (1, "c"), (1, "b"), (1, "a"),
@@ -157,3 +159,19 @@ def test_bench_matmul_times_each_product_and_the_step_with_both_libraries():
     assert re.search(r"^camal: oneDNN's step is [0-9.]+x", done.stdout, re.M)
     assert re.search(r"^20 masks .* torch default [0-9.]+, chunks of 64, oneDNN [0-9.]+; speed-up [0-9.]+x",
                      done.stdout, re.M)
+
+
+def test_bench_train_runs_old_and_new_trees_at_the_frame_skip_the_new_one_resolves(load_script, monkeypatch):
+    bench = load_script("bench_train")
+    monkeypatch.setattr(sys, "argv", ["bench_train.py", "--env", "defend_the_center", "--recipe", "default",
+                                      "--paths", "old", "new", "--methods", "vanilla", "camal"])
+    options, parser = bench.parse_options()
+    recipe = bench.recipe_sizes(options, parser)
+    runs = bench.configurations(options, recipe)
+    assert {path for _, path, _ in runs} == {"old", "new"}
+    wanted = doom.load_spec("defend_the_center").recipes["neutral"]["frame_skip"]
+    assert all(values["frame_skip"] == wanted for _, _, values in runs)  # the old tree's envs/ may say otherwise
+    monkeypatch.setattr(sys, "argv", ["bench_train.py", "--env", "basic", "--recipe", "neutral"])
+    options, parser = bench.parse_options()
+    assert all(values["frame_skip"] == doom.load_spec("basic").frame_skip
+               for _, _, values in bench.configurations(options, bench.recipe_sizes(options, parser)))

@@ -123,6 +123,7 @@ def test_a_recipe_may_set_the_frame_skip_and_a_flag_still_wins(tmp_path, monkeyp
     assert arguments.resolve(ppo.Args(env="aim", recipe="tuned")).frame_skip == 3  # no frame skip: the spec's
     assert arguments.resolve(ppo.Args(env="aim", recipe="paper")).frame_skip == 3  # Table 8 leaves it to the spec
     assert arguments.resolve(ppo.Args(env="aim", frame_skip=5)).frame_skip == 5
+    assert arguments.resolve(ppo.Args(env="aim", frame_skip=None)).frame_skip == 2  # None given: no choice made
     assert "frame_skip" not in recipes.PAPER
     for bad in ("0", "-1", '"2"', "2.0", "true"):
         (folder / "aim.toml").write_text(spec.format(skip=bad))

@@ -48,11 +48,13 @@ def test_a_study_at_each_budget_trains_each_scenario_to_its_own(tmp_path, short_
     """Two scenarios whose recipes carry different budgets: one command, each run trains to its own,
     and the one report (with the setting per scenario) compares both."""
     specs = {}
-    for name, steps in (("short_a", 128), ("short_b", 256)):
+    skips = {}
+    for name, steps, skip in (("short_a", 128, ""), ("short_b", 256, "frame_skip = 2\n")):
         path = Path(short_scenario(name=name))
         path.write_text(path.read_text() + f"\n[recipes.small]\nnum_envs = 2\nnum_steps = 32\nnum_minibatches = 2\n"
-                                           f"update_epochs = 1\ntotal_timesteps = {steps}\n")
+                                           f"update_epochs = 1\ntotal_timesteps = {steps}\n{skip}")
         specs[str(path)] = steps
+        skips[str(path)] = 2 if skip else doom.load_spec(path).frame_skip
     runs, report = tmp_path / "runs", tmp_path / "report"
     done = subprocess.run([sys.executable, str(SCRIPT), "--steps", "budget", "--recipe", "small", "--seeds", "1",
                            "--envs", *specs, "--concurrent", "1", "--evals", "1", "--reps", "1000",
@@ -62,10 +64,11 @@ def test_a_study_at_each_budget_trains_each_scenario_to_its_own(tmp_path, short_
     assert done.returncode == 0, done.stderr[-2000:]
     setting = json.loads((runs / "setting.json").read_text())
     assert setting["steps_per_run"] == specs
+    assert setting["frame_skip"] == ", ".join(f"{path}: {skip}" for path, skip in skips.items())
     for path, steps in specs.items():
         name = doom.load_spec(path).name
         for method in ("camal", "vanilla"):
             summary = json.loads((runs / f"{name}__{method}__1" / "summary.json").read_text())
-            assert summary["global_step"] == steps
+            assert summary["global_step"] == steps and summary["args"]["frame_skip"] == skips[path]
     text = (report / "report.md").read_text()
     assert all(f"{path}: {steps:,}" in text for path, steps in specs.items())
