@@ -79,9 +79,19 @@ def started_with(folder: Path, key: str, settings: dict) -> float | None:
         print(f"vs_sample_factory: {stamp} is not a run stamp: running {key} again", flush=True)
         return None
     if ran_with != settings:
-        print(f"vs_sample_factory: {key} ran with {ran_with}, not {settings}: running it again", flush=True)
+        changed = differing(ran_with, settings)
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        print(f"vs_sample_factory: {key} ran with other settings ({shown}): running it again", flush=True)
         return None
     return started
+
+
+def differing(before, now, where: str = "") -> list[str]:
+    """The dotted names of the settings that differ between two stamps (``where`` for the whole)."""
+    if not (isinstance(before, dict) and isinstance(now, dict)):
+        return [] if before == now else [where or "all"]
+    return [name for key in sorted(set(before) | set(now), key=str)
+            for name in differing(before.get(key), now.get(key), f"{where}.{key}" if where else str(key))]
 
 
 def forget_run(folder: Path, key: str) -> None:

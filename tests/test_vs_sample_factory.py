@@ -85,3 +85,6 @@ def test_our_run_is_stamped_with_what_it_learned_with_not_only_a_recipe_name(loa
     assert versus.started_with(tmp_path, "ours_mine", stamps[1]) is None
     assert versus.started_with(tmp_path, "ours_mine", stamps[2]) is None
     assert stamps[1]["args"]["frame_skip"] == 2 and stamps[2]["args"]["learning_rate"] == 2e-3
+    assert versus.differing(stamps[0], stamps[2]) == ["args.frame_skip", "args.learning_rate"]
+    assert versus.differing({"env": "basic"}, {"minutes": 1}) == ["env", "minutes"]
+    assert versus.differing([1], [1]) == [] and versus.differing(1, 2) == ["all"]
