@@ -32,6 +32,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -232,7 +233,8 @@ def main() -> None:
     print(machine, flush=True)
     marks = sorted({m for m in (1, 2, 5, 10, 15, 30, 60) if m <= options.minutes} | {options.minutes})
     results = {"machine": machine, "minutes": options.minutes, "seed": options.seed, "recipe": options.recipe,
-               "recipe_per_scenario": recipe_of, "marks_minutes": marks, "scenarios": {}}
+               "recipe_per_scenario": recipe_of, "marks_minutes": marks, "scenarios": {},
+               "command": shlex.join(["python", "scripts/vs_sample_factory.py", *sys.argv[1:]])}
     for env in options.envs:
         spec = doom.load_spec(env)
         recipe = recipe_of[env]
@@ -263,8 +265,9 @@ def report(results: dict) -> str:
              f"Training mean of the last {WINDOW} episodes (raw game return) at each time since the process "
              f"started, one run at a time, seed {results['seed']}, {results['minutes']:g} minutes each.",
              f"{results['machine']}.", "",
-             "Command: `python scripts/vs_sample_factory.py --minutes "
-             f"{results['minutes']:g}{recipe_flag} --sf-python .venv-sf/bin/python --out reports/vs_sample_factory`",
+             "Command: `" + results.get("command", "python scripts/vs_sample_factory.py --minutes "
+                                  f"{results['minutes']:g}{recipe_flag} --sf-python .venv-sf/bin/python "
+                                  "--out reports/vs_sample_factory") + "`",
              "",
              "| scenario | trainer | run started (UTC) | " + " | ".join(f"{m:g} min" for m in marks) + " | best |",
              "|---|---|---|" + "---|" * (len(marks) + 1)]

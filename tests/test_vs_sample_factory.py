@@ -67,6 +67,8 @@ def test_the_report_says_when_each_run_was_made_and_which_recipe(load_script):
     assert "--minutes 2 --recipe neutral --sf-python" in text
     assert "| basic | ours (CAMAL, neutral recipe) | 2026-12-07 05:00 | 1.0 | - | 2.0 |" in text
     assert "| basic | Sample Factory 2.1.1 APPO defaults | 2026-12-06 09:00 | 1.0 | - | 2.0 |" in text
+    ran = "python scripts/vs_sample_factory.py --envs basic --minutes 2 --out elsewhere"
+    assert f"Command: `{ran}`" in versus.report({**results, "command": ran})  # the command as it was given
 
 
 def test_our_run_is_stamped_with_what_it_learned_with_not_only_a_recipe_name(load_script, tmp_path, monkeypatch):
