@@ -110,7 +110,7 @@ NUMBER_RANGES = (
     ("checkpoint_minutes", 0.0, False, math.inf),
 )
 AT_LEAST_ONE = ("num_envs", "num_steps", "num_minibatches", "update_epochs", "checkpoint_interval", "frame_stack",
-                "frame_skip", "total_timesteps")
+                "total_timesteps")
 AT_LEAST_ZERO = ("eval_interval", "eval_episodes", "eval_image_frames", "threads")
 
 
@@ -128,6 +128,9 @@ def check(args, spec: doom.ScenarioSpec) -> None:
             raise ConfigError(f"--{flag(name)} must be >= {minimum}, got {getattr(args, name)}")
     for name, low, low_open, high in NUMBER_RANGES:
         check_number(name, getattr(args, name), low=low, low_open=low_open, high=high)
+    frame_skip_problem = schema.value_problem(args.frame_skip, schema.FRAME_SKIP)
+    if frame_skip_problem:
+        raise ConfigError(f"--frame-skip {frame_skip_problem} (engine tics per agent step)")
     if args.target_kl is not None:
         check_number("target_kl", args.target_kl, low=0.0, low_open=True)
     check_sizes(args, spec)

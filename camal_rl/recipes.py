@@ -12,6 +12,8 @@ default) always wins over its recipe value (``camal_rl.arguments``). Pure Python
 
 from __future__ import annotations
 
+from camal_rl import schema
+
 PAPER = {
     "learning_rate": 2.5e-4, "num_envs": 8, "num_steps": 128, "anneal_lr": True, "gamma": 0.99, "gae_lambda": 0.95,
     "num_minibatches": 4, "update_epochs": 4, "clip_coef": 0.1, "clip_vloss": True, "ent_coef": 0.01, "vf_coef": 0.5,
@@ -23,27 +25,30 @@ BUDGET = "total_timesteps"
 HYPERPARAMETERS = tuple(PAPER)
 # Settings a recipe may carry that PAPER leaves to the scenario spec: Table 8's frame skip (4) is the
 # bundled specs' own, and a user's spec keeps its frame skip under the paper's recipe.
-OPTIONAL = {"frame_skip": int}
+OPTIONAL = {"frame_skip": schema.FRAME_SKIP}
 # What ``default`` means, best first: a recipe searched with both methods (it favours neither),
 # then one searched with CAMAL alone; a scenario with neither trains with the paper's.
 DEFAULT_ORDER = ("neutral", "tuned")
-TYPES = {**{name: type(value) for name, value in PAPER.items()}, **OPTIONAL}
+TYPES = {name: type(value) for name, value in PAPER.items()}
 
 
 def check(recipe: dict, where: str) -> None:
     """Refuse unknown names and wrongly typed values in a recipe table (``where`` names it)."""
-    unknown = sorted(set(recipe) - set(TYPES))
+    unknown = sorted(set(recipe) - set(TYPES) - set(OPTIONAL))
     if unknown:
-        raise ValueError(f"{where}: unknown hyperparameter(s) {unknown}; a recipe sets {list(TYPES)}")
+        raise ValueError(f"{where}: unknown hyperparameter(s) {unknown}; a recipe sets {[*TYPES, *OPTIONAL]}")
     for name, value in recipe.items():
+        if name in OPTIONAL:
+            problem = schema.value_problem(value, OPTIONAL[name])
+            if problem:
+                raise ValueError(f"{where}: {name} {problem}")
+            continue
         wanted = TYPES[name]
         ok = isinstance(value, bool) if wanted is bool else (
             isinstance(value, (int, float)) and not isinstance(value, bool) if wanted is float else
             isinstance(value, int) and not isinstance(value, bool))
         if not ok:
             raise ValueError(f"{where}: {name} = {value!r} should be a {wanted.__name__}")
-        if name in OPTIONAL and value < 1:
-            raise ValueError(f"{where}: {name} = {value!r} should be >= 1")
 
 
 def resolve(name: str, scenario_recipes: dict) -> tuple[str, dict]:

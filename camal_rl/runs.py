@@ -324,11 +324,13 @@ class SavedRun:
         self.grayscale = frames.get("grayscale", settings.grayscale)
         self.resolution = frames.get("resolution", settings.resolution)
         self.num_envs = settings.num_envs
+        frame_skip_problem = None if self.frame_skip is None else schema.value_problem(self.frame_skip,
+                                                                                        schema.FRAME_SKIP)
         problem = (f"attention {self.attention!r} is not registered" if self.attention not in ATTENTION_METHODS else
                    f"resolution {self.resolution!r} is not ViZDoom's" if self.resolution is not None
                    and not is_resolution(self.resolution) else
-                   "frame_stack, frame_skip and num_envs must be >= 1"
-                   if min(self.frame_stack, self.frame_skip or 1, self.num_envs) < 1 else
+                   "frame_stack and num_envs must be >= 1" if min(self.frame_stack, self.num_envs) < 1 else
+                   f"frame_skip {frame_skip_problem}" if frame_skip_problem else
                    f"obs_size {self.obs_size} is not a frame size" if min(self.obs_size) < 1 else None)
         if problem:
             raise RunFolderError(f"the run's saved settings: {problem}; it was not written by this camal-rl")

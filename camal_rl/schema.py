@@ -15,7 +15,7 @@ import re
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from camal_rl.errors import CamalError, ConfigError
@@ -63,7 +63,8 @@ def _kind_of(value: Any) -> str | None:
     return None
 
 
-def _problem(value: Any, key: Key) -> str | None:
+def value_problem(value: Any, key: Key) -> str | None:
+    """What is wrong with ``value`` as the value of ``key``, or None."""
     if value is None or (key.nullable and isinstance(value, float) and math.isnan(value)):  # NaN: older files' null
         return None if key.nullable else "is null"
     kind = _kind_of(value)
@@ -104,7 +105,7 @@ def type_problem(value: Any, annotation: Any) -> str | None:
     kind = {bool: FLAG, int: INTEGER, float: NUMBER, str: TEXT}.get(annotation)
     if kind is None:
         return None  # a type this check does not know: the user of the value checks it
-    return _problem(value, Key(kind))
+    return value_problem(value, Key(kind))
 
 
 def tuple_if_list(value: Any) -> Any:
@@ -138,7 +139,7 @@ def check_record(record: Any, schema: dict[str, Key], where: str) -> dict:
             if key.required:
                 raise SchemaError(f"{where}: lacks {name!r}; it was not written by this camal-rl")
             continue
-        problem = _problem(record[name], key)
+        problem = value_problem(record[name], key)
         if problem:
             raise SchemaError(f"{where}: {name!r} {problem}")
     return {name: None if isinstance(value, float) and math.isnan(value) else value for name, value in record.items()}
@@ -169,7 +170,7 @@ def list_of(kind: str, *, low: float = -math.inf, high: float = math.inf) -> Cal
 
     def check(values) -> str | None:
         for value in values:
-            problem = _problem(value, item)
+            problem = value_problem(value, item)
             if problem:
                 return f"holds an item that {problem}"
         return None
@@ -195,13 +196,15 @@ FRACTION = Key(NUMBER, nullable=True, low=0.0, high=1.0)
 COUNT = Key(INTEGER, nullable=True, low=0)
 SECONDS = Key(NUMBER, low=0.0)
 METHODS = ("camal", "vanilla", "suppress")
+# engine tics per agent step, wherever one is set (a spec, a recipe, --frame-skip): 1000 tics are 28 seconds
+FRAME_SKIP = Key(INTEGER, low=1, high=1000)
 
 # A scenario as a run records it (``ScenarioSpec.record``): enough to rebuild the env without the spec file.
 SCENARIO = {
     "name": Key(TEXT, check=safe_name), "config": Key(TEXT, check=a_path),
     "mask_categories": Key(LIST, check=list_of(TEXT)),
     "mask_objects": Key(LIST, check=list_of(TEXT)), "actions": Key(LIST, check=list_of(LIST)),
-    "frame_skip": Key(INTEGER, low=1, high=1000), "resolution": Key(TEXT), "episode_timeout": COUNT,
+    "frame_skip": FRAME_SKIP, "resolution": Key(TEXT), "episode_timeout": COUNT,
     "random_score": Key(NUMBER), "reference_score": Key(NUMBER), "description": Key(TEXT, required=False),
     "source": Key(TEXT, required=False), "recipes": Key(TABLE, required=False),
 }
@@ -212,8 +215,8 @@ SPEC_FILE = {
     "config": Key(TEXT, check=a_path), "mask_categories": Key(LIST, required=False, check=list_of(TEXT)),
     "mask_objects": Key(LIST, required=False, check=list_of(TEXT)),
     "custom_objects": Key(LIST, required=False, check=list_of(TEXT)),
-    "actions": Key(LIST, required=False, check=list_of(LIST)), "frame_skip": Key(INTEGER, required=False, low=1,
-                                                                                 high=1000),
+    "actions": Key(LIST, required=False, check=list_of(LIST)),
+    "frame_skip": replace(FRAME_SKIP, required=False),
     "resolution": Key(TEXT, required=False), "episode_timeout": Key(INTEGER, required=False, low=1),
     "random_score": Key(NUMBER, required=False), "reference_score": Key(NUMBER, required=False),
     "recipes": Key(TABLE, required=False),

@@ -8,8 +8,10 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from camal_rl import arguments, camal, doom, ppo, recipes
+from camal_rl import arguments, camal, doom, ppo, recipes, runs
 from camal_rl.errors import ConfigError
 
 
@@ -129,3 +131,37 @@ def test_a_recipe_may_set_the_frame_skip_and_a_flag_still_wins(tmp_path, monkeyp
         (folder / "aim.toml").write_text(spec.format(skip=bad))
         with pytest.raises(doom.SpecError, match="frame_skip"):
             doom.load_spec("aim")
+
+
+SKIP_SPEC = 'config = "basic"\nmask_categories = ["Monster"]\n'
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(frame_skip=st.one_of(st.integers(-5, 5), st.integers(990, 1010), st.integers(-2**40, 2**40)))
+def test_every_home_of_a_frame_skip_takes_the_same_values(frame_skip, tmp_path, monkeypatch):
+    """A spec, a recipe, --frame-skip and a run's saved settings accept a frame skip alike: a value
+    one takes is never refused where the run is read back."""
+    folder = tmp_path / "skip_envs"
+    folder.mkdir(exist_ok=True)
+    monkeypatch.setenv("CAMAL_ENVS", str(folder))
+    spec_file = folder / "skip.toml"
+    verdicts = {}
+    spec_file.write_text(f'{SKIP_SPEC}frame_skip = {frame_skip}\n')
+    verdicts["spec"] = _accepts(doom.SpecError, lambda: doom.load_spec("skip"))
+    spec_file.write_text(f'{SKIP_SPEC}[recipes.neutral]\nframe_skip = {frame_skip}\n')
+    verdicts["recipe"] = _accepts(doom.SpecError, lambda: doom.load_spec("skip"))
+    spec_file.write_text(SKIP_SPEC)
+    verdicts["flag"] = _accepts(ConfigError, lambda: arguments.resolve(ppo.Args(env="skip", frame_skip=frame_skip)))
+    saved = {**vars(ppo.Args(env="skip", frame_skip=4)), "frame_skip": frame_skip}
+    verdicts["saved run"] = _accepts(runs.RunFolderError, lambda: runs.SavedRun(saved))
+    assert len(set(verdicts.values())) == 1, verdicts
+    assert verdicts["flag"] == (1 <= frame_skip <= 1000)
+
+
+def _accepts(refusal: type[Exception], make) -> bool:
+    try:
+        make()
+    except refusal as error:
+        assert "frame_skip" in str(error) or "frame-skip" in str(error), error
+        return False
+    return True
