@@ -14,9 +14,10 @@ recipes, the first recipe's against the second's; and CAMAL / Vanilla steps/s.
 ``--earlier DIR/check.json`` brings in the runs of an earlier check of the same scenario, steps and
 evaluation interval that this check does not train (by recipe, method and seed): Table 8's, so a
 new recipe is not trained beside it again, or a recipe's first seeds when this check adds one. They
-are compared by their recorded evaluations, and matched to this check's runs by recipe name, so
-they must come from the same recipe file; their training curves are not redrawn, as run folders are
-not kept. The report says which runs came from where.
+are compared by their recorded evaluations, and only where each run's recorded trainer settings
+are those its recipe gives now (a recipe edited since, a frame skip moved, is refused, naming what
+differs); their training curves are not redrawn, as run folders are not kept. The report says which
+runs came from where.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import os
 import platform
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +72,14 @@ def describe_run(run_dir: Path, threshold: float) -> dict:
     return {"run": str(run_dir), "method": summary["method"], "seed": summary["seed"], "recipe": summary.get("recipe"),
             "evaluations": evaluations, "final_eval_return": summary["eval_return_mean"],
             "eval_iou": summary["eval_iou_mean"], "sps": summary["sps"], "train_time_s": summary["train_time_s"],
-            "first_train_mean_step": step, "first_train_mean_seconds": seconds}
+            "first_train_mean_step": step, "first_train_mean_seconds": seconds,
+            "settings": learned_settings(summary["args"])}
+
+
+def learned_settings(args: dict) -> dict:
+    """A run's trainer settings that decide what it learned: not how it ran, nor the scenario's
+    name or path (the check compares the scenario)."""
+    return {name: value for name, value in args.items() if name not in runs.HOW_A_RUN_RUNS | {"env"}}
 
 
 def finished_on(described: list[dict]) -> str:
@@ -79,10 +88,12 @@ def finished_on(described: list[dict]) -> str:
     return time.strftime("%Y-%m-%d", time.localtime(max(stamps))) if stamps else time.strftime("%Y-%m-%d")
 
 
-def earlier_runs(path: Path, setting: dict, trained_now: set[tuple[str, str, int]]) -> list[dict]:
+def earlier_runs(path: Path, setting: dict, trained_now: set[tuple[str, str, int]],
+                 settings_now: Callable[[str, str, int], dict]) -> list[dict]:
     """The runs of an earlier check (its ``check.json``) whose (recipe, method, seed) is not trained
     now, each marked ``earlier`` with the check that trained it and its day (a mark it already has is
-    kept); ``ValueError`` if the file is not comparable."""
+    kept); ``ValueError`` if the file is not comparable, or a run's recorded settings are not what
+    ``settings_now(recipe, method, seed)`` (this check's ``learned_settings``) gives today."""
     try:
         earlier = json.loads(path.read_text())
         before, described = earlier["setting"], earlier["runs"]
@@ -99,7 +110,34 @@ def earlier_runs(path: Path, setting: dict, trained_now: set[tuple[str, str, int
         raise ValueError(f"--earlier {path}: not a check.json written by this script (a run without {error})") from None
     if not kept:
         raise ValueError(f"--earlier {path}: every run in it is trained again by this check; nothing to bring in")
+    for d in kept:
+        differ = settings_differ(d, settings_now(d["recipe"], d["method"], d["seed"]))
+        if differ:
+            raise ValueError(f"--earlier {path}: its run {d['recipe']}/{d['method']}/{d['seed']} {differ}; "
+                             "train it again here (leave it out of --earlier) rather than compare runs of two settings")
     return kept
+
+
+def settings_differ(run: dict, now: dict) -> str | None:
+    """What keeps an earlier run from counting as trained with ``now``, or None."""
+    recorded = run.get("settings")
+    if not isinstance(recorded, dict):
+        return "does not record its trainer settings (a check.json from before 2026-12-07)"
+    # JSON holds a tuple as a list; a setting one side lacks is a newer or older camal-rl's default
+    now = json.loads(json.dumps(now))
+    differ = [f"{name} {recorded[name]!r} then, {now[name]!r} now" for name in sorted(set(recorded) & set(now))
+              if recorded[name] != now[name]]
+    return f"was trained with other settings: {', '.join(differ[:4])}{' and more' if len(differ) > 4 else ''}" \
+        if differ else None
+
+
+def settings_now(options, spec) -> Callable[[str, str, int], dict]:
+    """(recipe, method, seed) -> the ``learned_settings`` this check's flags give such a run today."""
+    def resolved(recipe: str, method: str, seed: int) -> dict:
+        flags = ("--env", options.env, "--seed", str(seed), *sweep.METHOD_FLAGS[method], *train_flags(options),
+                 "--recipe", recipe)
+        return learned_settings(vars(sweep.train_settings(flags)))
+    return resolved
 
 
 def compared_in_order(recipes_now: list[str], earlier: list[dict]) -> list[str]:
@@ -209,12 +247,11 @@ def train(options, spec) -> None:
     """Every recipe x method x seed with ``camal-sweep`` (finished runs skipped, stopped ones resumed);
     ``CheckError`` naming the runs that failed or left no summary: a report without them would read as
     complete."""
-    train_args = ["--total-timesteps", str(options.steps), "--eval-interval", str(options.eval_interval),
-                  "--eval-episodes", str(options.eval_episodes), "--checkpoint-interval", "20"]
     failed = []
     for recipe in options.recipes:
         result = sweep.sweep([options.env], options.methods, options.seeds, Path(options.runs) / recipe,
-                             train_args=[*train_args, "--recipe", recipe], workers=options.workers, compare=False)
+                             train_args=[*train_flags(options), "--recipe", recipe], workers=options.workers,
+                             compare=False)
         failed += [f"{recipe}/{name}" for name in result.get("failed", [])]
     missing = [f"{recipe}/{run_dir.name}" for recipe, run_dir in expected_runs(options, spec)
                if not (run_dir / runs.SUMMARY).exists() and f"{recipe}/{run_dir.name}" not in failed]
@@ -222,6 +259,12 @@ def train(options, spec) -> None:
         raise CheckError(f"{len(failed) + len(missing)} run(s) did not finish: {', '.join(failed + missing)} (their "
                          f".log files are in {options.runs}/<recipe>); no report written. Run the same command to "
                          "train them again")
+
+
+def train_flags(options) -> list[str]:
+    """camal-train's flags for every run of this check, less the recipe."""
+    return ["--total-timesteps", str(options.steps), "--eval-interval", str(options.eval_interval),
+            "--eval-episodes", str(options.eval_episodes), "--checkpoint-interval", "20"]
 
 
 def expected_runs(options, spec) -> list[tuple[str, Path]]:
@@ -329,8 +372,8 @@ def main(argv=None) -> None:
     if options.earlier:
         trained_now = {(r, m, s) for r in options.recipes for m in options.methods for s in options.seeds}
         try:
-            earlier = earlier_runs(options.earlier, setting, trained_now)
-        except ValueError as error:
+            earlier = earlier_runs(options.earlier, setting, trained_now, settings_now(options, spec))
+        except (ValueError, CamalError) as error:
             raise CheckError(str(error)) from None
     train(options, spec)
     described = [{**describe_run(run_dir, options.train_threshold), "recipe": recipe}

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -43,15 +44,23 @@ def test_a_report_is_dated_by_its_runs_not_by_the_redraw(check, tmp_path):
     assert check.finished_on([{"run": str(run)}]) == "2025-11-30"
 
 
+SETTINGS = {"recipe": "paper", "learning_rate": 2.5e-4, "frame_skip": 4, "obs_size": [60, 80]}
+
+
+def same_as_then(recipe, method, seed):
+    return {**SETTINGS, "recipe": recipe, "obs_size": (60, 80)}  # a tuple now, a list in the file
+
+
 def test_an_earlier_check_brings_its_other_recipes_runs_marked(check, tmp_path):
     setting = {"env": "defend_the_center", "steps": 500_000, "seeds": [1, 2, 3], "eval_interval": 100_000,
                "eval_episodes": 10}
-    runs_before = [{"recipe": "paper", "method": "camal", "seed": 1, "evaluations": [[100_352, 7.0]]},
-                   {"recipe": "from_basic", "method": "camal", "seed": 1, "evaluations": [[100_352, 10.0]]}]
+    runs_before = [{"recipe": recipe, "method": "camal", "seed": 1, "evaluations": [[100_352, value]],
+                    "settings": {**SETTINGS, "recipe": recipe}}
+                   for recipe, value in (("paper", 7.0), ("from_basic", 10.0))]
     path = tmp_path / "check.json"
     path.write_text(json.dumps({"setting": {**setting, "date": "2026-11-30"}, "runs": runs_before}))
     trained_now = {("tuned", "camal", 1), ("from_basic", "camal", 1)}
-    kept = check.earlier_runs(path, setting, trained_now)
+    kept = check.earlier_runs(path, setting, trained_now, same_as_then)
     assert [d["recipe"] for d in kept] == ["paper"]
     assert kept[0]["earlier"] == f"{path} (2026-11-30)"
     assert check.finished_on(kept) == time.strftime("%Y-%m-%d")  # earlier runs do not date this check
@@ -64,18 +73,18 @@ def test_an_earlier_check_brings_the_seeds_this_one_does_not_train(check, tmp_pa
     the earlier check's own earlier runs keep the mark of the check that trained them."""
     setting = {"env": "defend_the_center", "steps": 500_000, "seeds": [3], "eval_interval": 100_000,
                "eval_episodes": 10}
-    runs_before = [{"recipe": "tuned", "method": "camal", "seed": seed, "evaluations": [[100_352, 12.0]]}
-                   for seed in (1, 2, 3)]
+    runs_before = [{"recipe": "tuned", "method": "camal", "seed": seed, "evaluations": [[100_352, 12.0]],
+                    "settings": {**SETTINGS, "recipe": "tuned"}} for seed in (1, 2, 3)]
     runs_before.append({"recipe": "paper", "method": "camal", "seed": 1, "evaluations": [[100_352, 7.0]],
-                        "earlier": "first/check.json (2026-11-30)"})
+                        "earlier": "first/check.json (2026-11-30)", "settings": SETTINGS})
     path = tmp_path / "check.json"
     path.write_text(json.dumps({"setting": {**setting, "seeds": [1, 2, 3], "date": "2026-12-01"}, "runs": runs_before}))
-    kept = check.earlier_runs(path, setting, {("tuned", "camal", 3)})
+    kept = check.earlier_runs(path, setting, {("tuned", "camal", 3)}, same_as_then)
     assert [(d["recipe"], d["seed"]) for d in kept] == [("tuned", 1), ("tuned", 2), ("paper", 1)]
     assert [d["earlier"] for d in kept] == [f"{path} (2026-12-01)"] * 2 + ["first/check.json (2026-11-30)"]
     assert check.compared_in_order(["tuned"], kept) == ["tuned", "paper"]  # the recipe once, though in both
     with pytest.raises(ValueError, match="every run in it is trained again"):
-        check.earlier_runs(path, setting, {(d["recipe"], "camal", d["seed"]) for d in runs_before})
+        check.earlier_runs(path, setting, {(d["recipe"], "camal", d["seed"]) for d in runs_before}, same_as_then)
 
 
 @pytest.mark.parametrize("change, says", [({"steps": 100_000}, "its steps is 100000"),
@@ -86,7 +95,40 @@ def test_an_earlier_check_of_another_setting_is_refused(check, tmp_path, change,
     path = tmp_path / "check.json"
     path.write_text(json.dumps({"setting": {**setting, **change}, "runs": [{"recipe": "paper"}]}))
     with pytest.raises(ValueError, match=says):
-        check.earlier_runs(path, setting, {("tuned", "camal", 1)})
+        check.earlier_runs(path, setting, {("tuned", "camal", 1)}, same_as_then)
+
+
+@pytest.mark.parametrize("recorded, says", [
+    ({**SETTINGS, "frame_skip": 1}, "frame_skip 1 then, 4 now"),
+    ({**SETTINGS, "learning_rate": 1e-3}, "learning_rate 0.001 then, 0.00025 now"),
+    (None, "does not record its trainer settings"),
+])
+def test_an_earlier_run_trained_with_other_settings_is_refused(check, tmp_path, recorded, says):
+    """A recipe edited since the earlier check (a frame skip moved, a learning rate) would hand back a
+    result made under other settings under the recipe's name."""
+    setting = {"env": "defend_the_center", "steps": 500_000, "seeds": [2], "eval_interval": 100_000,
+               "eval_episodes": 10}
+    earlier_run = {"recipe": "paper", "method": "camal", "seed": 1, "evaluations": [[100_352, 7.0]]}
+    if recorded is not None:
+        earlier_run["settings"] = recorded
+    path = tmp_path / "check.json"
+    path.write_text(json.dumps({"setting": setting, "runs": [earlier_run]}))
+    with pytest.raises(ValueError, match=re.escape(says)):
+        check.earlier_runs(path, setting, {("tuned", "camal", 2)}, same_as_then)
+
+
+def test_the_settings_a_check_compares_are_what_camal_train_resolves(check):
+    """Today's settings of a run come from camal-train's own resolution: the recipe's frame skip and
+    values, the method, and none of how a run runs."""
+    options = SimpleNamespace(env="defend_the_center", steps=200_000, eval_interval=50_000, eval_episodes=5)
+    resolved = check.settings_now(options, doom.load_spec("defend_the_center"))
+    neutral, vanilla = resolved("neutral", "camal", 3), resolved("neutral", "vanilla", 3)
+    recipe = doom.load_spec("defend_the_center").recipes["neutral"]
+    assert neutral["frame_skip"] == recipe["frame_skip"] and neutral["learning_rate"] == recipe["learning_rate"]
+    assert resolved("paper", "camal", 3)["frame_skip"] == doom.load_spec("defend_the_center").frame_skip
+    assert vanilla["camal_coef"] == 0 and neutral["camal_coef"] > 0
+    assert neutral["total_timesteps"] == 200_000 and neutral["seed"] == 3
+    assert not set(neutral) & (runs.HOW_A_RUN_RUNS | {"env"})
 
 
 def test_an_earlier_check_that_is_not_one_is_refused(check, tmp_path):
@@ -94,7 +136,7 @@ def test_an_earlier_check_that_is_not_one_is_refused(check, tmp_path):
     (tmp_path / "broken.json").write_text("{\"setting\": ")
     for path in (tmp_path / "broken.json", tmp_path / "absent.json"):
         with pytest.raises(ValueError, match="not a check.json written by this script"):
-            check.earlier_runs(path, setting, {("tuned", "camal", 1)})
+            check.earlier_runs(path, setting, {("tuned", "camal", 1)}, same_as_then)
 
 
 def fake_sweep(finishes):
