@@ -12,25 +12,21 @@ import argparse
 
 import vizdoom as vzd
 
-from camal_rl import doom
+from camal_rl import doom, schema
 from camal_rl.errors import ConfigError, run_cli
 
 
 def turn_angles(spec: doom.ScenarioSpec, frame_skip: int, steps: int) -> tuple[list[float], float]:
     """(degrees turned in each of ``steps`` held TURN_RIGHT steps from rest, degrees of the first step
     after a pause)."""
-    game = vzd.DoomGame()
-    game.load_config(str(spec.config))
-    game.set_window_visible(False)
-    game.set_screen_resolution(vzd.ScreenResolution.RES_160X120)
-    game.add_available_game_variable(vzd.GameVariable.ANGLE)
-    buttons = [str(b).split(".")[-1] for b in game.get_available_buttons()]
-    if "TURN_RIGHT" not in buttons:
-        raise ConfigError(f"{spec.name} has no TURN_RIGHT button ({buttons}); choose a scenario that turns")
-    turn = [float(b == "TURN_RIGHT") for b in buttons]
-    still = [0.0] * len(buttons)
-    game.init()
+    env = doom.DoomEnv(spec, frame_skip=frame_skip)  # the trainer's engine setup: its errors, its files' folder
     try:
+        game = env.game
+        buttons = [str(b).split(".")[-1] for b in game.get_available_buttons()]
+        if "TURN_RIGHT" not in buttons:
+            raise ConfigError(f"{spec.name} has no TURN_RIGHT button ({buttons}); choose a scenario that turns")
+        turn = [float(b == "TURN_RIGHT") for b in buttons]
+        still = [0.0] * len(buttons)
         game.new_episode()
 
         def step(action) -> float:
@@ -42,7 +38,7 @@ def turn_angles(spec: doom.ScenarioSpec, frame_skip: int, steps: int) -> tuple[l
         step(still)
         return held, step(turn)
     finally:
-        game.close()
+        env.close()
 
 
 def main() -> None:
@@ -51,8 +47,10 @@ def main() -> None:
     parser.add_argument("--frame-skips", type=int, nargs="+", default=[4, 2, 1])
     parser.add_argument("--steps", type=int, default=6)
     options = parser.parse_args()
-    if min(options.frame_skips) < 1 or options.steps < 1:
-        raise ConfigError("--frame-skips and --steps must be >= 1")
+    problems = [schema.value_problem(skip, schema.FRAME_SKIP) for skip in options.frame_skips]
+    bad = next((problem for problem in problems if problem), None)
+    if bad or options.steps < 1:
+        raise ConfigError(f"--frame-skips: a frame skip {bad}" if bad else "--steps must be >= 1")
     spec = doom.load_spec(options.env)
     print(f"{spec.name}: degrees turned per agent step of a held TURN_RIGHT")
     for frame_skip in options.frame_skips:

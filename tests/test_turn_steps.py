@@ -24,3 +24,16 @@ def test_a_held_turn_speeds_up_and_a_step_turns_in_proportion_to_the_frame_skip(
 def test_a_scenario_without_a_turn_is_refused(turn_steps):
     with pytest.raises(ConfigError, match="no TURN_RIGHT"):
         turn_steps.turn_angles(doom.load_spec("basic"), 4, 2)
+
+
+def test_a_scenario_whose_wad_is_missing_is_one_line(turn_steps, tmp_path, monkeypatch):
+    """The script builds the engine as the trainer does: a missing .wad is the trainer's one-line error."""
+    folder = tmp_path / "envs"
+    folder.mkdir()
+    (folder / "gone.cfg").write_text((doom.load_spec("defend_the_center").config).read_text()
+                                     .replace("defend_the_center.wad", str(tmp_path / "gone.wad")))
+    (folder / "gone.toml").write_text(f'config = "{folder / "gone.cfg"}"\nmask_categories = ["Monster"]\n')
+    monkeypatch.setenv("CAMAL_ENVS", str(folder))
+    with pytest.raises(doom.SpecError, match="gone.wad") as refused:
+        turn_steps.turn_angles(doom.load_spec("gone"), 4, 2)
+    assert "\n" not in str(refused.value)
