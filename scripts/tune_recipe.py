@@ -221,7 +221,8 @@ def train_once(env: str, recipe: dict, seed: int, method: str, options, root: Pa
 
 # What a search is: a resumed search must train and score its trials as the stored ones were.
 SEARCH_SETTINGS = ("env", "methods", "combine", "objective", "steps", "minutes", "total_timesteps", "seeds",
-                   "min_minibatch")
+                   "min_minibatch", "frame_skip")
+SETTING_NAMES = {"frame_skip": "the scenario spec's frame_skip"}  # the settings no flag of this script sets
 
 
 class SearchError(CamalError):
@@ -301,8 +302,13 @@ def check_settings(study, settings: dict, path: Path) -> dict:
                   + ", ".join(f"--{k.replace('_', '-')} {shown(v)}" for k, v in settings.items()), flush=True)
         study.set_user_attr("search", settings)
         return settings
-    differ = [f"--{key.replace('_', '-')} {shown(stored.get(key))}, not {shown(settings[key])}"
-              for key in SEARCH_SETTINGS if stored.get(key) != settings[key]]
+    unrecorded = [key for key in SEARCH_SETTINGS if key not in stored]
+    if unrecorded:  # stored before these were: its trials ran with this command's (the spec's frame skip is 4 since)
+        print(f"{path}: a search from before {', '.join(unrecorded)} was stored; taking this command's", flush=True)
+        stored = {**stored, **{key: settings[key] for key in unrecorded}}
+        study.set_user_attr("search", stored)
+    differ = [f"{SETTING_NAMES.get(key, '--' + key.replace('_', '-'))} {shown(stored.get(key))}, not "
+              f"{shown(settings[key])}" for key in SEARCH_SETTINGS if stored.get(key) != settings[key]]
     if differ:
         raise SearchError(f"{path} was searched with {'; '.join(differ)}; resume it with its own settings, or give "
                           "another --out")
@@ -411,7 +417,8 @@ def search(options, spec, starts: list[dict], out: Path) -> None:
     settings = {"env": spec.name, "methods": options.methods, "combine": options.combine,
                 "objective": options.objective, "steps": options.steps, "minutes": options.minutes,
                 "total_timesteps": options.total_timesteps, "seeds": options.seeds,
-                "min_minibatch": options.min_minibatch}
+                "min_minibatch": options.min_minibatch,
+                "frame_skip": spec.frame_skip}  # trials train --recipe paper with flags: the spec's frame skip
     settings = check_settings(study, settings, path)
     requeue_interrupted(study)
     study.sampler = sampler_for(study, options.sampler_seed)

@@ -170,6 +170,23 @@ def test_a_resumed_search_keeps_its_budget(tune, search, tmp_path):
         search("--trials", "2", "--steps", "1000", "--objective", "end")
 
 
+def test_a_search_keeps_the_frame_skip_its_trials_ran_at(tune, search, tmp_path, monkeypatch, capsys):
+    """Trials train at the scenario spec's frame skip: a search resumed after the spec's changed is
+    refused; one stored before the frame skip was takes this command's and records it."""
+    search("--trials", "1", "--steps", "1000")
+    study = tune.open_study(tmp_path / "study.db", "basic-camal-area")
+    assert study.user_attrs["search"]["frame_skip"] == doom.load_spec("basic").frame_skip
+    older = {k: v for k, v in study.user_attrs["search"].items() if k != "frame_skip"}
+    study.set_user_attr("search", older)
+    search("--trials", "2", "--steps", "1000")
+    assert "a search from before frame_skip was stored; taking this command's" in capsys.readouterr().out
+    assert tune.open_study(tmp_path / "study.db", "basic-camal-area").user_attrs["search"]["frame_skip"] == 4
+    finer = doom.load_spec("basic")
+    monkeypatch.setattr(tune.doom, "load_spec", lambda name: type(finer)(**{**vars(finer), "frame_skip": 2}))
+    with pytest.raises(tune.SearchError, match=r"was searched with the scenario spec's frame_skip 4, not 2;"):
+        search("--trials", "3", "--steps", "1000")
+
+
 def test_a_corrupt_study_is_one_line(tune, tmp_path, capsys):
     import signal
 
