@@ -35,7 +35,7 @@ import vizdoom as vzd
 
 from camal_rl.errors import CamalError
 from camal_rl.recipes import check as check_recipe
-from camal_rl.schema import SCENARIO, SPEC_FILE, SchemaError, check_record, safe_name
+from camal_rl.schema import FRAME_SKIP, SCENARIO, SPEC_FILE, SchemaError, check_record, safe_name, value_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -442,7 +442,10 @@ class DoomEnv(gym.Env):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.scenario = spec
-        self.frame_skip = frame_skip or spec.frame_skip
+        self.frame_skip = spec.frame_skip if frame_skip is None else frame_skip
+        frame_skip_problem = value_problem(self.frame_skip, FRAME_SKIP)
+        if frame_skip_problem:
+            raise ValueError(f"frame_skip {frame_skip_problem}")
         self.frame_stack = frame_stack
         self.obs_size = tuple(obs_size)
         self.grayscale = grayscale

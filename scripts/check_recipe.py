@@ -23,6 +23,7 @@ runs came from where.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -73,12 +74,14 @@ def describe_run(run_dir: Path, threshold: float) -> dict:
             "evaluations": evaluations, "final_eval_return": summary["eval_return_mean"],
             "eval_iou": summary["eval_iou_mean"], "sps": summary["sps"], "train_time_s": summary["train_time_s"],
             "first_train_mean_step": step, "first_train_mean_seconds": seconds,
-            "settings": learned_settings(summary["args"])}
+            "settings": learned_settings(summary.get("args"))}
 
 
-def learned_settings(args: dict) -> dict:
+def learned_settings(args: dict | None) -> dict | None:
     """A run's trainer settings that decide what it learned: not how it ran, nor the scenario's
-    name or path (the check compares the scenario)."""
+    name or path (the check compares the scenario). None for a summary without them (an older run)."""
+    if not isinstance(args, dict):
+        return None
     return {name: value for name, value in args.items() if name not in runs.HOW_A_RUN_RUNS | {"env"}}
 
 
@@ -111,10 +114,16 @@ def earlier_runs(path: Path, setting: dict, trained_now: set[tuple[str, str, int
     if not kept:
         raise ValueError(f"--earlier {path}: every run in it is trained again by this check; nothing to bring in")
     for d in kept:
-        differ = settings_differ(d, settings_now(d["recipe"], d["method"], d["seed"]))
+        run = f"{d['recipe']}/{d['method']}/{d['seed']}"
+        try:
+            now = settings_now(d["recipe"], d["method"], d["seed"])
+        except CamalError as error:  # its recipe is gone from the spec, or no longer resolves
+            raise ValueError(f"--earlier {path}: its run {run} cannot be matched with this check's settings "
+                             f"({error}); leave out --earlier, or check that recipe again") from None
+        differ = settings_differ(d, now)
         if differ:
-            raise ValueError(f"--earlier {path}: its run {d['recipe']}/{d['method']}/{d['seed']} {differ}; "
-                             "train it again here (leave it out of --earlier) rather than compare runs of two settings")
+            raise ValueError(f"--earlier {path}: its run {run} {differ}; train it here instead (add its recipe to "
+                             "--recipes and its seed to --seeds) or leave out --earlier")
     return kept
 
 
@@ -136,7 +145,7 @@ def settings_now(options, spec) -> Callable[[str, str, int], dict]:
     def resolved(recipe: str, method: str, seed: int) -> dict:
         flags = ("--env", options.env, "--seed", str(seed), *sweep.METHOD_FLAGS[method], *train_flags(options),
                  "--recipe", recipe)
-        return learned_settings(vars(sweep.train_settings(flags)))
+        return learned_settings(dataclasses.asdict(sweep.train_settings(flags)))  # as a summary records them
     return resolved
 
 

@@ -222,6 +222,7 @@ def train_once(env: str, recipe: dict, seed: int, method: str, options, root: Pa
 # What a search is: a resumed search must train and score its trials as the stored ones were.
 SEARCH_SETTINGS = ("env", "methods", "combine", "objective", "steps", "minutes", "total_timesteps", "seeds",
                    "min_minibatch", "frame_skip")
+STORED_SINCE_2026_12_07 = ("frame_skip",)  # a search stored before lacks these; any other missing setting differs
 SETTING_NAMES = {"frame_skip": "the scenario spec's frame_skip"}  # the settings no flag of this script sets
 
 
@@ -302,8 +303,8 @@ def check_settings(study, settings: dict, path: Path) -> dict:
                   + ", ".join(f"--{k.replace('_', '-')} {shown(v)}" for k, v in settings.items()), flush=True)
         study.set_user_attr("search", settings)
         return settings
-    unrecorded = [key for key in SEARCH_SETTINGS if key not in stored]
-    if unrecorded:  # stored before these were: its trials ran with this command's (the spec's frame skip is 4 since)
+    unrecorded = [key for key in STORED_SINCE_2026_12_07 if key not in stored]
+    if unrecorded:  # its trials ran at the spec's frame skip, which no bundled spec has changed
         print(f"{path}: a search from before {', '.join(unrecorded)} was stored; taking this command's", flush=True)
         stored = {**stored, **{key: settings[key] for key in unrecorded}}
         study.set_user_attr("search", stored)

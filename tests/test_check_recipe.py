@@ -131,6 +131,30 @@ def test_the_settings_a_check_compares_are_what_camal_train_resolves(check):
     assert not set(neutral) & (runs.HOW_A_RUN_RUNS | {"env"})
 
 
+def test_an_earlier_check_is_matched_with_what_camal_train_gives_today(check, tmp_path):
+    """The real resolution, as a summary records it and a check.json reads it back: today's own runs
+    come in; one whose recipe moved its frame skip, or whose recipe is gone, is refused in one line."""
+    options = SimpleNamespace(env="defend_the_center", steps=200_000, eval_interval=50_000, eval_episodes=5)
+    now = check.settings_now(options, doom.load_spec("defend_the_center"))
+    setting = {"env": "defend_the_center", "steps": 200_000, "seeds": [2], "eval_interval": 50_000,
+               "eval_episodes": 5}
+
+    def bring_in(recorded, recipe="neutral"):
+        earlier_run = {"recipe": recipe, "method": "vanilla", "seed": 1, "evaluations": [[50_176, 3.0]],
+                       "settings": json.loads(json.dumps(recorded))}
+        path = tmp_path / "check.json"
+        path.write_text(json.dumps({"setting": setting, "runs": [earlier_run]}))
+        return check.earlier_runs(path, setting, {("neutral", "vanilla", 2)}, now)
+
+    today = now("neutral", "vanilla", 1)
+    assert [d["seed"] for d in bring_in(today)] == [1]
+    with pytest.raises(ValueError, match=r"neutral/vanilla/1 was trained with other settings: frame_skip 4 then, 1 "
+                                         r"now; train it here instead"):
+        bring_in({**today, "frame_skip": 4})
+    with pytest.raises(ValueError, match=r"its run gone/vanilla/1 cannot be matched .*no such recipe"):
+        bring_in(today, recipe="gone")
+
+
 def test_an_earlier_check_that_is_not_one_is_refused(check, tmp_path):
     setting = {"env": "basic", "steps": 1, "seeds": [1], "eval_interval": 1, "eval_episodes": 1}
     (tmp_path / "broken.json").write_text("{\"setting\": ")

@@ -156,6 +156,8 @@ def test_every_home_of_a_frame_skip_takes_the_same_values(frame_skip, tmp_path, 
     verdicts["saved run"] = _accepts(runs.RunFolderError, lambda: runs.SavedRun(saved))
     assert len(set(verdicts.values())) == 1, verdicts
     assert verdicts["flag"] == (1 <= frame_skip <= 1000)
+    if not verdicts["flag"]:  # the env refuses before it starts an engine (accepted values would start one)
+        assert not _accepts(ValueError, lambda: doom.DoomEnv(doom.load_spec("skip"), frame_skip=frame_skip))
 
 
 def _accepts(refusal: type[Exception], make) -> bool:

@@ -181,6 +181,10 @@ def test_a_search_keeps_the_frame_skip_its_trials_ran_at(tune, search, tmp_path,
     search("--trials", "2", "--steps", "1000")
     assert "a search from before frame_skip was stored; taking this command's" in capsys.readouterr().out
     assert tune.open_study(tmp_path / "study.db", "basic-camal-area").user_attrs["search"]["frame_skip"] == 4
+    study.set_user_attr("search", {k: v for k, v in older.items() if k != "combine"})
+    with pytest.raises(tune.SearchError, match=r"was searched with --combine None, not worst;"):  # not adopted
+        search("--trials", "3", "--steps", "1000")
+    study.set_user_attr("search", {**older, "frame_skip": 4})
     finer = doom.load_spec("basic")
     monkeypatch.setattr(tune.doom, "load_spec", lambda name: type(finer)(**{**vars(finer), "frame_skip": 2}))
     with pytest.raises(tune.SearchError, match=r"was searched with the scenario spec's frame_skip 4, not 2;"):
